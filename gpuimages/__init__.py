@@ -1,0 +1,30 @@
+"""gpuimages: images into Spark DataFrames in Spark's image schema, decoded on GPU (DALI) or CPU (Pillow).
+
+    >>> import gpuimages
+    >>> df = gpuimages.read_images(spark, "/data/images", recursive=True, device="auto")
+
+Importing this package imports neither pyspark's JVM side nor DALI/cupy; engines load on executors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["read_images", "decode_images", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gpuimages.decode import decode_images
+    from gpuimages.reader import read_images
+
+
+def __getattr__(name: str) -> Any:
+    if name == "read_images":
+        from gpuimages.reader import read_images
+
+        return read_images
+    if name == "decode_images":
+        from gpuimages.decode import decode_images
+
+        return decode_images
+    raise AttributeError(f"module 'gpuimages' has no attribute {name!r}")

@@ -1,0 +1,132 @@
+"""The decode interface shared by every engine.
+
+An engine takes a batch of encoded images (``bytes`` or ``None`` for a missing value) and
+returns a :class:`DecodedBatch`: per-image sizes and channel counts, the pixels of all valid
+images in one contiguous buffer (row-major BGR(A), Spark's byte layout), and a reason for every
+image it could not decode. Engines never raise for bad input: a bad image is a recorded failure.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpuimages.options import DecodeOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodedBatch:
+    """Decoded pixels of one batch; ``channels[i] == -1`` marks a failed image."""
+
+    height: np.ndarray
+    width: np.ndarray
+    channels: np.ndarray
+    offsets: np.ndarray  # int64, length n + 1, into ``data``
+    data: np.ndarray  # uint8, contiguous
+    errors: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def slice(self, start: int, end: int) -> DecodedBatch:
+        """Rows ``start:end`` as their own batch (pixel bytes re-based, not copied)."""
+        offsets = self.offsets[start : end + 1]
+        return DecodedBatch(
+            self.height[start:end],
+            self.width[start:end],
+            self.channels[start:end],
+            offsets - offsets[0],
+            self.data[offsets[0] : offsets[-1]],
+            self.errors[start:end],
+        )
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Image ``i`` as an ``(h, w, c)`` view (empty for a failed image)."""
+        if self.channels[i] <= 0:
+            return np.zeros((0, 0, 0), dtype=np.uint8)
+        chunk = self.data[self.offsets[i] : self.offsets[i + 1]]
+        return chunk.reshape(int(self.height[i]), int(self.width[i]), int(self.channels[i]))
+
+
+class BatchBuilder:
+    """Collects per-image results in input order and packs them into a :class:`DecodedBatch`."""
+
+    def __init__(self, size: int) -> None:
+        self._arrays: list[np.ndarray | None] = [None] * size
+        self._errors: list[str | None] = [None] * size
+
+    def set_image(self, i: int, pixels: np.ndarray) -> None:
+        """Record image ``i`` as an ``(h, w, c)`` uint8 array in BGR(A) order."""
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        self._arrays[i] = pixels
+        self._errors[i] = None
+
+    def set_error(self, i: int, reason: str) -> None:
+        """Record that image ``i`` could not be decoded, and why."""
+        self._arrays[i] = None
+        self._errors[i] = reason
+
+    def error(self, i: int) -> str | None:
+        """The reason recorded for image ``i``, if any."""
+        return self._errors[i]
+
+    def build(self) -> DecodedBatch:
+        """Pack the images into one contiguous buffer."""
+        n = len(self._arrays)
+        height = np.full(n, -1, dtype=np.int32)
+        width = np.full(n, -1, dtype=np.int32)
+        channels = np.full(n, -1, dtype=np.int32)
+        sizes = np.zeros(n, dtype=np.int64)
+        for i, arr in enumerate(self._arrays):
+            if arr is not None:
+                height[i], width[i], channels[i] = arr.shape
+                sizes[i] = arr.size
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        for i, arr in enumerate(self._arrays):
+            if arr is not None:
+                data[offsets[i] : offsets[i + 1]].reshape(arr.shape)[...] = arr
+        return DecodedBatch(height, width, channels, offsets, data, list(self._errors))
+
+
+class Engine(abc.ABC):
+    """A decoder of encoded image batches into Spark's image layout."""
+
+    #: Short name shown in logs ("pillow", "dali-gpu", "dali-cpu").
+    name: str = "engine"
+
+    def __init__(self, options: DecodeOptions) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def decode(self, blobs: Sequence[bytes | None]) -> DecodedBatch:
+        """Decode a batch; a failed image gets ``channels == -1`` and a reason, never an exception."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources held by the engine."""
+
+
+def create_engine(options: DecodeOptions, gpu_id: int | None = None, engine: str | None = None) -> Engine:
+    """Create the engine for ``options.device`` on this executor.
+
+    ``engine`` forces "pillow" or "dali". ``gpu_id`` is the device the task was assigned
+    (None: DALI's CPU operators). DALI is imported here, never at package import.
+    """
+    name = engine or ("pillow" if options.device == "cpu" else "dali")
+    if name == "pillow":
+        from gpuimages.engines.pillow import PillowEngine
+
+        return PillowEngine(options)
+    if name == "dali":
+        from gpuimages.engines.dali import DaliEngine
+
+        return DaliEngine(options, gpu_id=gpu_id)
+    raise ValueError(f"engine: expected 'pillow' or 'dali', got {name!r}")

@@ -1,0 +1,177 @@
+"""The CPU engine: Pillow (libjpeg-turbo, zlib), one image at a time, Spark's channel rules.
+
+Large JPEGs that will be shrunk are decoded in Pillow's draft mode (DCT scaling), so a
+4000x3000 photo resized to 224x224 is never fully decoded. Headers that claim more than
+``max_pixels`` are refused before any pixel buffer is allocated.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gpuimages.engines.base import BatchBuilder, DecodedBatch, Engine
+from gpuimages.engines.formats import PNG_GRAY_ALPHA, PNG_RGB, PNG_RGBA, HeaderInfo, sniff
+from gpuimages.options import DecodeOptions
+
+log = logging.getLogger(__name__)
+
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+class DecodeError(Exception):
+    """A single image cannot be decoded; the message is the reason recorded in its row."""
+
+
+def check_bytes(blob: bytes | None, options: DecodeOptions) -> HeaderInfo:
+    """Reject missing, empty and oversized inputs; return the sniffed header."""
+    if blob is None:
+        raise DecodeError("no image bytes (null value)")
+    if len(blob) == 0:
+        raise DecodeError("empty file (0 bytes)")
+    info = sniff(blob)
+    check_pixels(info.width, info.height, options)
+    return info
+
+
+def check_pixels(width: int, height: int, options: DecodeOptions) -> None:
+    """Refuse an image whose claimed size is over ``max_pixels`` (decompression-bomb guard)."""
+    if width * height > options.max_pixels:
+        raise DecodeError(
+            f"image claims {width}x{height} = {width * height} pixels, "
+            f"over max_pixels={options.max_pixels}; refused without decoding"
+        )
+
+
+def _open(blob: bytes, options: DecodeOptions) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(blob))
+    except UnidentifiedImageError:
+        raise DecodeError("not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression bomb refused: {exc}") from None
+    check_pixels(im.width, im.height, options)
+    return im
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block means "no orientation"
+        return 1
+
+
+def _draft(im: Image.Image, options: DecodeOptions, orientation: int) -> None:
+    """Ask libjpeg to decode at the smallest DCT scale still at least the target size."""
+    if im.format != "JPEG" or options.resize is None:
+        return
+    w, h = im.size
+    if orientation in _SWAPS_AXES:
+        th, tw = options.target_size(w, h)
+        target = (th, tw)
+    else:
+        th, tw = options.target_size(h, w)
+        target = (tw, th)
+    if target[0] < w and target[1] < h:
+        im.draft(im.mode, target)
+
+
+def _png16(blob: bytes, info: HeaderInfo) -> np.ndarray:
+    """Decode a 16-bit grey+alpha / RGB / RGBA PNG exactly as Spark does (see module formats)."""
+    import png  # pypng: pure Python, used for these rare files only
+
+    width, height, rows, _ = png.Reader(bytes=blob).asDirect()
+    planes = {PNG_GRAY_ALPHA: 2, PNG_RGB: 3, PNG_RGBA: 4}[info.color_type]
+    arr = np.vstack([np.asarray(r, dtype=np.uint32) for r in rows]).reshape(height, width, planes)
+    if info.color_type == PNG_GRAY_ALPHA:
+        return (arr[:, :, 0] & 0xFF).astype(np.uint8)  # grey colour space: low byte, alpha dropped
+    return ((arr * 255 + 32767) // 65535).astype(np.uint8)  # sRGB: scaled and rounded
+
+
+def _to_spark_mode(im: Image.Image, info: HeaderInfo) -> Image.Image:
+    """Convert a Pillow image to "L", "RGB" or "RGBA" following Spark's channel rules."""
+    channels = info.spark_channels()
+    mode = im.mode
+    if channels is None:  # not PNG/JPEG: decide from Pillow's mode
+        if mode in ("L", "I", "F") or mode.startswith("I;16"):
+            channels = 1
+        elif mode in ("RGBA", "RGBa", "PA", "LA", "La") or "transparency" in im.info:
+            channels = 4
+        else:
+            channels = 3
+    if channels == 1:
+        if mode == "I" or mode.startswith("I;16"):
+            low = (np.asarray(im).astype(np.int64) & 0xFF).astype(np.uint8)
+            return Image.fromarray(low, "L")
+        return im if mode == "L" else im.convert("L")
+    target = "RGBA" if channels == 4 else "RGB"
+    return im if mode == target else im.convert(target)
+
+
+def _geometry(im: Image.Image, options: DecodeOptions) -> Image.Image:
+    """Resize then centre-crop, both optional."""
+    if options.resize is not None:
+        h, w = options.target_size(im.height, im.width)
+        if (h, w) != (im.height, im.width):
+            im = im.resize((w, h), Image.BILINEAR)
+    if options.center_crop is not None:
+        ch, cw = options.output_size(im.height, im.width)
+        top, left = (im.height - ch) // 2, (im.width - cw) // 2
+        im = im.crop((left, top, left + cw, top + ch))
+    return im
+
+
+_PACKERS = {"L": ("L", 1), "RGB": ("BGR", 3), "RGBA": ("BGRA", 4)}
+
+
+def finish(im: Image.Image, options: DecodeOptions, info: HeaderInfo, orientation: int = 1) -> np.ndarray:
+    """Orient, convert to Spark's channels, resize/crop, and pack a loaded image as BGR(A)."""
+    if orientation != 1:
+        im = ImageOps.exif_transpose(im)
+    im = _geometry(_to_spark_mode(im, info), options)
+    rawmode, channels = _PACKERS[im.mode]
+    return np.frombuffer(im.tobytes("raw", rawmode), dtype=np.uint8).reshape(im.height, im.width, channels)
+
+
+def _is_png16_colour(info: HeaderInfo) -> bool:
+    return info.format == "png" and info.bit_depth == 16 and info.color_type in (PNG_GRAY_ALPHA, PNG_RGB, PNG_RGBA)
+
+
+def decode_one(blob: bytes | None, options: DecodeOptions) -> np.ndarray:
+    """Decode one encoded image to Spark's layout, or raise :class:`DecodeError` with the reason."""
+    info = check_bytes(blob, options)
+    try:
+        im = _open(blob, options)
+        orientation = _orientation(im) if options.apply_exif else 1
+        if _is_png16_colour(info):
+            return finish(Image.fromarray(_png16(blob, info)), options, HeaderInfo("other"), orientation)
+        _draft(im, options, orientation)
+        im.load()
+        return finish(im, options, info, orientation)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a recorded reason
+        raise DecodeError(f"{type(exc).__name__}: {exc}") from None
+
+
+class PillowEngine(Engine):
+    """CPU engine: Pillow decode, optional draft-mode resize and centre crop, BGR(A) output."""
+
+    name = "pillow"
+
+    def decode(self, blobs: Sequence[bytes | None]) -> DecodedBatch:
+        out = BatchBuilder(len(blobs))
+        for i, blob in enumerate(blobs):
+            try:
+                out.set_image(i, decode_one(blob, self.options))
+            except DecodeError as exc:
+                out.set_error(i, str(exc))
+        return out.build()

@@ -1,0 +1,151 @@
+"""Option parsing and validation, done on the driver before any Spark job runs.
+
+Every check raises ``ValueError`` or ``TypeError`` with an "expected ..., got ..." message.
+The validated values travel to executors inside :class:`DecodeOptions`, a small frozen,
+picklable dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEVICES = ("auto", "cpu", "gpu")
+
+#: Pillow's own decompression-bomb threshold (2 x ``Image.MAX_IMAGE_PIXELS``).
+DEFAULT_MAX_PIXELS = 178_956_970
+#: Images per Arrow batch returned to the JVM; small batches measured fastest on CPU.
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What an engine needs to know to decode one batch. Validated, immutable, picklable.
+
+    resize:      ``None``; ``(height, width)`` for an exact size; or an ``int`` for the
+                 length of the shorter side, keeping the aspect ratio.
+    center_crop: ``None`` or ``(height, width)`` cut from the centre after resizing
+                 (an ``int`` means a square).
+    max_pixels:  images whose header claims more pixels are refused before decoding.
+    apply_exif:  rotate/flip by the EXIF orientation tag (Spark's source does not).
+    batch_size:  images per Arrow batch and per engine call.
+    device:      "auto", "cpu" or "gpu".
+    hw_decoder_load: share of JPEGs sent to the GPU's hardware decoder (DALI mixed mode).
+    """
+
+    resize: tuple[int, int] | int | None = None
+    center_crop: tuple[int, int] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    apply_exif: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "auto"
+    hw_decoder_load: float = 0.65
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size ``(height, width)`` after resize (before crop) of an image of the given size."""
+        if self.resize is None:
+            return height, width
+        if isinstance(self.resize, int):
+            short = min(height, width)
+            scale = self.resize / short
+            return max(1, round(height * scale)), max(1, round(width * scale))
+        return self.resize
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Final ``(height, width)`` after resize and centre crop."""
+        h, w = self.target_size(height, width)
+        if self.center_crop is not None:
+            ch, cw = self.center_crop
+            return min(h, ch), min(w, cw)
+        return h, w
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_device(device: Any) -> str:
+    """Validate ``device``: one of "auto", "cpu", "gpu"."""
+    if not isinstance(device, str) or device.lower() not in DEVICES:
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {_describe(device)}")
+    return device.lower()
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {_describe(value)}")
+    return value
+
+
+def check_size_pair(name: str, value: Any, allow_int: bool) -> tuple[int, int] | int | None:
+    """Validate a ``(height, width)`` pair (or an int where ``allow_int``), or None."""
+    if value is None:
+        return None
+    if allow_int and isinstance(value, int) and not isinstance(value, bool):
+        return _positive_int(name, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (_positive_int(f"{name}[0] (height)", value[0]),
+                _positive_int(f"{name}[1] (width)", value[1]))
+    expected = "(height, width) of positive integers"
+    if allow_int:
+        expected += " or a positive integer for the shorter side"
+    raise ValueError(f"{name}: expected {expected}, got {_describe(value)}")
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Validate a boolean flag."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {_describe(value)}")
+    return value
+
+
+def check_sample_ratio(value: Any) -> float:
+    """Validate ``sample_ratio``: a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"sample_ratio: expected a number in (0, 1], got {_describe(value)}")
+    return float(value)
+
+
+def check_seed(value: Any) -> int:
+    """Validate ``seed``: an integer."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"seed: expected an integer, got {_describe(value)}")
+    return value
+
+
+def check_num_partitions(value: Any) -> int | None:
+    """Validate ``num_partitions``: None (planned) or a positive integer."""
+    return None if value is None else _positive_int("num_partitions", value)
+
+
+def check_hw_decoder_load(value: Any) -> float:
+    """Validate ``hw_decoder_load``: a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"hw_decoder_load: expected a number in [0, 1], got {_describe(value)}")
+    return float(value)
+
+
+def _square(size: tuple[int, int] | int | None) -> tuple[int, int] | None:
+    return (size, size) if isinstance(size, int) else size
+
+
+def make_decode_options(
+    *,
+    resize: Any = None,
+    center_crop: Any = None,
+    max_pixels: Any = DEFAULT_MAX_PIXELS,
+    apply_exif: Any = False,
+    batch_size: Any = DEFAULT_BATCH_SIZE,
+    device: Any = "auto",
+    hw_decoder_load: Any = 0.65,
+) -> DecodeOptions:
+    """Validate user-facing decode options and bundle them for executors."""
+    return DecodeOptions(
+        resize=check_size_pair("resize", resize, allow_int=True),
+        center_crop=_square(check_size_pair("center_crop", center_crop, allow_int=True)),
+        max_pixels=_positive_int("max_pixels", max_pixels),
+        apply_exif=check_bool("apply_exif", apply_exif),
+        batch_size=_positive_int("batch_size", batch_size),
+        device=check_device(device),
+        hw_decoder_load=check_hw_decoder_load(hw_decoder_load),
+    )

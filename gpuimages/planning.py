@@ -1,0 +1,96 @@
+"""Partition planning: how many decode tasks, from executor slots and bytes. Pure functions.
+
+With many small files Spark's default file partitioning (each file charged
+``spark.sql.files.openCostInBytes`` = 4 MB) makes one task per ~30 files, and the fixed cost of
+each Python task then dominates decode time. The decode stage is therefore coalesced to about one
+partition per concurrent task slot, split further only when the bytes per partition get large.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+
+#: Above this many encoded bytes per partition, add partitions (retries and stragglers stay cheap).
+DEFAULT_MAX_PARTITION_BYTES = 1 << 30
+
+_LOCAL = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
+_LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]$")
+
+
+def _int(conf: Mapping[str, str | None], key: str) -> int | None:
+    value = conf.get(key)
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _float(conf: Mapping[str, str | None], key: str) -> float | None:
+    value = conf.get(key)
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def cpu_slots(conf: Mapping[str, str | None], local_cores: int | None = None) -> int | None:
+    """Concurrent CPU tasks the cluster can run, from Spark conf; None when it cannot be told.
+
+    ``local[N]`` -> N, ``local[*]`` -> the driver's cores, ``local-cluster[N,C,M]`` -> N*C,
+    otherwise ``spark.executor.instances * spark.executor.cores / spark.task.cpus``,
+    or ``spark.default.parallelism`` when set.
+    """
+    master = (conf.get("spark.master") or "").strip()
+    task_cpus = _int(conf, "spark.task.cpus") or 1
+    m = _LOCAL.match(master)
+    if m:
+        n = m.group(1)
+        if n is None:
+            return 1
+        return (local_cores or os.cpu_count() or 1) if n == "*" else max(1, int(n))
+    m = _LOCAL_CLUSTER.match(master)
+    if m:
+        return max(1, int(m.group(1)) * int(m.group(2)) // task_cpus)
+    instances = _int(conf, "spark.executor.instances")
+    cores = _int(conf, "spark.executor.cores")
+    if instances and cores:
+        return max(1, instances * cores // task_cpus)
+    return _int(conf, "spark.default.parallelism")
+
+
+def gpu_slots(conf: Mapping[str, str | None]) -> int | None:
+    """Concurrent GPU tasks: executors x GPUs per executor / GPU amount per task; None if unknown."""
+    per_executor = _float(conf, "spark.executor.resource.gpu.amount")
+    per_task = _float(conf, "spark.task.resource.gpu.amount") or 1.0
+    if not per_executor:
+        return None
+    master = (conf.get("spark.master") or "").strip()
+    m = _LOCAL_CLUSTER.match(master)
+    executors = int(m.group(1)) if m else _int(conf, "spark.executor.instances")
+    if not executors:
+        return None
+    return max(1, int(executors * per_executor / per_task))
+
+
+def plan_partitions(
+    slots: int | None,
+    *,
+    total_bytes: int | None = None,
+    num_files: int | None = None,
+    max_partition_bytes: int = DEFAULT_MAX_PARTITION_BYTES,
+    fallback: int = 8,
+) -> int:
+    """Number of decode partitions: one per slot, more when a partition would exceed the byte cap.
+
+    Never more partitions than files; at least 1. ``fallback`` is the slot count to assume when
+    the cluster's size is unknown.
+    """
+    n = slots if slots and slots > 0 else fallback
+    if total_bytes:
+        n = max(n, math.ceil(total_bytes / max_partition_bytes))
+    if num_files is not None:
+        n = min(n, max(num_files, 1))
+    return max(1, n)

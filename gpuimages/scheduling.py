@@ -1,0 +1,116 @@
+"""Device choice and stage-level scheduling: small pure decisions plus one step that applies them.
+
+The driver never imports DALI or cupy: it only asks whether the ``gpu`` extra is installed
+(``importlib.util.find_spec``) and reads Spark conf through the DataFrame API, so this works on
+Spark Connect sessions too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+GPU_EXTRA_HINT = "pip install 'gpuimages[gpu]'"
+
+
+def dali_installed() -> bool:
+    """True when NVIDIA DALI can be imported (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("nvidia.dali") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_gpu_extra() -> None:
+    """Raise an ImportError naming the extra to install when DALI is missing."""
+    if not dali_installed():
+        raise ImportError(
+            "device='gpu' needs NVIDIA DALI, which is not installed. "
+            f"Install the GPU extra: {GPU_EXTRA_HINT} (or use device='cpu' / 'auto')."
+        )
+
+
+@dataclass(frozen=True)
+class ProfileDecision:
+    """Whether to attach a resource profile to the decode stage, and why (for the log)."""
+
+    use: bool
+    reason: str
+    executor_gpus: float = 0.0
+    task_gpus: float = 0.0
+    task_only: bool = True
+
+
+def decide_profile(
+    device: str,
+    conf: Mapping[str, str | None],
+    *,
+    pyspark_version: str,
+    task_gpu_amount: float | None = None,
+) -> ProfileDecision:
+    """Decide whether the decode stage gets a GPU ``ResourceProfile``.
+
+    Stage-level scheduling needs a cluster manager (standalone, YARN, Kubernetes; also
+    ``local-cluster``); plain ``local`` refuses it. With dynamic allocation off Spark accepts only
+    task-level profiles (``TaskResourceProfile``), so the executor part is left out then.
+    ``task_gpu_amount`` overrides ``spark.task.resource.gpu.amount`` (e.g. 0.25: four tasks per GPU).
+    """
+    if device != "gpu":
+        return ProfileDecision(False, f"device={device!r}: no GPU profile requested")
+    master = (conf.get("spark.master") or "").strip()
+    if master.startswith("local") and not master.startswith("local-cluster"):
+        return ProfileDecision(
+            False, f"master {master!r} is local mode, which does not support stage-level scheduling"
+        )
+    major = int(pyspark_version.split(".")[0])
+    if major < 4:
+        return ProfileDecision(
+            False, f"pyspark {pyspark_version}: DataFrame stages take a resource profile from pyspark 4.0 on"
+        )
+    executor_gpus = float(conf.get("spark.executor.resource.gpu.amount") or 0)
+    if executor_gpus <= 0:
+        return ProfileDecision(False, "spark.executor.resource.gpu.amount is not set: executors have no GPUs")
+    task_gpus = task_gpu_amount if task_gpu_amount is not None else float(
+        conf.get("spark.task.resource.gpu.amount") or 1.0
+    )
+    if not 0 < task_gpus <= executor_gpus:
+        raise ValueError(
+            f"task GPU amount: expected a number in (0, {executor_gpus:g}] (GPUs per executor), got {task_gpus!r}"
+        )
+    dynamic = (conf.get("spark.dynamicAllocation.enabled") or "false").lower() == "true"
+    return ProfileDecision(
+        True,
+        f"{master}: decode tasks ask for {task_gpus:g} GPU each"
+        + ("" if dynamic else " (task-level profile: dynamic allocation is off)"),
+        executor_gpus=executor_gpus,
+        task_gpus=task_gpus,
+        task_only=not dynamic,
+    )
+
+
+def build_profile(decision: ProfileDecision, task_cpus: int = 1):
+    """Build the ``pyspark.resource.ResourceProfile`` for a positive decision."""
+    from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
+
+    builder = ResourceProfileBuilder()
+    builder.require(TaskResourceRequests().cpus(task_cpus).resource("gpu", decision.task_gpus))
+    if not decision.task_only:
+        builder.require(ExecutorResourceRequests().resource("gpu", decision.executor_gpus))
+    return builder.build
+
+
+def resolve_device(device: str, conf: Mapping[str, str | None]) -> str:
+    """Driver-side device resolution: "gpu" needs the extra; "auto" stays "auto" for executors.
+
+    With "auto", each executor picks DALI when it has a GPU and DALI imports, else Pillow.
+    """
+    if device == "gpu":
+        require_gpu_extra()
+    elif device == "auto" and not dali_installed():
+        log.info("device='auto': DALI is not installed, decoding with Pillow on CPU")
+        return "cpu"
+    return device

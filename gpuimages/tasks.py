@@ -1,0 +1,112 @@
+"""What runs inside each Spark task: pick the engine once per process, decode bounded batches,
+and return Arrow batches in Spark's image layout. Nothing here runs on the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from gpuimages.engines.base import DecodedBatch, Engine, create_engine
+from gpuimages.listing import to_origin
+from gpuimages.options import DecodeOptions
+from gpuimages.schema import image_array
+
+log = logging.getLogger(__name__)
+
+#: Arrow's 32-bit binary offsets: keep every returned batch's pixel bytes under this.
+MAX_BATCH_BYTES = (1 << 31) - (1 << 24)
+
+_ENGINES: dict[tuple, Engine] = {}
+
+
+@dataclass(frozen=True)
+class DecodeLayout:
+    """Which columns go in and out of the decode stage."""
+
+    input_col: str
+    origin_col: str | None
+    output_col: str
+    error_col: str
+    passthrough: tuple[str, ...]
+    drop_invalid: bool = False
+    origin_is_hadoop_path: bool = False  # read_images: turn binaryFile paths into image-source origins
+
+
+def _gpu_for_task(options: DecodeOptions) -> tuple[str, int | None]:
+    """Engine name and GPU id for this task, following ``options.device``."""
+    if options.device == "cpu":
+        return "pillow", None
+    from gpuimages import gpu
+
+    if options.device == "gpu":
+        return "dali", gpu.resolve_gpu_id()
+    # auto: DALI on the GPU when the task has one (or the box shows one) and DALI imports
+    if gpu.task_gpu_id() is None and gpu.visible_gpu_count() == 0:
+        return "pillow", None
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        log.warning("device='auto': this executor sees a GPU but DALI does not import; using Pillow")
+        return "pillow", None
+    return "dali", gpu.resolve_gpu_id()
+
+
+def engine_for_task(options: DecodeOptions) -> Engine:
+    """The engine for this task, created once per Python worker and configuration."""
+    name, gpu_id = _gpu_for_task(options)
+    key = (name, gpu_id, options)
+    engine = _ENGINES.get(key)
+    if engine is None:
+        engine = create_engine(options, gpu_id=gpu_id, engine=name)
+        log.info("gpuimages: decoding with %s (gpu=%s)", engine.name, gpu_id)
+        _ENGINES[key] = engine
+    return engine
+
+
+def _byte_slices(batch: DecodedBatch) -> Iterator[tuple[int, int]]:
+    """Row ranges whose pixel bytes each fit in one Arrow binary array."""
+    start, n = 0, len(batch)
+    while start < n:
+        end = start + 1
+        while end < n and batch.offsets[end + 1] - batch.offsets[start] <= MAX_BATCH_BYTES:
+            end += 1
+        yield start, end
+        start = end
+
+
+def decode_record_batch(chunk: pa.RecordBatch, engine: Engine, layout: DecodeLayout) -> Iterator[pa.RecordBatch]:
+    """Decode one bounded Arrow batch and yield it with the image struct and reason columns."""
+    blobs = chunk.column(layout.input_col).to_pylist()
+    if layout.origin_col is None:
+        origins: list = [None] * chunk.num_rows
+    else:
+        origins = chunk.column(layout.origin_col).to_pylist()
+        if layout.origin_is_hadoop_path:
+            origins = [None if o is None else to_origin(o) for o in origins]
+    decoded = engine.decode(blobs)
+    names = [*layout.passthrough, layout.output_col, layout.error_col]
+    for start, end in _byte_slices(decoded):
+        part = decoded.slice(start, end) if (start, end) != (0, len(decoded)) else decoded
+        columns = [chunk.column(name).slice(start, end - start) for name in layout.passthrough]
+        columns.append(image_array(origins[start:end], part))
+        columns.append(pa.array(part.errors, type=pa.string()))
+        out = pa.RecordBatch.from_arrays(columns, names=names)
+        if layout.drop_invalid:
+            out = out.filter(pa.array(np.asarray(part.channels) > 0))
+        yield out
+
+
+def decode_partition(
+    batches: Iterator[pa.RecordBatch], options: DecodeOptions, layout: DecodeLayout
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: split incoming batches into ``options.batch_size`` rows and decode them."""
+    engine = engine_for_task(options)
+    size = options.batch_size
+    for batch in batches:
+        for start in range(0, batch.num_rows, size):
+            yield from decode_record_batch(batch.slice(start, size), engine, layout)
