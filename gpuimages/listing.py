@@ -73,6 +73,11 @@ def escape_glob(path: str) -> str:
     return _GLOB_CHARS.sub(r"\\\1", path)
 
 
+def load_path(origin: str) -> str:
+    """The string to ``load()`` one listed file by (``inputFiles()`` entries are %-escaped URIs)."""
+    return escape_glob(unquote(origin))
+
+
 def sample_keep(path: str, ratio: float, seed: int) -> bool:
     """Deterministic Bernoulli(ratio) choice for ``path`` under ``seed`` (stable across runs)."""
     if ratio >= 1.0:

@@ -109,7 +109,7 @@ def read_images(
     if len(files) < len(found.files):
         if not files:
             return _empty(spark, label_from_folder)
-        frame = listing.binary_reader(spark, False, None).load([listing.escape_glob(f) for f in files])
+        frame = listing.binary_reader(spark, False, None).load([listing.load_path(f) for f in files])
 
     # A path-and-length pass (no content read) finds files the scan skips and sizes the plan.
     present = frame.select("path", "length").collect()

@@ -4,7 +4,9 @@ and return Arrow batches in Spark's image layout. Nothing here runs on the drive
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +19,10 @@ from gpuimages.options import DecodeOptions
 from gpuimages.schema import image_array
 
 log = logging.getLogger(__name__)
+
+#: Set on executors (``spark.executorEnv.GPUIMAGES_TASK_LOG``) to a folder: each decode task appends
+#: one JSON line (stage, partition, engine, GPU id, Spark's GPU addresses, rows) to a file there.
+TASK_LOG_ENV = "GPUIMAGES_TASK_LOG"
 
 #: Arrow's 32-bit binary offsets: keep every returned batch's pixel bytes under this.
 MAX_BATCH_BYTES = (1 << 31) - (1 << 24)
@@ -101,12 +107,38 @@ def decode_record_batch(chunk: pa.RecordBatch, engine: Engine, layout: DecodeLay
         yield out
 
 
+def _record_task(engine: Engine, rows: int) -> None:
+    """Append this task's engine and GPU assignment to the task log, when one is configured."""
+    folder = os.environ.get(TASK_LOG_ENV)
+    if not folder:
+        return
+    from pyspark import TaskContext
+
+    from gpuimages import gpu
+
+    ctx = TaskContext.get()
+    record = {
+        "stage": ctx.stageId() if ctx else None,
+        "partition": ctx.partitionId() if ctx else None,
+        "engine": engine.name,
+        "gpu_addresses": gpu.task_gpu_addresses(ctx),
+        "rows": rows,
+        "pid": os.getpid(),
+    }
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"tasks-{os.getpid()}.jsonl"), "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+
+
 def decode_partition(
     batches: Iterator[pa.RecordBatch], options: DecodeOptions, layout: DecodeLayout
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: split incoming batches into ``options.batch_size`` rows and decode them."""
     engine = engine_for_task(options)
     size = options.batch_size
+    rows = 0
     for batch in batches:
+        rows += batch.num_rows
         for start in range(0, batch.num_rows, size):
             yield from decode_record_batch(batch.slice(start, size), engine, layout)
+    _record_task(engine, rows)

@@ -1,0 +1,83 @@
+"""Stage-level scheduling on a real cluster manager: ``local-cluster`` with fake GPUs.
+
+Two workers, each discovering GPUs "0" and "1" through a discovery script. The default profile
+gives tasks no GPU; the decode stage, run with ``device="gpu"``, asks for one GPU per task through
+a task resource profile, so each decode task sees a GPU address. No CUDA device exists here, so
+the DALI engine runs its CPU operators, which is what the task log shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nvidia.dali")
+pytestmark = pytest.mark.cluster
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, logging, sys
+    from pyspark.sql import SparkSession
+    import gpuimages
+
+    logging.basicConfig(level=logging.INFO)
+    data, discovery, tasklog, out = sys.argv[1:5]
+    spark = (
+        SparkSession.builder.master("local-cluster[2,1,1024]")
+        .config("spark.worker.resource.gpu.amount", "2")
+        .config("spark.worker.resource.gpu.discoveryScript", discovery)
+        .config("spark.executor.resource.gpu.amount", "2")
+        .config("spark.executor.resource.gpu.discoveryScript", discovery)
+        .config("spark.executorEnv.GPUIMAGES_TASK_LOG", tasklog)
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    df = gpuimages.read_images(spark, data, recursive=True, device="gpu", task_gpu_amount=1)
+    rows = df.collect()
+    cpu = gpuimages.read_images(spark, data, recursive=True, device="cpu").collect()
+    json.dump(
+        {
+            "gpu": sorted([r.image.origin, r.image.height, r.image.width, r.image.nChannels, r.error] for r in rows),
+            "cpu": sorted([r.image.origin, r.image.height, r.image.width, r.image.nChannels, r.error] for r in cpu),
+        },
+        open(out, "w"),
+    )
+    spark.stop()
+    """
+)
+
+
+def test_decode_stage_runs_under_gpu_profile(class_dir, tmp_path):
+    discovery = tmp_path / "gpus.sh"
+    discovery.write_text('#!/usr/bin/env bash\necho \'{"name":"gpu","addresses":["0","1"]}\'\n')
+    discovery.chmod(0o755)
+    tasklog, out = tmp_path / "tasklog", tmp_path / "out.json"
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(class_dir), str(discovery), str(tasklog), str(out)],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "decode stage runs with a GPU resource profile" in proc.stderr
+
+    records = [json.loads(line) for f in Path(tasklog).glob("*.jsonl") for line in f.read_text().splitlines()]
+    gpu_tasks = [r for r in records if r["engine"].startswith("dali")]
+    cpu_tasks = [r for r in records if r["engine"] == "pillow"]
+    assert gpu_tasks and cpu_tasks
+    # Every decode task of the GPU read saw exactly one GPU address from the profile ...
+    assert all(len(r["gpu_addresses"]) == 1 and r["gpu_addresses"][0] in ("0", "1") for r in gpu_tasks)
+    # ... while the CPU read, under the default profile, got none.
+    assert all(r["gpu_addresses"] == [] for r in cpu_tasks)
+    assert sum(r["rows"] for r in gpu_tasks) == 12
+
+    result = json.loads(out.read_text())
+    assert len(result["gpu"]) == 12
+    assert [r[:4] for r in result["gpu"]] == [r[:4] for r in result["cpu"]]
