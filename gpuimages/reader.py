@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gpuimages import listing
-from gpuimages.decode import decode_frame
+from gpuimages import listing, planning
+from gpuimages.decode import decode_frame, session_conf
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_PIXELS,
@@ -111,8 +111,10 @@ def read_images(
             return _empty(spark, label_from_folder)
         frame = listing.binary_reader(spark, False, None).load([listing.load_path(f) for f in files])
 
-    # A path-and-length pass (no content read) finds files the scan skips and sizes the plan.
-    present = frame.select("path", "length").collect()
+    # A path-and-length pass (no content read) finds files the scan skips and sizes the plan;
+    # coalesced so that it costs a task per core, not one per ~30 small files.
+    slots = planning.cpu_slots(session_conf(spark)) or planning.plan_partitions(None)
+    present = frame.select("path", "length").coalesce(slots).collect()
     read_origins = {listing.to_origin(r["path"]) for r in present}
     total_bytes = sum(r["length"] for r in present)
     unread = [f for f in files if f not in read_origins]

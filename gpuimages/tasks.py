@@ -68,7 +68,15 @@ def engine_for_task(options: DecodeOptions) -> Engine:
     key = (name, gpu_id, options)
     engine = _ENGINES.get(key)
     if engine is None:
-        engine = create_engine(options, gpu_id=gpu_id, engine=name)
+        try:
+            engine = create_engine(options, gpu_id=gpu_id, engine=name)
+        except ImportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a GPU that cannot start must not fail the job
+            if name != "dali":
+                raise
+            log.warning("gpuimages: the DALI engine could not start on gpu=%s (%s); decoding with Pillow", gpu_id, exc)
+            engine = create_engine(options, engine="pillow")
         log.info("gpuimages: decoding with %s (gpu=%s)", engine.name, gpu_id)
         _ENGINES[key] = engine
     return engine

@@ -116,14 +116,14 @@ def _to_spark_mode(im: Image.Image, info: HeaderInfo) -> Image.Image:
     return im if mode == target else im.convert(target)
 
 
-def _geometry(im: Image.Image, options: DecodeOptions) -> Image.Image:
-    """Resize then centre-crop, both optional."""
+def _geometry(im: Image.Image, options: DecodeOptions, size: tuple[int, int]) -> Image.Image:
+    """Resize then centre-crop, both optional; ``size`` is the (height, width) before any draft scaling."""
     if options.resize is not None:
-        h, w = options.target_size(im.height, im.width)
+        h, w = options.target_size(*size)
         if (h, w) != (im.height, im.width):
             im = im.resize((w, h), Image.BILINEAR)
     if options.center_crop is not None:
-        ch, cw = options.output_size(im.height, im.width)
+        ch, cw = options.output_size(*size)
         top, left = (im.height - ch) // 2, (im.width - cw) // 2
         im = im.crop((left, top, left + cw, top + ch))
     return im
@@ -132,11 +132,20 @@ def _geometry(im: Image.Image, options: DecodeOptions) -> Image.Image:
 _PACKERS = {"L": ("L", 1), "RGB": ("BGR", 3), "RGBA": ("BGRA", 4)}
 
 
-def finish(im: Image.Image, options: DecodeOptions, info: HeaderInfo, orientation: int = 1) -> np.ndarray:
-    """Orient, convert to Spark's channels, resize/crop, and pack a loaded image as BGR(A)."""
+def finish(
+    im: Image.Image,
+    options: DecodeOptions,
+    info: HeaderInfo,
+    orientation: int = 1,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Orient, convert to Spark's channels, resize/crop, and pack a loaded image as BGR(A).
+
+    ``size`` is the oriented (height, width) before draft scaling; geometry is planned from it.
+    """
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
-    im = _geometry(_to_spark_mode(im, info), options)
+    im = _geometry(_to_spark_mode(im, info), options, size or (im.height, im.width))
     rawmode, channels = _PACKERS[im.mode]
     return np.frombuffer(im.tobytes("raw", rawmode), dtype=np.uint8).reshape(im.height, im.width, channels)
 
@@ -153,9 +162,10 @@ def decode_one(blob: bytes | None, options: DecodeOptions) -> np.ndarray:
         orientation = _orientation(im) if options.apply_exif else 1
         if _is_png16_colour(info):
             return finish(Image.fromarray(_png16(blob, info)), options, HeaderInfo("other"), orientation)
+        size = (im.width, im.height) if orientation in _SWAPS_AXES else (im.height, im.width)
         _draft(im, options, orientation)
         im.load()
-        return finish(im, options, info, orientation)
+        return finish(im, options, info, orientation, size)
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a recorded reason
