@@ -16,6 +16,7 @@ from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_PIXELS,
     DecodeOptions,
+    check_bool,
     check_num_partitions,
     make_decode_options,
 )
@@ -128,8 +129,11 @@ def decode_images(
         device=device,
         hw_decoder_load=hw_decoder_load,
     )
+    keep_input = check_bool("keep_input", keep_input)
     passthrough = tuple(f for f in df.columns if keep_input or f != input_col)
-    layout = DecodeLayout(input_col, origin_col, output_col, error_col, passthrough, drop_invalid=bool(drop_invalid))
+    layout = DecodeLayout(
+        input_col, origin_col, output_col, error_col, passthrough, drop_invalid=check_bool("drop_invalid", drop_invalid)
+    )
     return decode_frame(df, options, layout, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount)
 
 
@@ -155,15 +159,13 @@ def decode_frame(
     if device != options.device:
         options = DecodeOptions(**{**options.__dict__, "device": device})
 
-    if not df.isStreaming:
-        if num_partitions is not None:
-            df = df.repartition(num_partitions)
-        else:
-            slots = planning.gpu_slots(conf) if device == "gpu" else None
-            slots = slots or planning.cpu_slots(conf)
-            n = planning.plan_partitions(slots, total_bytes=total_bytes, num_files=num_files)
-            log.info("gpuimages: decode stage planned as %d partition(s) (%s slots)", n, slots)
-            df = df.coalesce(n)
+    if num_partitions is not None:
+        df = df.repartition(num_partitions)
+    elif not df.isStreaming:
+        slots = (planning.gpu_slots(conf) if device == "gpu" else None) or planning.cpu_slots(conf)
+        n = planning.plan_partitions(slots, total_bytes=total_bytes, num_files=num_files)
+        log.info("gpuimages: decode stage planned as %d partition(s) (%s slots)", n, slots)
+        df = df.coalesce(n)
 
     fields = {f.name: f for f in df.schema.fields}
     out_schema = StructType(
