@@ -1,0 +1,181 @@
+"""The ML stages on Spark Connect: transform, unroll, featurise, train, and save/load a pipeline.
+
+A process holding the test suite's classic session cannot start a local Connect session, so this
+file runs itself as a child process (``python tests/test_ml_connect.py OUT``). The child starts a
+Spark Connect server on a free port (not the default 15002, which another run may hold), connects
+a Connect client to it, runs the stages through the client and writes what it saw to
+``OUT/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.connect
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cases(spark: Any, work: str) -> dict[str, Any]:
+    """Run every case on the Connect session ``spark``; return what the parent checks."""
+    import numpy as np
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.classification import RandomForestClassifier
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+
+    from gpuimages.ml import ImageFeaturizer, ImageTransformer, TrainClassifier, UnrollImage
+    from gpuimages.schema import image_struct_type, invalid_image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        pixels = rng.integers(0, 256, (6 + i % 2, 7, 3), dtype=np.uint8)
+        pixels[..., 2] = 250 if i % 2 else 5  # the label is in the red channel
+        image = {"origin": f"img{i}", "height": pixels.shape[0], "width": 7, "nChannels": 3, "mode": 16,
+                 "data": pixels.tobytes()}
+        rows.append((i, image, "red" if i % 2 else "dark"))
+    rows.append((8, invalid_image("bad"), "dark"))
+    schema = StructType([StructField("id", IntegerType()), StructField("image", image_struct_type()),
+                         StructField("label", StringType())])
+    df = spark.createDataFrame(rows, schema)
+    out: dict[str, Any] = {"session": f"{type(spark).__module__}.{type(spark).__name__}",
+                           "dataframe": f"{type(df).__module__}.{type(df).__name__}"}
+
+    tr = ImageTransformer(outputCol="small").resize(4, 4).flip("horizontal")
+    small = tr.transform(df)
+    out["transformed"] = sorted((r["id"], r["small"]["height"], r["small"]["width"]) for r in small.collect())
+    tr.save(os.path.join(work, "tr"))
+    out["loaded_stages"] = ImageTransformer.load(os.path.join(work, "tr")).getStages()
+
+    unrolled = UnrollImage(inputCol="small", outputCol="vec").transform(small)
+    out["unroll_is_vector"] = isinstance(unrolled.schema["vec"].dataType, VectorUDT)
+    out["unrolled"] = sorted((r["id"], None if r["vec"] is None else len(r["vec"])) for r in unrolled.collect())
+
+    features = ImageFeaturizer(inputCol="small", imageSize=4, gridSize=2, histogramBins=4).transform(small)
+    out["feature_metadata"] = features.schema["features"].metadata
+    out["feature_sizes"] = sorted({None if r["features"] is None else len(r["features"])
+                                   for r in features.collect()}, key=str)
+
+    pipeline = Pipeline(stages=[
+        ImageTransformer(outputCol="small").resize(4, 4),
+        ImageFeaturizer(inputCol="small", imageSize=4, gridSize=2, histogramBins=4),
+        TrainClassifier(model=RandomForestClassifier(numTrees=3, seed=1), labelCol="label", inputCols=["features"]),
+    ])
+    model = pipeline.fit(df)
+
+    def score(fitted: Any) -> list:
+        rows = fitted.transform(df).select("label", "predictedLabel").collect()
+        return [(r["label"], r["predictedLabel"]) for r in rows]
+
+    scored = score(model)
+    out["scored"] = scored
+    model.save(os.path.join(work, "pipeline"))
+    loaded = PipelineModel.load(os.path.join(work, "pipeline"))
+    out["reloaded_same"] = score(loaded) == scored
+    out["labels"] = loaded.stages[-1].getLabels()
+    return out
+
+
+def child(result_path: str) -> int:
+    """Start a Connect server on a free port, run the cases through a Connect client, write JSON."""
+    from gpuimages.java import ensure_java
+
+    ensure_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    port = _free_port()
+    server = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+        .config("spark.connect.grpc.binding.port", str(port))
+        .getOrCreate()
+    )
+    server.sparkContext.setLogLevel("ERROR")
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.ml takes its Connect code paths
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    result: dict[str, Any]
+    spark = ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            result = _cases(spark, work)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent test
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    finally:
+        spark.stop()
+        server.stop()
+    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+@pytest.fixture(scope="module")
+def connect_result(tmp_path_factory) -> dict:
+    try:
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies()
+    except ImportError as exc:
+        pytest.skip(f"Spark Connect client dependencies are missing: {exc}")
+    path = tmp_path_factory.mktemp("ml_connect") / "results.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYSPARK_PYTHON"] = sys.executable
+    proc = subprocess.run(
+        [sys.executable, __file__, str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert proc.returncode == 0 and path.exists(), proc.stderr[-4000:]
+    result = json.loads(path.read_text(encoding="utf-8"))
+    assert "error" not in result, result.get("traceback")
+    return result
+
+
+def test_runs_on_a_connect_session(connect_result):
+    assert connect_result["session"] == "pyspark.sql.connect.session.SparkSession"
+    assert connect_result["dataframe"] == "pyspark.sql.connect.dataframe.DataFrame"
+
+
+def test_transformer_and_unroll_on_connect(connect_result):
+    assert connect_result["transformed"] == [[i, 4, 4] for i in range(8)] + [[8, -1, -1]]
+    assert connect_result["loaded_stages"] == [
+        {"action": "resize", "height": 4, "width": 4}, {"action": "flip", "direction": "horizontal"}
+    ]
+    assert connect_result["unroll_is_vector"]
+    assert connect_result["unrolled"] == [[i, 48] for i in range(8)] + [[8, None]]
+
+
+def test_featurizer_and_classifier_on_connect(connect_result):
+    size = 3 * 2 * 2 + 3 * 4 + 10
+    assert connect_result["feature_metadata"] == {"ml_attr": {"num_attrs": size}}
+    assert connect_result["feature_sizes"] == [size, None]
+    assert connect_result["labels"] == ["dark", "red"]
+    scored = connect_result["scored"]
+    assert len(scored) == 8  # the invalid image has no features: skipped
+    assert all(label == predicted for label, predicted in scored)
+    assert connect_result["reloaded_same"]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(child(sys.argv[1]))
