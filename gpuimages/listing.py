@@ -41,6 +41,8 @@ def normalize_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> li
 
 def _uri_quote(text: str) -> str:
     """%-escape like ``java.net.URI``: ASCII outside the path's legal set; non-ASCII printable kept."""
+    if text.isascii():
+        return quote(text, safe=_URI_PATH_SAFE)
     out = []
     for ch in text:
         if ord(ch) > 127 and ch.isprintable() and not ch.isspace():
