@@ -43,6 +43,7 @@ class ProfileDecision:
     executor_gpus: float = 0.0
     task_gpus: float = 0.0
     task_only: bool = True
+    via_rdd: bool = False  # pyspark < 4: attach the profile to the RDD (``RDD.withResources``)
 
 
 def decide_profile(
@@ -51,6 +52,7 @@ def decide_profile(
     *,
     pyspark_version: str,
     task_gpu_amount: float | None = None,
+    connect: bool = False,
 ) -> ProfileDecision:
     """Decide whether the decode stage gets a GPU ``ResourceProfile``.
 
@@ -58,6 +60,8 @@ def decide_profile(
     ``local-cluster``); plain ``local`` refuses it. With dynamic allocation off Spark accepts only
     task-level profiles (``TaskResourceProfile``), so the executor part is left out then.
     ``task_gpu_amount`` overrides ``spark.task.resource.gpu.amount`` (e.g. 0.25: four tasks per GPU).
+    pyspark 4 attaches the profile to ``mapInArrow``; pyspark 3.5 only to RDDs (``withResources``),
+    which Spark Connect sessions do not have.
     """
     if device != "gpu":
         return ProfileDecision(False, f"device={device!r}: no GPU profile requested")
@@ -66,10 +70,11 @@ def decide_profile(
         return ProfileDecision(
             False, f"master {master!r} is local mode, which does not support stage-level scheduling"
         )
-    major = int(pyspark_version.split(".")[0])
-    if major < 4:
+    via_rdd = int(pyspark_version.split(".")[0]) < 4
+    if via_rdd and connect:
         return ProfileDecision(
-            False, f"pyspark {pyspark_version}: DataFrame stages take a resource profile from pyspark 4.0 on"
+            False,
+            f"pyspark {pyspark_version} on Spark Connect: resource profiles need pyspark 4.0 (Connect has no RDDs)",
         )
     executor_gpus = float(conf.get("spark.executor.resource.gpu.amount") or 0)
     if executor_gpus <= 0:
@@ -89,6 +94,7 @@ def decide_profile(
         executor_gpus=executor_gpus,
         task_gpus=task_gpus,
         task_only=not dynamic,
+        via_rdd=via_rdd,
     )
 
 

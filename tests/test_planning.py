@@ -66,12 +66,20 @@ def test_profile_on_local_cluster_is_task_level_without_dynamic_allocation():
     [
         ("cpu", {"spark.master": "yarn"}, "4.0.0", "no GPU profile"),
         ("gpu", {"spark.master": "yarn"}, "4.0.0", "executors have no GPUs"),
-        ("gpu", {"spark.master": "yarn", "spark.executor.resource.gpu.amount": "1"}, "3.5.3", "pyspark 3.5.3"),
     ],
 )
 def test_profile_not_used(device, conf, version, fragment):
     d = scheduling.decide_profile(device, conf, pyspark_version=version)
     assert not d.use and fragment in d.reason
+
+
+def test_pyspark_35_attaches_the_profile_to_the_rdd_except_on_connect():
+    conf = {"spark.master": "yarn", "spark.executor.resource.gpu.amount": "1"}
+    classic = scheduling.decide_profile("gpu", conf, pyspark_version="3.5.3")
+    assert classic.use and classic.via_rdd
+    assert not scheduling.decide_profile("gpu", conf, pyspark_version="4.0.1").via_rdd
+    connect = scheduling.decide_profile("gpu", conf, pyspark_version="3.5.3", connect=True)
+    assert not connect.use and "Connect has no RDDs" in connect.reason
 
 
 def test_task_gpu_amount_above_executor_gpus_is_rejected():
