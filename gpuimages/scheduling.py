@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-GPU_EXTRA_HINT = "pip install 'gpuimages[gpu]'"
+GPU_EXTRA_HINT = "pip install gpuimages[gpu]"
 
 
 def dali_installed() -> bool:

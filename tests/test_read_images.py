@@ -185,7 +185,7 @@ def test_gpu_without_dali_names_the_extra(spark, class_dir, monkeypatch):
     from gpuimages import scheduling
 
     monkeypatch.setattr(scheduling, "dali_installed", lambda: False)
-    with pytest.raises(ImportError, match=r"pip install 'gpuimages\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"pip install gpuimages\[gpu\]"):
         gpuimages.read_images(spark, str(class_dir), device="gpu")
 
 
