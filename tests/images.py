@@ -49,6 +49,43 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return good[:16] + ihdr + crc + good[33:]
 
 
+def linear_rgb_icc() -> bytes:
+    """A minimal ICC v2 RGB profile: sRGB primaries (D50-adapted) with linear (gamma 1) curves."""
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    name = b"linear RGB test profile\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(name)) + name + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 0x0100) + b"\0\0"
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
+        (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+        (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
+        + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    )
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
 def exif_jpeg(arr: np.ndarray, orientation: int) -> bytes:
     """A JPEG tagged with an EXIF orientation."""
     im = Image.fromarray(arr)
@@ -90,6 +127,7 @@ def odd_files() -> dict[str, bytes]:
         "rgba16.png": png16(rng.integers(0, 65536, (20, 30, 4)), 6),
         "cmyk.jpg": _cmyk_jpeg(rgb),
         "exif6.jpg": exif_jpeg(rgb, 6),
+        "icc_linear.jpg": encode(rgb, "JPEG", quality=90, icc_profile=linear_rgb_icc()),
         "image.gif": encode(rgb, "GIF"),
         "image.bmp": encode(rgb, "BMP"),
         "with space.jpg": jpeg,

@@ -435,3 +435,13 @@ def test_visible_gpu_count_is_probed_once(monkeypatch):
 def test_visible_gpu_count_real_probe():
     count = gpu.visible_gpu_count(refresh=True)
     assert isinstance(count, int) and count >= 0
+
+
+def test_jpeg_with_non_srgb_profile_goes_to_pillow_for_colour_management():
+    from images import odd_files
+
+    files = odd_files()
+    engine, ours, ref = decode_both(DecodeOptions(), [files["icc_linear.jpg"], files["rgb.jpg"]])
+    assert engine.last_routes[0] == "pillow: jpeg with a non-sRGB ICC profile"
+    assert engine.last_routes[1] == "dali"
+    assert np.array_equal(ours.pixels(0), ref.pixels(0))

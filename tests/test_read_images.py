@@ -44,7 +44,7 @@ def test_origins_match_spark_exactly(ours, theirs):
     [
         "rgb.png", "rgb.jpg", "progressive.jpg", "gray.png", "gray.jpg", "rgba.png", "la.png", "palette.png",
         "palette_trns.png", "rgb_trns.png", "bilevel.png", "gray16.png", "la16.png", "rgb16.png", "rgba16.png",
-        "cmyk.jpg", "exif6.jpg", "image.gif", "image.bmp", "with%20space.jpg",
+        "cmyk.jpg", "exif6.jpg", "icc_linear.jpg", "image.gif", "image.bmp", "with%20space.jpg",
     ],
 )
 def test_decoded_like_spark(ours, theirs, name):
@@ -59,6 +59,14 @@ def test_decoded_like_spark(ours, theirs, name):
         assert np.abs(a - b).max() <= 2
     else:
         assert np.array_equal(a, b)
+
+
+def test_embedded_icc_profile_is_converted_to_srgb_like_spark(ours, odd_dir):
+    from PIL import Image
+
+    raw = np.asarray(Image.open(odd_dir / "icc_linear.jpg").convert("RGB"))[:, :, ::-1].astype(int)
+    mine = np.frombuffer(ours["icc_linear.jpg"].image.data, np.uint8).reshape(raw.shape).astype(int)
+    assert np.abs(mine - raw).max() > 40  # linear -> sRGB brightens: a real conversion happened
 
 
 def test_channel_rules(ours):

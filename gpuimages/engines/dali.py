@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from gpuimages.engines.base import BatchBuilder, DecodedBatch, Engine
+from gpuimages.engines.color import srgb_transform
 from gpuimages.engines.formats import PNG_GRAY, PNG_PALETTE, PNG_RGB, PNG_RGBA, HeaderInfo, sniff
 from gpuimages.engines.pillow import DecodeError, decode_one
 from gpuimages.options import DecodeOptions
@@ -150,6 +151,8 @@ def route(blob: bytes | None, options: DecodeOptions) -> tuple[int, int, int] | 
         if info.bit_depth != 8:
             return "jpeg not 8-bit"
         channels = 1 if info.components == 1 else 3
+        if channels == 3 and srgb_transform(info.icc_profile) is not None:
+            return "jpeg with a non-sRGB ICC profile"
     elif info.format == "png":
         if info.bit_depth != 8:
             return "png not 8-bit"

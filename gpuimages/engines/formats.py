@@ -30,6 +30,7 @@ class HeaderInfo:
     components: int = 0  # JPEG colour components (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK)
     has_trns: bool = False
     progressive: bool = False
+    icc_profile: bytes | None = None  # JPEG: the embedded ICC profile (APP2 chunks joined)
 
     @property
     def pixels(self) -> int:
@@ -81,6 +82,7 @@ _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD
 def _sniff_jpeg(blob: bytes) -> HeaderInfo:
     pos = 2
     n = len(blob)
+    icc_chunks: dict[int, bytes] = {}
     while pos + 4 <= n:
         if blob[pos] != 0xFF:
             raise ValueError("bad marker")
@@ -92,10 +94,19 @@ def _sniff_jpeg(blob: bytes) -> HeaderInfo:
             pos += 2
             continue
         (length,) = struct.unpack(">H", blob[pos + 2 : pos + 4])
+        if marker == 0xE2 and blob[pos + 4 : pos + 16] == b"ICC_PROFILE\0":
+            icc_chunks[blob[pos + 16]] = blob[pos + 18 : pos + 2 + length]
         if marker in _SOF_MARKERS:
             bits, height, width, comps = struct.unpack(">BHHB", blob[pos + 4 : pos + 10])
+            icc = b"".join(icc_chunks[k] for k in sorted(icc_chunks)) or None
             return HeaderInfo(
-                "jpeg", width, height, bits, components=comps, progressive=marker in (0xC2, 0xC6, 0xCA, 0xCE)
+                "jpeg",
+                width,
+                height,
+                bits,
+                components=comps,
+                progressive=marker in (0xC2, 0xC6, 0xCA, 0xCE),
+                icc_profile=icc,
             )
         pos += 2 + length
     return HeaderInfo("jpeg")

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gpuimages.engines.base import BatchBuilder, DecodedBatch, Engine
+from gpuimages.engines.color import to_srgb
 from gpuimages.engines.formats import PNG_GRAY_ALPHA, PNG_RGB, PNG_RGBA, HeaderInfo, sniff
 from gpuimages.options import DecodeOptions
 
@@ -169,6 +170,8 @@ def decode_one(blob: bytes | None, options: DecodeOptions) -> np.ndarray:
         size = (im.width, im.height) if orientation in _SWAPS_AXES else (im.height, im.width)
         _draft(im, options, orientation)
         im.load()
+        if info.format == "jpeg":
+            im = to_srgb(im)
         return finish(im, options, info, orientation, size)
     except DecodeError:
         raise
