@@ -47,7 +47,7 @@ import numpy as np
 from gpuimages.engines.base import BatchBuilder, DecodedBatch, Engine
 from gpuimages.engines.color import srgb_transform
 from gpuimages.engines.formats import PNG_GRAY, PNG_PALETTE, PNG_RGB, PNG_RGBA, HeaderInfo, sniff
-from gpuimages.engines.pillow import DecodeError, decode_one
+from gpuimages.engines.pillow import SWAPS_AXES, DecodeError, decode_one, exif_orientation
 from gpuimages.options import DecodeOptions
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,6 @@ _OOM = re.compile(
     r"out of memory|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|bad_alloc|can't allocate|allocation failed",
     re.IGNORECASE,
 )
-_EXIF_ORIENTATION = 0x0112
-_SWAPS_AXES = {5, 6, 7, 8}
 _DALI_PNG_TYPES = {PNG_GRAY: 1, PNG_RGB: 3, PNG_PALETTE: 3, PNG_RGBA: 4}
 
 
@@ -125,8 +123,10 @@ def _exif_orientation(blob: bytes, info: HeaderInfo) -> int | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(blob)) as im:
-                value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+                value = exif_orientation(im, broken=None)
     except Exception:  # noqa: BLE001 - unreadable metadata: let the Pillow path decide
+        return None
+    if value is None:
         return None
     if value == 1:
         return 1
@@ -174,7 +174,7 @@ def route(blob: bytes | None, options: DecodeOptions) -> tuple[int, int, int] | 
         orientation = _exif_orientation(blob, info)
         if orientation is None:
             return "exif orientation"
-        if orientation in _SWAPS_AXES:
+        if orientation in SWAPS_AXES:
             height, width = width, height
     return height, width, channels
 

@@ -23,7 +23,8 @@ from gpuimages.options import DecodeOptions
 log = logging.getLogger(__name__)
 
 _EXIF_ORIENTATION = 0x0112
-_SWAPS_AXES = {5, 6, 7, 8}
+#: EXIF orientations that swap width and height.
+SWAPS_AXES = {5, 6, 7, 8}
 
 
 class DecodeError(Exception):
@@ -63,11 +64,12 @@ def _open(blob: bytes, options: DecodeOptions) -> Image.Image:
     return im
 
 
-def _orientation(im: Image.Image) -> int:
+def exif_orientation(im: Image.Image, broken: int | None = 1) -> int | None:
+    """The EXIF orientation tag (1 when absent); ``broken`` when the EXIF block cannot be read."""
     try:
         return int(im.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block means "no orientation"
-        return 1
+    except Exception:  # noqa: BLE001 - by default a broken EXIF block means "no orientation"
+        return broken
 
 
 #: Draft (DCT-scaled) decoding stops at this multiple of the target size, as ``Image.thumbnail`` does,
@@ -80,7 +82,7 @@ def _draft(im: Image.Image, options: DecodeOptions, orientation: int) -> None:
     if im.format != "JPEG" or options.resize is None:
         return
     w, h = im.size
-    if orientation in _SWAPS_AXES:
+    if orientation in SWAPS_AXES:
         tw, th = options.target_size(w, h)
     else:
         th, tw = options.target_size(h, w)
@@ -164,10 +166,10 @@ def decode_one(blob: bytes | None, options: DecodeOptions) -> np.ndarray:
     info = check_bytes(blob, options)
     try:
         im = _open(blob, options)
-        orientation = _orientation(im) if options.apply_exif else 1
+        orientation = exif_orientation(im) if options.apply_exif else 1
         if _is_png16_colour(info):
             return finish(Image.fromarray(_png16(blob, info)), options, HeaderInfo("other"), orientation)
-        size = (im.width, im.height) if orientation in _SWAPS_AXES else (im.height, im.width)
+        size = (im.width, im.height) if orientation in SWAPS_AXES else (im.height, im.width)
         _draft(im, options, orientation)
         im.load()
         if info.format == "jpeg":
