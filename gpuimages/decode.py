@@ -146,15 +146,18 @@ def decode_frame(
     task_gpu_amount: float | None = None,
     total_bytes: int | None = None,
     num_files: int | None = None,
+    conf: dict[str, str | None] | None = None,
 ) -> DataFrame:
-    """Plan and run the decode stage (shared by :func:`decode_images` and ``read_images``)."""
+    """Plan and run the decode stage (shared by :func:`decode_images` and ``read_images``).
+
+    ``conf`` is :func:`session_conf` when the caller has read it already.
+    """
     import pyspark
     from pyspark.sql.types import StringType, StructField, StructType
 
     num_partitions = check_num_partitions(num_partitions)
     _check_columns(df, layout, keep_input=layout.input_col in layout.passthrough)
-    spark = df.sparkSession
-    conf = session_conf(spark)
+    conf = conf if conf is not None else session_conf(df.sparkSession)
     device = scheduling.resolve_device(options.device, conf)
     if device != options.device:
         options = DecodeOptions(**{**options.__dict__, "device": device})

@@ -113,7 +113,8 @@ def read_images(
 
     # A path-and-length pass (no content read) finds files the scan skips and sizes the plan;
     # coalesced so that it costs a task per core, not one per ~30 small files.
-    slots = planning.cpu_slots(session_conf(spark)) or planning.plan_partitions(None)
+    conf = session_conf(spark)
+    slots = planning.cpu_slots(conf) or planning.plan_partitions(None)
     present = frame.select("path", "length").coalesce(slots).collect()
     read_origins = {listing.to_origin(r["path"]) for r in present}
     total_bytes = sum(r["length"] for r in present)
@@ -132,6 +133,7 @@ def read_images(
         task_gpu_amount=task_gpu_amount,
         total_bytes=total_bytes,
         num_files=len(present),
+        conf=conf,
     )
     result = _with_label(decoded, label_from_folder).drop("path")
     if unread and not drop_invalid:
