@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from gpuimages.engines.base import DecodedBatch, Engine, create_engine
+from gpuimages.engines import DecodedBatch, Engine, create_engine
 from gpuimages.listing import to_origin
 from gpuimages.options import DecodeOptions
 from gpuimages.schema import image_array
@@ -93,15 +93,20 @@ def _byte_slices(batch: DecodedBatch) -> Iterator[tuple[int, int]]:
         start = end
 
 
+def chunk_origins(chunk: pa.RecordBatch, layout: DecodeLayout) -> list[str | None]:
+    """The ``origin`` of each row of ``chunk`` (image-source URIs for ``binaryFile`` paths)."""
+    if layout.origin_col is None:
+        return [None] * chunk.num_rows
+    origins = chunk.column(layout.origin_col).to_pylist()
+    if layout.origin_is_hadoop_path:
+        origins = [None if o is None else to_origin(o) for o in origins]
+    return origins
+
+
 def decode_record_batch(chunk: pa.RecordBatch, engine: Engine, layout: DecodeLayout) -> Iterator[pa.RecordBatch]:
     """Decode one bounded Arrow batch and yield it with the image struct and reason columns."""
     blobs = chunk.column(layout.input_col).to_pylist()
-    if layout.origin_col is None:
-        origins: list = [None] * chunk.num_rows
-    else:
-        origins = chunk.column(layout.origin_col).to_pylist()
-        if layout.origin_is_hadoop_path:
-            origins = [None if o is None else to_origin(o) for o in origins]
+    origins = chunk_origins(chunk, layout)
     decoded = engine.decode(blobs)
     names = [*layout.passthrough, layout.output_col, layout.error_col]
     for start, end in _byte_slices(decoded):
@@ -115,7 +120,7 @@ def decode_record_batch(chunk: pa.RecordBatch, engine: Engine, layout: DecodeLay
         yield out
 
 
-def _record_task(engine: Engine, rows: int) -> None:
+def record_task(engine: Engine, rows: int) -> None:
     """Append this task's engine and GPU assignment to the task log, when one is configured."""
     folder = os.environ.get(TASK_LOG_ENV)
     if not folder:
@@ -138,15 +143,25 @@ def _record_task(engine: Engine, rows: int) -> None:
         out.write(json.dumps(record) + "\n")
 
 
+def decode_slices(batch: pa.RecordBatch, input_col: str, options: DecodeOptions) -> Iterator[pa.RecordBatch]:
+    """Split an incoming Arrow batch into the slices one engine call decodes (``options.batch_size`` rows).
+
+    Every consumer of decoded pixels in a task (image structs, features, re-encoded bytes) decodes
+    through these slices, so they share one bound on what a task holds at once.
+    """
+    size = options.batch_size
+    for start in range(0, batch.num_rows, size):
+        yield batch.slice(start, size)
+
+
 def decode_partition(
     batches: Iterator[pa.RecordBatch], options: DecodeOptions, layout: DecodeLayout
 ) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: split incoming batches into ``options.batch_size`` rows and decode them."""
+    """``mapInArrow`` body: split incoming batches with :func:`decode_slices` and decode them."""
     engine = engine_for_task(options)
-    size = options.batch_size
     rows = 0
     for batch in batches:
         rows += batch.num_rows
-        for start in range(0, batch.num_rows, size):
-            yield from decode_record_batch(batch.slice(start, size), engine, layout)
-    _record_task(engine, rows)
+        for chunk in decode_slices(batch, layout.input_col, options):
+            yield from decode_record_batch(chunk, engine, layout)
+    record_task(engine, rows)

@@ -22,8 +22,7 @@ from images import encode, exif_jpeg, odd_files, rgb_array  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gpuimages import gpu  # noqa: E402
-from gpuimages.engines import dali  # noqa: E402
-from gpuimages.engines.base import create_engine  # noqa: E402
+from gpuimages.engines import create_engine, dali  # noqa: E402
 from gpuimages.engines.dali import DaliEngine, pipeline_stats, route  # noqa: E402
 from gpuimages.engines.pillow import PillowEngine  # noqa: E402
 from gpuimages.options import DecodeOptions  # noqa: E402
@@ -359,7 +358,7 @@ def test_missing_dali_is_a_clear_import_error(monkeypatch):
 def test_importing_gpuimages_does_not_import_dali():
     code = (
         "import sys, gpuimages, gpuimages.engines, gpuimages.engines.dali, gpuimages.gpu\n"
-        "from gpuimages.engines.base import create_engine\n"
+        "from gpuimages.engines import create_engine\n"
         "bad = [m for m in ('nvidia.dali', 'cupy') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

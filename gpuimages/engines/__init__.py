@@ -1,8 +1,33 @@
 """Decode engines: one interface (:mod:`.base`), a CPU engine (Pillow) and a GPU engine (DALI).
 
-Engines are created on executors only; importing this package imports neither DALI nor cupy.
+Engines are created on executors only, by :func:`create_engine`; importing this package imports
+neither DALI nor cupy (each engine module is imported when it is first created).
 """
 
-from gpuimages.engines.base import DecodedBatch, Engine, create_engine
+from __future__ import annotations
 
-__all__ = ["DecodedBatch", "Engine", "create_engine"]
+from gpuimages.engines.base import DecodedBatch, Engine
+from gpuimages.options import DecodeOptions
+
+__all__ = ["DecodedBatch", "Engine", "ENGINES", "create_engine"]
+
+#: Engine names :func:`create_engine` accepts.
+ENGINES = ("pillow", "dali")
+
+
+def create_engine(options: DecodeOptions, gpu_id: int | None = None, engine: str | None = None) -> Engine:
+    """Create the engine for ``options.device`` on this executor.
+
+    ``engine`` forces "pillow" or "dali". ``gpu_id`` is the device the task was assigned
+    (None: DALI's CPU operators). DALI is imported here, never at package import.
+    """
+    name = engine or ("pillow" if options.device == "cpu" else "dali")
+    if name == "pillow":
+        from gpuimages.engines.pillow import PillowEngine
+
+        return PillowEngine(options)
+    if name == "dali":
+        from gpuimages.engines.dali import DaliEngine
+
+        return DaliEngine(options, gpu_id=gpu_id)
+    raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {name!r}")

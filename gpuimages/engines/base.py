@@ -112,21 +112,3 @@ class Engine(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources held by the engine."""
-
-
-def create_engine(options: DecodeOptions, gpu_id: int | None = None, engine: str | None = None) -> Engine:
-    """Create the engine for ``options.device`` on this executor.
-
-    ``engine`` forces "pillow" or "dali". ``gpu_id`` is the device the task was assigned
-    (None: DALI's CPU operators). DALI is imported here, never at package import.
-    """
-    name = engine or ("pillow" if options.device == "cpu" else "dali")
-    if name == "pillow":
-        from gpuimages.engines.pillow import PillowEngine
-
-        return PillowEngine(options)
-    if name == "dali":
-        from gpuimages.engines.dali import DaliEngine
-
-        return DaliEngine(options, gpu_id=gpu_id)
-    raise ValueError(f"engine: expected 'pillow' or 'dali', got {name!r}")
