@@ -34,7 +34,7 @@ NOMINAL_SIZE = (375, 500)
 class SetSpec:
     """Parameters of a generated set; equal specs give byte-identical files."""
 
-    fmt: str  # "jpeg" or "png"
+    fmt: str  # "jpeg", "png" or "photo" (JPEG crops of real photographs, see :func:`photo_rgb`)
     count: int
     seed: int = 0
     quality: int = 90  # JPEG only
@@ -44,7 +44,7 @@ class SetSpec:
     def key(self) -> str:
         """Folder name encoding every parameter."""
         h, w = self.size
-        extra = f"q{self.quality}" if self.fmt == "jpeg" else f"a{int(self.rgba_share * 100)}"
+        extra = f"q{self.quality}" if self.fmt in ("jpeg", "photo") else f"a{int(self.rgba_share * 100)}"
         return f"{self.fmt}-n{self.count}-s{self.seed}-{h}x{w}-{extra}-v{GENERATOR_VERSION}"
 
 
@@ -151,12 +151,50 @@ def _alpha(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
+#: Colour photographs shipped in scikit-image's wheel (``skimage/data``), the source of "photo" sets.
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "hubble_deep_field.jpg",
+          "retina.jpg", "ihc.png", "color.png")
+
+
+def _photo_folder() -> Path:
+    try:
+        import skimage
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError('"photo" sets crop scikit-image\'s photographs: pip install "gpuimages[bench]"') from exc
+    return Path(skimage.__file__).parent / "data"
+
+
+def photo_rgb(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A ``(height, width)`` RGB crop of a real photograph: a seeded photo, crop box and flip, resized
+    (Lanczos) to the size, with a little sensor-like grain. Decodes like a photo, unlike smooth synthetics."""
+    name = PHOTOS[int(rng.integers(0, len(PHOTOS)))]
+    with Image.open(_photo_folder() / name) as im:
+        photo = im.convert("RGB")
+    pw, ph = photo.size
+    aspect = width / height
+    crop_w = int(min(pw, ph * aspect) * rng.uniform(0.55, 1.0))
+    crop_h = max(8, int(crop_w / aspect))
+    crop_w = max(8, min(crop_w, pw))
+    crop_h = min(crop_h, ph)
+    left, top = int(rng.integers(0, pw - crop_w + 1)), int(rng.integers(0, ph - crop_h + 1))
+    region = photo.crop((left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        region = region.transpose(Image.FLIP_LEFT_RIGHT)
+    arr = np.asarray(region.resize((width, height), Image.LANCZOS)).astype(np.float32)
+    arr += rng.normal(0, 2.0, (height, width, 1)).astype(np.float32)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
 def encode_one(spec: SetSpec, index: int) -> tuple[bytes, tuple[int, int, int]]:
     """Encode image ``index`` of ``spec``; deterministic per (seed, index). Returns bytes and Spark's shape."""
-    rng = np.random.default_rng([spec.seed, index, 0 if spec.fmt == "jpeg" else 1])
+    rng = np.random.default_rng([spec.seed, index, {"jpeg": 0, "png": 1, "photo": 2}[spec.fmt]])
     h, w = image_size(rng, spec.size)
-    rgb = synth_rgb(rng, h, w)
     buf = io.BytesIO()
+    if spec.fmt == "photo":
+        quality = int(rng.integers(75, 96)) if spec.quality <= 0 else spec.quality
+        Image.fromarray(photo_rgb(rng, h, w)).save(buf, "JPEG", quality=quality)
+        return buf.getvalue(), (h, w, 3)
+    rgb = synth_rgb(rng, h, w)
     if spec.fmt == "jpeg":
         Image.fromarray(rgb).save(buf, "JPEG", quality=spec.quality)
         return buf.getvalue(), (h, w, 3)
@@ -169,7 +207,7 @@ def encode_one(spec: SetSpec, index: int) -> tuple[bytes, tuple[int, int, int]]:
 
 
 def _write_chunk(spec: SetSpec, folder: str, indices: list[int]) -> list[tuple[str, int, tuple[int, int, int]]]:
-    ext = "jpg" if spec.fmt == "jpeg" else "png"
+    ext = "png" if spec.fmt == "png" else "jpg"
     out = []
     for i in indices:
         blob, shape = encode_one(spec, i)
@@ -245,3 +283,10 @@ def png_set(count: int = 300, *, seed: int = 0, rgba_share: float = 0.25, root: 
             size: tuple[int, int] = NOMINAL_SIZE) -> DataSet:
     """The PNG set (default 300 files, a quarter with alpha)."""
     return ensure_set(SetSpec("png", count, seed, size=tuple(size), rgba_share=rgba_share), root)
+
+
+def photo_set(count: int = 1000, *, seed: int = 0, quality: int = 0, root: str | os.PathLike = DEFAULT_ROOT,
+              size: tuple[int, int] = NOMINAL_SIZE) -> DataSet:
+    """JPEG crops of real photographs (scikit-image's), ImageNet-sized by default; ``quality=0`` draws
+    a quality in 75..95 per file. ``size=(4000, 6000)`` gives camera-sized photos (memory benchmarks)."""
+    return ensure_set(SetSpec("photo", count, seed, quality, tuple(size)), root)
