@@ -8,10 +8,9 @@ the same code runs on classic and Spark Connect sessions.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import TYPE_CHECKING, Any
 
-from gpuimages import planning, scheduling
+from gpuimages import scheduling
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_PIXELS,
@@ -21,35 +20,11 @@ from gpuimages.options import (
     make_decode_options,
 )
 from gpuimages.schema import image_struct_type
+from gpuimages.stage import run_stage, session_conf
 from gpuimages.tasks import DecodeLayout, decode_partition
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, SparkSession
-
-log = logging.getLogger(__name__)
-
-_CONF_KEYS = (
-    "spark.master",
-    "spark.executor.instances",
-    "spark.executor.cores",
-    "spark.task.cpus",
-    "spark.default.parallelism",
-    "spark.executor.resource.gpu.amount",
-    "spark.task.resource.gpu.amount",
-    "spark.dynamicAllocation.enabled",
-)
-
-
-def session_conf(spark: SparkSession) -> dict[str, str | None]:
-    """The Spark conf entries the planners read (works on Connect sessions)."""
-    conf = {}
-    for key in _CONF_KEYS:
-        try:
-            conf[key] = spark.conf.get(key, None)
-        except Exception:  # noqa: BLE001 - some servers refuse reading static confs
-            conf[key] = None
-    return conf
-
+    from pyspark.sql import DataFrame
 
 def _check_columns(df: DataFrame, layout: DecodeLayout, keep_input: bool) -> None:
     from pyspark.sql.types import BinaryType, StringType
@@ -150,9 +125,8 @@ def decode_frame(
 ) -> DataFrame:
     """Plan and run the decode stage (shared by :func:`decode_images` and ``read_images``).
 
-    ``conf`` is :func:`session_conf` when the caller has read it already.
+    ``conf`` is :func:`gpuimages.stage.session_conf` when the caller has read it already.
     """
-    import pyspark
     from pyspark.sql.types import StringType, StructField, StructType
 
     num_partitions = check_num_partitions(num_partitions)
@@ -162,72 +136,13 @@ def decode_frame(
     if device != options.device:
         options = DecodeOptions(**{**options.__dict__, "device": device})
 
-    if num_partitions is not None:
-        df = df.repartition(num_partitions)
-    elif not df.isStreaming:
-        slots = (planning.gpu_slots(conf) if device == "gpu" else None) or planning.cpu_slots(conf)
-        n = planning.plan_partitions(slots, total_bytes=total_bytes, num_files=num_files)
-        log.info("gpuimages: decode stage planned as %d partition(s) (%s slots)", n, slots)
-        df = df.coalesce(n)
-
     fields = {f.name: f for f in df.schema.fields}
     out_schema = StructType(
         [fields[name] for name in layout.passthrough]
         + [StructField(layout.output_col, image_struct_type(), True), StructField(layout.error_col, StringType(), True)]
     )
     func = functools.partial(decode_partition, options=options, layout=layout)
-
-    decision = scheduling.decide_profile(
-        device, conf, pyspark_version=pyspark.__version__, task_gpu_amount=task_gpu_amount, connect=_is_connect(df)
+    return run_stage(
+        df, func, out_schema, device, conf,
+        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
     )
-    if decision.use:
-        log.info("gpuimages: decode stage runs with a GPU resource profile: %s", decision.reason)
-        profile = scheduling.build_profile(decision)
-        if decision.via_rdd:
-            return map_in_arrow_on_rdd(df, func, out_schema, profile)
-        return df.mapInArrow(func, out_schema, profile=profile)
-    if device == "gpu":
-        log.info("gpuimages: no resource profile for the decode stage: %s", decision.reason)
-    return df.mapInArrow(func, out_schema)
-
-
-def _is_connect(df: DataFrame) -> bool:
-    return type(df).__module__.startswith("pyspark.sql.connect")
-
-
-#: Rows per Arrow batch handed to the decode function on the RDD path.
-RDD_ARROW_ROWS = 256
-
-
-def map_in_arrow_on_rdd(df: DataFrame, func, schema, profile) -> DataFrame:
-    """``mapInArrow`` for pyspark < 4 with a resource profile: the same Arrow function over the RDD's
-    rows, the RDD run ``withResources(profile)``, and turned back into a DataFrame (classic sessions).
-    """
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    arrow_in = to_arrow_schema(df.schema)
-    names = schema.fieldNames()
-    struct_fields = {f.name: f.dataType.fieldNames() for f in schema.fields if hasattr(f.dataType, "fieldNames")}
-
-    def batches(rows):
-        import pyarrow as pa
-
-        chunk = []
-        for row in rows:
-            chunk.append(row.asDict())
-            if len(chunk) == RDD_ARROW_ROWS:
-                yield pa.RecordBatch.from_pylist(chunk, schema=arrow_in)
-                chunk = []
-        if chunk:
-            yield pa.RecordBatch.from_pylist(chunk, schema=arrow_in)
-
-    def run(rows):
-        for out in func(batches(rows)):
-            for rec in out.to_pylist():
-                yield tuple(
-                    tuple(rec[n][k] for k in struct_fields[n]) if n in struct_fields and rec[n] is not None else rec[n]
-                    for n in names
-                )
-
-    rdd = df.rdd.mapPartitions(run).withResources(profile)
-    return df.sparkSession.createDataFrame(rdd, schema)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import listing, planning
-from gpuimages.decode import decode_frame, session_conf
+from gpuimages.decode import decode_frame
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_PIXELS,
@@ -21,6 +21,7 @@ from gpuimages.options import (
     make_decode_options,
 )
 from gpuimages.schema import image_struct_type, invalid_image
+from gpuimages.stage import session_conf
 from gpuimages.tasks import DecodeLayout
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,0 +1,134 @@
+"""One planned ``mapInArrow`` stage: partitions from slots and bytes, a GPU resource profile where it
+applies, and the in-task function. Shared by every capability that runs decoding inside a task
+(``decode_images``, featurising, encoding), so they plan and schedule alike.
+
+Driver side only, and only the DataFrame API, so it runs on classic and Spark Connect sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from gpuimages import planning, scheduling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+
+#: An in-task function: ``mapInArrow``'s body.
+ArrowFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
+_CONF_KEYS = (
+    "spark.master",
+    "spark.executor.instances",
+    "spark.executor.cores",
+    "spark.task.cpus",
+    "spark.default.parallelism",
+    "spark.executor.resource.gpu.amount",
+    "spark.task.resource.gpu.amount",
+    "spark.dynamicAllocation.enabled",
+)
+
+
+def session_conf(spark: SparkSession) -> dict[str, str | None]:
+    """The Spark conf entries the planners read (works on Connect sessions)."""
+    conf = {}
+    for key in _CONF_KEYS:
+        try:
+            conf[key] = spark.conf.get(key, None)
+        except Exception:  # noqa: BLE001 - some servers refuse reading static confs
+            conf[key] = None
+    return conf
+
+
+def run_stage(
+    df: DataFrame,
+    func: ArrowFn,
+    schema: StructType,
+    device: str,
+    conf: dict[str, str | None],
+    *,
+    num_partitions: int | None = None,
+    task_gpu_amount: float | None = None,
+    total_bytes: int | None = None,
+    num_files: int | None = None,
+    name: str = "decode",
+) -> DataFrame:
+    """Plan the partitions of ``df`` and run ``func`` over it with ``mapInArrow``.
+
+    ``num_partitions`` repartitions explicitly; otherwise a batch DataFrame is coalesced (no
+    shuffle) to about one partition per slot (GPU slots for ``device="gpu"``), more above the
+    byte cap (see :mod:`gpuimages.planning`). ``device`` is the resolved device
+    (:func:`gpuimages.scheduling.resolve_device`); for "gpu" the stage gets the resource profile
+    :func:`gpuimages.scheduling.decide_profile` allows. ``name`` names the stage in the log.
+    """
+    import pyspark
+
+    if num_partitions is not None:
+        df = df.repartition(num_partitions)
+    elif not df.isStreaming:
+        slots = (planning.gpu_slots(conf) if device == "gpu" else None) or planning.cpu_slots(conf)
+        n = planning.plan_partitions(slots, total_bytes=total_bytes, num_files=num_files)
+        log.info("gpuimages: %s stage planned as %d partition(s) (%s slots)", name, n, slots)
+        df = df.coalesce(n)
+
+    decision = scheduling.decide_profile(
+        device, conf, pyspark_version=pyspark.__version__, task_gpu_amount=task_gpu_amount, connect=is_connect(df)
+    )
+    if decision.use:
+        log.info("gpuimages: %s stage runs with a GPU resource profile: %s", name, decision.reason)
+        profile = scheduling.build_profile(decision)
+        if decision.via_rdd:
+            return map_in_arrow_on_rdd(df, func, schema, profile)
+        return df.mapInArrow(func, schema, profile=profile)
+    if device == "gpu":
+        log.info("gpuimages: no resource profile for the %s stage: %s", name, decision.reason)
+    return df.mapInArrow(func, schema)
+
+
+def is_connect(df: DataFrame) -> bool:
+    return type(df).__module__.startswith("pyspark.sql.connect")
+
+
+#: Rows per Arrow batch handed to the decode function on the RDD path.
+RDD_ARROW_ROWS = 256
+
+
+def map_in_arrow_on_rdd(df: DataFrame, func, schema, profile) -> DataFrame:
+    """``mapInArrow`` for pyspark < 4 with a resource profile: the same Arrow function over the RDD's
+    rows, the RDD run ``withResources(profile)``, and turned back into a DataFrame (classic sessions).
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    arrow_in = to_arrow_schema(df.schema)
+    names = schema.fieldNames()
+    struct_fields = {f.name: f.dataType.fieldNames() for f in schema.fields if hasattr(f.dataType, "fieldNames")}
+
+    def batches(rows):
+        import pyarrow as pa
+
+        chunk = []
+        for row in rows:
+            chunk.append(row.asDict())
+            if len(chunk) == RDD_ARROW_ROWS:
+                yield pa.RecordBatch.from_pylist(chunk, schema=arrow_in)
+                chunk = []
+        if chunk:
+            yield pa.RecordBatch.from_pylist(chunk, schema=arrow_in)
+
+    def run(rows):
+        for out in func(batches(rows)):
+            for rec in out.to_pylist():
+                yield tuple(
+                    tuple(rec[n][k] for k in struct_fields[n]) if n in struct_fields and rec[n] is not None else rec[n]
+                    for n in names
+                )
+
+    rdd = df.rdd.mapPartitions(run).withResources(profile)
+    return df.sparkSession.createDataFrame(rdd, schema)
