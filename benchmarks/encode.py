@@ -1,0 +1,197 @@
+"""Encode and transcode throughput: transcode_images against Pillow alone and against read_images -> encode_images.
+
+    python -m benchmarks.encode            # 1000 photographs, best of 3
+    python -m benchmarks.encode --quick    # 200 photographs, one pass (about a minute on 2 cores)
+
+On real-looking photographs (``benchmarks.data.photo_set``: JPEG crops of scikit-image's photos, ImageNet
+sized), every row resizes to a shorter side of 256 and encodes JPEG at quality 90:
+
+* ``transcode``: ``transcode_files`` (``read_images``' listing + ``transcode_images``): pixels stay in the task.
+* ``read_encode``: ``read_images(resize=256)`` -> ``encode_images(format="jpeg")``: pixels go through the JVM.
+* ``read_raw``: ``read_images(resize=256)`` alone (the image schema, for reference).
+* ``pillow``: Pillow alone in N processes (read file, draft, bilinear resize, JPEG encode): the ceiling.
+
+Each Spark row first makes one untimed pass, then timed passes run round-robin (a ``noop`` write
+materialises every row). Then ``convert --format jpeg`` and ``--format raw`` (the same API calls the
+CLI makes) write Parquet, and their sizes are compared. Goals: transcode >= 80% of the Pillow ceiling
+and >= 1.5x read -> encode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from benchmarks.baselines import noop_write, timed_call
+from benchmarks.data import DEFAULT_ROOT, photo_set
+from benchmarks.report import machine_info, write_json
+
+log = logging.getLogger("benchmarks.encode")
+
+SHORT_SIDE = 256
+QUALITY = 90
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"  # git-ignored
+GOALS = {"transcode_vs_pillow": 0.8, "transcode_vs_read_encode": 1.5}
+
+
+def pillow_transcode_file(path: str, short: int = SHORT_SIDE, quality: int = QUALITY) -> int:
+    """Pillow alone: read, draft-decode, resize the shorter side to ``short`` (bilinear), JPEG-encode; bytes out."""
+    with open(path, "rb") as fh:
+        im = Image.open(io.BytesIO(fh.read()))
+    w, h = im.size
+    scale = short / min(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if im.format == "JPEG":
+        im.draft("RGB", (size[0] * 2, size[1] * 2))
+    im = im.convert("RGB").resize(size, Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality, subsampling=2)
+    return buf.tell()
+
+
+def _chunk(paths: list[str]) -> tuple[int, int]:
+    return len(paths), sum(pillow_transcode_file(p) for p in paths)
+
+
+def parquet_bytes(folder: str) -> int:
+    """Bytes of the Parquet files under ``folder``."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*.parquet"))
+
+
+def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int) -> dict:
+    import gpuimages
+    from gpuimages.session import local_session
+    from gpuimages.transcode import transcode_files
+
+    data = photo_set(count, root=data_root)
+    folder = str(data.folder)
+    spark = local_session(f"local[{cores}]", "gpuimages-bench-encode", **{"spark.ui.showConsoleProgress": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+
+    def transcode():
+        return transcode_files(spark, folder, resize=SHORT_SIDE, format="jpeg", quality=QUALITY, device="cpu")
+
+    def read_encode():
+        images = gpuimages.read_images(spark, folder, resize=SHORT_SIDE, device="cpu")
+        return gpuimages.encode_images(images, format="jpeg", quality=QUALITY, device="cpu")
+
+    def read_raw():
+        return gpuimages.read_images(spark, folder, resize=SHORT_SIDE, device="cpu")
+
+    pool = multiprocessing.get_context("spawn").Pool(cores)
+    paths = data.paths()
+    jobs = [paths[i : i + 16] for i in range(0, len(paths), 16)]
+
+    def pillow():
+        n = sum(k for k, _ in pool.imap_unordered(_chunk, jobs))
+        assert n == len(paths)
+
+    rows: dict[str, Callable[[], None]] = {
+        "transcode": lambda: noop_write(transcode()),
+        "read_encode": lambda: noop_write(read_encode()),
+        "read_raw": lambda: noop_write(read_raw()),
+        "pillow": pillow,
+    }
+    checks = {
+        "transcode_rows": transcode().filter("error IS NULL").count(),
+        "read_encode_rows": read_encode().filter("error IS NULL").count(),
+    }
+    for key, func in rows.items():  # untimed pass
+        start = time.perf_counter()
+        func()
+        log.info("warm-up %-12s %6.2f s", key, time.perf_counter() - start)
+    seconds: dict[str, list[float]] = {k: [] for k in rows}
+    cpu: dict[str, list[float]] = {k: [] for k in rows}
+    for rep in range(repeats):
+        for key, func in rows.items():
+            wall, used = timed_call(func)
+            seconds[key].append(wall)
+            if used is not None:
+                cpu[key].append(used)
+            log.info("pass %d/%d %-12s %6.2f s %7.0f img/s", rep + 1, repeats, key, wall, count / wall)
+    pool.close()
+    pool.join()
+    rate = {k: count / min(v) for k, v in seconds.items()}
+
+    tmp = tempfile.mkdtemp(prefix="gpuimages-bench-encode-")
+    try:
+        transcode().write.parquet(f"{tmp}/jpeg")
+        read_raw().write.parquet(f"{tmp}/raw")
+        sizes = {"jpeg": parquet_bytes(f"{tmp}/jpeg"), "raw": parquet_bytes(f"{tmp}/raw")}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    spark.stop()
+
+    ratios = {
+        "transcode_vs_pillow": rate["transcode"] / rate["pillow"],
+        "transcode_vs_read_encode": rate["transcode"] / rate["read_encode"],
+        "read_encode_vs_read_raw": rate["read_encode"] / rate["read_raw"],
+        "raw_parquet_vs_jpeg_parquet": sizes["raw"] / max(sizes["jpeg"], 1),
+    }
+    goals = {k: {"goal": g, "ratio": round(ratios[k], 3), "met": ratios[k] >= g} for k, g in GOALS.items()}
+    payload = {
+        "machine": machine_info(),
+        "load_average": os.getloadavg(),
+        "data": data.summary(),
+        "cores": cores,
+        "repeats": repeats,
+        "img_per_s": {k: round(v, 1) for k, v in rate.items()},
+        "cpu_ms_per_img": {k: round(min(v) / count * 1e3, 2) for k, v in cpu.items() if v},
+        "seconds": seconds,
+        "valid_rows": checks,
+        "parquet_bytes": sizes,
+        "parquet_kb_per_image": {k: round(v / count / 1e3, 1) for k, v in sizes.items()},
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "goals": goals,
+    }
+    write_json(out_dir / "encode.json", payload)
+    return payload
+
+
+def format_report(p: dict) -> str:
+    lines = [
+        f"{p['data']['count']} photographs ({p['data']['mean_kb']} KB mean), resize shorter side {SHORT_SIDE}, "
+        f"JPEG q{QUALITY}, {p['cores']} cores, load average {tuple(round(x, 1) for x in p['load_average'])}",
+        f"{'row':<14}{'img/s':>9}{'CPU ms/img':>12}",
+    ]
+    for key, value in p["img_per_s"].items():
+        lines.append(f"{key:<14}{value:>9.0f}{p['cpu_ms_per_img'].get(key, float('nan')):>12.2f}")
+    kb = p["parquet_kb_per_image"]
+    lines.append(f"convert parquet: jpeg {kb['jpeg']} KB/image, raw {kb['raw']} KB/image "
+                 f"({p['ratios']['raw_parquet_vs_jpeg_parquet']:.1f}x smaller)")
+    for key, goal in p["goals"].items():
+        lines.append(f"goal {key}: {goal['ratio']:.2f} (>= {goal['goal']}) {'met' if goal['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.encode", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 photographs, one timed pass")
+    parser.add_argument("--count", type=int, help="photographs (default 1000; quick: 200)")
+    parser.add_argument("--repeats", type=int, help="timed passes per row, best kept (default 3; quick: 1)")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="local[N] and Pillow processes")
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    count = args.count or (200 if args.quick else 1000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    payload = run(count, repeats, args.out_dir, args.data_root, args.cores)
+    print(format_report(payload))
+    print(json.dumps(payload["ratios"]))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
