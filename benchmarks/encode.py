@@ -69,15 +69,23 @@ def parquet_bytes(folder: str) -> int:
     return sum(f.stat().st_size for f in Path(folder).rglob("*.parquet"))
 
 
-def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int) -> dict:
+def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int, spark=None,
+        size: tuple[int, int] | None = None) -> dict:
+    """Measure every row and the Parquet sizes; write ``encode.json`` under ``out_dir`` and return it.
+
+    ``spark``: a session to use (default: a new ``local[cores]`` one, stopped at the end); ``size``:
+    the photographs' nominal (height, width) (default ImageNet-sized).
+    """
     import gpuimages
     from gpuimages.session import local_session
     from gpuimages.transcode import transcode_files
 
-    data = photo_set(count, root=data_root)
+    data = photo_set(count, root=data_root, **({"size": size} if size else {}))
     folder = str(data.folder)
-    spark = local_session(f"local[{cores}]", "gpuimages-bench-encode", **{"spark.ui.showConsoleProgress": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    own_session = spark is None
+    if own_session:
+        spark = local_session(f"local[{cores}]", "gpuimages-bench-encode", **{"spark.ui.showConsoleProgress": "false"})
+        spark.sparkContext.setLogLevel("ERROR")
 
     def transcode():
         return transcode_files(spark, folder, resize=SHORT_SIDE, format="jpeg", quality=QUALITY, device="cpu")
@@ -131,7 +139,8 @@ def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int) -> 
         sizes = {"jpeg": parquet_bytes(f"{tmp}/jpeg"), "raw": parquet_bytes(f"{tmp}/raw")}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    spark.stop()
+    if own_session:
+        spark.stop()
 
     ratios = {
         "transcode_vs_pillow": rate["transcode"] / rate["pillow"],

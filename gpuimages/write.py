@@ -126,6 +126,11 @@ def write_images(
             image structs, as in :func:`gpuimages.encode_images` (ignored for binary input).
         num_partitions: repartition to this many write tasks (default: about one per core or GPU slot).
     """
+    if df.isStreaming:
+        raise ValueError(
+            "df: expected a batch DataFrame, got a streaming one; in a stream, call write_images on each "
+            "micro-batch inside foreachBatch"
+        )
     root = os.fspath(path)
     if not isinstance(root, str) or not root:
         raise ValueError(f"path: expected a folder path or URI, got {path!r}")
