@@ -146,9 +146,9 @@ class LocalStore:
         """Write ``data`` at ``path`` through a temporary file; False when the name was taken (not replaced)."""
         folder, name = os.path.split(path)
         tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
         try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
             if replace:
                 os.replace(tmp, path)
                 return True
