@@ -178,3 +178,18 @@ def test_write_partition_report_in_process(tmp_path):
                          "reason": "no image (null value)"}
     back = np.asarray(Image.open(io.BytesIO((tmp_path / "a.png").read_bytes())))
     assert np.array_equal(back, pixels[:, :, ::-1])  # struct data is BGR: the file is the RGB view of it
+
+
+def test_write_through_fsspec_from_executors(spark, src, tmp_path):
+    pytest.importorskip("fsspec")
+    import gpuimages
+
+    df = gpuimages.read_images(spark, str(src / "cats"), device="cpu", resize=(6, 6))
+    root = f"local://{tmp_path}/viafsspec"  # fsspec's local filesystem under a non-file scheme: the fsspec store
+    assert isinstance(files.open_store(root), files.FsspecStore)
+    rows = gpuimages.write_images(df, root, format="png", partition_by=None).collect()
+    assert sorted(r.status for r in rows) == ["written"] * 3
+    assert all(r.path.startswith("local://") or r.path.startswith("file://") for r in rows)
+    assert _listing(tmp_path / "viafsspec") == ["c0.png", "c1.png", "c2.png"]
+    with pytest.raises(FileExistsError):
+        gpuimages.write_images(df, root, format="png")
