@@ -1,8 +1,9 @@
 """encode_images, transcode_images and write_images on a local Spark Connect session (in a child process).
 
 A process holding the classic test session cannot start a local Connect session (see
-``tests/test_connect.py``), so the Connect side runs the script below in a child process and reports
-what it got as JSON.
+``tests/test_connect.py``), so the Connect side runs the script below in a child process: a Connect
+server on a free port (as ``tests/test_ml_connect.py`` starts it) and a client, reporting what it got
+as JSON.
 """
 
 from __future__ import annotations
@@ -23,13 +24,27 @@ REPO = Path(__file__).resolve().parent.parent
 
 CHILD = textwrap.dedent(
     """
-    import io, json, os, sys
+    import io, json, os, socket, sys
     from PIL import Image
     from pyspark.sql import SparkSession
     import gpuimages
 
     src, dest, out = sys.argv[1:4]
-    spark = SparkSession.builder.remote("local[2]").getOrCreate()
+    with socket.socket() as s:  # a free port: the default 15002 may be held by another run
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    server = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+        .config("spark.connect.grpc.binding.port", str(port))
+        .getOrCreate()
+    )
+    server.sparkContext.setLogLevel("ERROR")
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    spark = ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
     result = {"connect": type(spark).__module__}
     binary = spark.read.format("binaryFile").load(src)
     rows = gpuimages.transcode_images(binary, resize=(8, 10), format="png", device="cpu").collect()
@@ -43,6 +58,7 @@ CHILD = textwrap.dedent(
     report = gpuimages.write_images(images, dest, format="jpeg", device="cpu").collect()
     result["write"] = sorted([r.status, r.path and os.path.basename(r.path)] for r in report)
     spark.stop()
+    server.stop()
     with open(out, "w") as fh:
         json.dump(result, fh)
     """
