@@ -193,3 +193,17 @@ def test_write_through_fsspec_from_executors(spark, src, tmp_path):
     assert _listing(tmp_path / "viafsspec") == ["c0.png", "c1.png", "c2.png"]
     with pytest.raises(FileExistsError):
         gpuimages.write_images(df, root, format="png")
+
+
+def test_local_put_without_hard_links_as_on_fuse_mounts(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(files.os, "link", no_links)  # /dbfs and some FUSE mounts refuse hard links
+    store = files.LocalStore(str(tmp_path))
+    target = str(tmp_path / "y.png")
+    assert store.put(target, b"first", replace=False) is True
+    assert store.put(target, b"second", replace=False) is False and store.read(target) == b"first"
+    assert os.listdir(tmp_path) == ["y.png"]
