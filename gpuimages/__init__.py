@@ -2,6 +2,8 @@
 
     >>> import gpuimages
     >>> df = gpuimages.read_images(spark, "/data/images", recursive=True, device="auto")
+    >>> jpegs = gpuimages.encode_images(df, "image", format="jpeg", quality=90)
+    >>> report = gpuimages.write_images(df, "/data/thumbs", format="jpeg")
 
 Importing this package imports neither pyspark's JVM side nor DALI/cupy; engines load on executors.
 """
