@@ -300,3 +300,15 @@ def test_driver_side_errors(spark):
         gpuimages.encode_images(df, "image")
     with pytest.raises(ValueError, match="format: expected one of jpeg, png"):
         gpuimages.encode_images(df, "content", format="gif")
+
+
+def test_gpu_encoding_without_nvimgcodec_names_the_extra(monkeypatch):
+    import gpuimages.encoders as encoders
+
+    monkeypatch.setattr(encoders, "nvimgcodec_installed", lambda: False)
+    with pytest.raises(ImportError, match=r'pip install "gpuimages\[gpu\]"'):
+        encoders.resolve_encode_device("gpu")
+    with pytest.raises(ImportError, match="nvidia-nvimgcodec-cu12"):
+        encoders.resolve_encode_device("cpu", "nvimgcodec")
+    assert encoders.resolve_encode_device("auto") == "cpu"
+    assert encoders.resolve_encode_device("cpu") == "cpu"
