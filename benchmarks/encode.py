@@ -70,11 +70,12 @@ def parquet_bytes(folder: str) -> int:
 
 
 def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int, spark=None,
-        size: tuple[int, int] | None = None) -> dict:
+        size: tuple[int, int] | None = None, device: str = "cpu") -> dict:
     """Measure every row and the Parquet sizes; write ``encode.json`` under ``out_dir`` and return it.
 
     ``spark``: a session to use (default: a new ``local[cores]`` one, stopped at the end); ``size``:
-    the photographs' nominal (height, width) (default ImageNet-sized).
+    the photographs' nominal (height, width) (default ImageNet-sized); ``device``: the Spark rows'
+    device ("gpu": DALI decodes and nvImageCodec encodes JPEG; the Pillow row stays on CPU).
     """
     import gpuimages
     from gpuimages.session import local_session
@@ -88,14 +89,14 @@ def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int, spa
         spark.sparkContext.setLogLevel("ERROR")
 
     def transcode():
-        return transcode_files(spark, folder, resize=SHORT_SIDE, format="jpeg", quality=QUALITY, device="cpu")
+        return transcode_files(spark, folder, resize=SHORT_SIDE, format="jpeg", quality=QUALITY, device=device)
 
     def read_encode():
-        images = gpuimages.read_images(spark, folder, resize=SHORT_SIDE, device="cpu")
-        return gpuimages.encode_images(images, format="jpeg", quality=QUALITY, device="cpu")
+        images = gpuimages.read_images(spark, folder, resize=SHORT_SIDE, device=device)
+        return gpuimages.encode_images(images, format="jpeg", quality=QUALITY, device=device)
 
     def read_raw():
-        return gpuimages.read_images(spark, folder, resize=SHORT_SIDE, device="cpu")
+        return gpuimages.read_images(spark, folder, resize=SHORT_SIDE, device=device)
 
     pool = multiprocessing.get_context("spawn").Pool(cores)
     paths = data.paths()
@@ -165,6 +166,7 @@ def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int, spa
         "load_average": os.getloadavg(),
         "data": data.summary(),
         "cores": cores,
+        "device": device,
         "repeats": repeats,
         "img_per_s": {k: round(v, 1) for k, v in rate.items()},
         "cpu_ms_per_img": {k: round(min(v) / count * 1e3, 2) for k, v in cpu.items() if v},
@@ -182,7 +184,8 @@ def run(count: int, repeats: int, out_dir: Path, data_root: str, cores: int, spa
 def format_report(p: dict) -> str:
     lines = [
         f"{p['data']['count']} photographs ({p['data']['mean_kb']} KB mean), resize shorter side {SHORT_SIDE}, "
-        f"JPEG q{QUALITY}, {p['cores']} cores, load average {tuple(round(x, 1) for x in p['load_average'])}",
+        f"JPEG q{QUALITY}, device {p.get('device', 'cpu')}, {p['cores']} cores, "
+        f"load average {tuple(round(x, 1) for x in p['load_average'])}",
         f"{'row':<14}{'img/s':>9}{'CPU ms/img':>12}",
     ]
     for key, value in p["img_per_s"].items():
@@ -203,13 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help="photographs (default 1000; quick: 200)")
     parser.add_argument("--repeats", type=int, help="timed passes per row, best kept (default 3; quick: 1)")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="local[N] and Pillow processes")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"],
+                        help="device of the Spark rows (gpu: DALI decode, nvImageCodec JPEG encode)")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     count = args.count or (200 if args.quick else 1000)
     repeats = args.repeats or (1 if args.quick else 3)
-    payload = run(count, repeats, args.out_dir, args.data_root, args.cores)
+    payload = run(count, repeats, args.out_dir, args.data_root, args.cores, device=args.device)
     print(format_report(payload))
     print(json.dumps(payload["ratios"]))
     return 0
