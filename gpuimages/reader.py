@@ -20,7 +20,7 @@ from gpuimages.options import (
     check_seed,
     make_decode_options,
 )
-from gpuimages.schema import image_struct_type, invalid_image
+from gpuimages.schema import image_struct_type
 from gpuimages.stage import session_conf
 from gpuimages.tasks import DecodeLayout
 
@@ -100,46 +100,51 @@ def read_images(
     if path_glob_filter is not None and not isinstance(path_glob_filter, str):
         raise TypeError(f"path_glob_filter: expected a glob string or None, got {path_glob_filter!r}")
 
-    found = listing.list_files(spark, paths, recursive=recursive, path_glob_filter=path_glob_filter)
-    files = listing.sample_paths(found.files, sample_ratio, seed)
+    found = listing.list_files(
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed
+    )
+    parts = found.partition_columns
+    _check_partition_names(parts, label_from_folder)
     log.info(
-        "gpuimages: %d file(s) listed, %d sampled (ratio %g, seed %d)", len(found.files), len(files), sample_ratio, seed
+        "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
+        found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
 
-    frame = found.frame
-    if len(files) < len(found.files):
-        if not files:
-            return _empty(spark, label_from_folder)
-        frame = listing.binary_reader(spark, False, None).load([listing.load_path(f) for f in files])
-
-    # A path-and-length pass (no content read) finds files the scan skips and sizes the plan;
-    # coalesced so that it costs a task per core, not one per ~30 small files.
     conf = session_conf(spark)
-    slots = planning.cpu_slots(conf) or planning.plan_partitions(None)
-    present = frame.select("path", "length").coalesce(slots).collect()
-    read_origins = {listing.to_origin(r["path"]) for r in present}
-    total_bytes = sum(r["length"] for r in present)
-    unread = [f for f in files if f not in read_origins]
-    if unread:
-        log.warning("gpuimages: %d listed file(s) returned no bytes (empty or unreadable)", len(unread))
-
     layout = DecodeLayout(
-        "content", "path", "image", "error", ("path",), drop_invalid=drop_invalid, origin_is_hadoop_path=True
+        "content", "path", "image", "error", ("path", *parts), drop_invalid=drop_invalid, origin_is_hadoop_path=True
     )
     decoded = decode_frame(
-        frame.select("path", "content"),
+        found.frame.select("path", "content", *parts),
         options,
         layout,
         num_partitions=num_partitions,
         task_gpu_amount=task_gpu_amount,
-        total_bytes=total_bytes,
-        num_files=len(present),
+        total_bytes=found.planned_bytes(),
+        num_files=found.planned_files(),
         conf=conf,
     )
-    result = _with_label(decoded, label_from_folder).drop("path")
-    if unread and not drop_invalid:
-        result = result.unionByName(_unread_rows(spark, unread, label_from_folder))
+    result = _with_label(decoded, label_from_folder).select(*_result_columns(parts, label_from_folder))
+    if not drop_invalid:
+        unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
+        if unread is not None:
+            schema = {f.name: f.dataType for f in found.frame.schema.fields}
+            result = result.unionByName(_unread_rows(unread, parts, schema, label_from_folder))
     return result
+
+
+def _check_partition_names(parts: tuple[str, ...], label_from_folder: bool) -> None:
+    taken = {"image", "error"} | ({"label"} if label_from_folder else set())
+    clash = sorted(taken.intersection(parts))
+    if clash:
+        raise ValueError(
+            f"partition columns: expected names other than {sorted(taken)}, got partition folder(s) named {clash}"
+        )
+
+
+def _result_columns(parts: tuple[str, ...], label_from_folder: bool) -> list[str]:
+    """``image, error, <partition columns>, label``: Spark's image-source order for the columns both have."""
+    return ["image", "error", *parts, *(["label"] if label_from_folder else [])]
 
 
 def _with_label(df: DataFrame, label_from_folder: bool) -> DataFrame:
@@ -150,25 +155,20 @@ def _with_label(df: DataFrame, label_from_folder: bool) -> DataFrame:
     return df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
 
 
-def _result_schema(label_from_folder: bool):
-    from pyspark.sql.types import StringType, StructField, StructType
+def _unread_rows(unread: DataFrame, parts: tuple[str, ...], schema: dict, label_from_folder: bool) -> DataFrame:
+    """Spark's invalid row with :data:`UNREAD_REASON` for each unread origin, partition values parsed
+    from its path (as Spark's partition discovery types them)."""
+    from pyspark.sql import functions as F
 
-    fields = [StructField("image", image_struct_type(), True), StructField("error", StringType(), True)]
+    origin = F.col("origin")
+    image = F.struct(
+        origin.alias("origin"),
+        *[F.lit(-1).cast("int").alias(k) for k in ("height", "width", "nChannels", "mode")],
+        F.unhex(F.lit("")).alias("data"),
+    ).cast(image_struct_type())
+    columns = [image.alias("image"), F.lit(UNREAD_REASON).alias("error")]
+    columns += [listing.partition_value(origin, name, schema[name]).alias(name) for name in parts]
     if label_from_folder:
-        fields.append(StructField("label", StringType(), True))
-    return StructType(fields)
-
-
-def _unread_rows(spark: SparkSession, origins: list[str], label_from_folder: bool) -> DataFrame:
-    rows = []
-    for origin in origins:
-        row: list = [invalid_image(origin), UNREAD_REASON]
-        if label_from_folder:
-            row.append(listing.folder_label(origin))
-        rows.append(tuple(row))
-    return spark.createDataFrame(rows, _result_schema(label_from_folder))
-
-
-def _empty(spark: SparkSession, label_from_folder: bool) -> DataFrame:
-    log.warning("gpuimages: sampling kept no file; returning an empty DataFrame")
-    return spark.createDataFrame([], _result_schema(label_from_folder))
+        decoded = F.call_function("url_decode", F.call_function("replace", origin, F.lit("+"), F.lit("%2B")))
+        columns.append(F.element_at(F.split(decoded, "/"), -2).alias("label"))
+    return unread.select(*columns)
