@@ -256,8 +256,31 @@ def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | N
             str(exc).splitlines()[0][:300] if str(exc) else "",
         )
         return None, None, None
-    listed = spark.createDataFrame([(f,) for f in files], "origin string")
-    return listed, len(files), _connect_size_in_bytes(frame)
+    count = len(files)
+    try:
+        listed = _listing_view(spark, files)
+    except Exception as exc:  # noqa: BLE001 - the listing did not fit in one message to the server
+        log.warning(
+            "gpuimages: the listing of %d file(s) could not be sent back to the server (%s: %s); files the "
+            "scan returns no bytes for (zero-byte, unreadable, vanished) get no row. Every other file is read.",
+            count, type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "",
+        )
+        listed = None
+    del files
+    return listed, count, _connect_size_in_bytes(frame)
+
+
+def _listing_view(spark: SparkSession, files: list[str]) -> DataFrame:
+    """The listing as a temporary view on the server (Connect), sent once, now.
+
+    Sending it here (one command) rather than inside the result's plan means a listing too large
+    for one message fails on the driver, before anything runs, and the result's plan stays small.
+    """
+    import uuid
+
+    name = f"gpuimages_listing_{uuid.uuid4().hex}"
+    spark.createDataFrame([(f,) for f in files], "origin string").createOrReplaceTempView(name)
+    return spark.table(name)
 
 
 def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, int, int | None]:

@@ -20,7 +20,6 @@ from gpuimages.options import (
     check_seed,
     make_decode_options,
 )
-from gpuimages.schema import image_struct_type
 from gpuimages.stage import session_conf
 from gpuimages.tasks import DecodeLayout
 
@@ -111,11 +110,20 @@ def read_images(
     )
 
     conf = session_conf(spark)
+    inputs = found.frame.select("path", "content", *parts, _flag(False))
+    if not drop_invalid:
+        # Listed files the scan returns no bytes for join the decode stage's input with null content,
+        # so they are planned with the rest (an explicit ``num_partitions`` stays exact).
+        unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
+        if unread is not None:
+            schema = {f.name: f.dataType for f in found.frame.schema.fields}
+            inputs = inputs.unionByName(_unread_inputs(unread, parts, schema))
     layout = DecodeLayout(
-        "content", "path", "image", "error", ("path", *parts), drop_invalid=drop_invalid, origin_is_hadoop_path=True
+        "content", "path", "image", "error", ("path", *parts, _UNREAD_COL),
+        drop_invalid=drop_invalid, origin_is_hadoop_path=True,
     )
     decoded = decode_frame(
-        found.frame.select("path", "content", *parts),
+        inputs,
         options,
         layout,
         num_partitions=num_partitions,
@@ -124,13 +132,20 @@ def read_images(
         num_files=found.planned_files(),
         conf=conf,
     )
-    result = _with_label(decoded, label_from_folder).select(*_result_columns(parts, label_from_folder))
-    if not drop_invalid:
-        unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
-        if unread is not None:
-            schema = {f.name: f.dataType for f in found.frame.schema.fields}
-            result = result.unionByName(_unread_rows(unread, parts, schema, label_from_folder))
-    return result
+    from pyspark.sql import functions as F
+
+    decoded = decoded.withColumn("error", F.when(F.col(_UNREAD_COL), F.lit(UNREAD_REASON)).otherwise(F.col("error")))
+    return _with_label(decoded, label_from_folder).select(*_result_columns(parts, label_from_folder))
+
+
+#: Marks the rows of listed files the scan returned no bytes for, through the decode stage.
+_UNREAD_COL = "__gpuimages_unread"
+
+
+def _flag(value: bool):
+    from pyspark.sql import functions as F
+
+    return F.lit(value).alias(_UNREAD_COL)
 
 
 def _check_partition_names(parts: tuple[str, ...], label_from_folder: bool) -> None:
@@ -155,20 +170,14 @@ def _with_label(df: DataFrame, label_from_folder: bool) -> DataFrame:
     return df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
 
 
-def _unread_rows(unread: DataFrame, parts: tuple[str, ...], schema: dict, label_from_folder: bool) -> DataFrame:
-    """Spark's invalid row with :data:`UNREAD_REASON` for each unread origin, partition values parsed
-    from its path (as Spark's partition discovery types them)."""
+def _unread_inputs(unread: DataFrame, parts: tuple[str, ...], schema: dict) -> DataFrame:
+    """Decode-stage input rows for unread origins: the file's path (the URI decoded, as ``binaryFile``
+    gives it), null content, and the partition values parsed from the path (typed as Spark's partition
+    discovery typed them)."""
     from pyspark.sql import functions as F
 
     origin = F.col("origin")
-    image = F.struct(
-        origin.alias("origin"),
-        *[F.lit(-1).cast("int").alias(k) for k in ("height", "width", "nChannels", "mode")],
-        F.unhex(F.lit("")).alias("data"),
-    ).cast(image_struct_type())
-    columns = [image.alias("image"), F.lit(UNREAD_REASON).alias("error")]
+    path = F.call_function("url_decode", F.call_function("replace", origin, F.lit("+"), F.lit("%2B")))
+    columns = [path.alias("path"), F.lit(None).cast("binary").alias("content")]
     columns += [listing.partition_value(origin, name, schema[name]).alias(name) for name in parts]
-    if label_from_folder:
-        decoded = F.call_function("url_decode", F.call_function("replace", origin, F.lit("+"), F.lit("%2B")))
-        columns.append(F.element_at(F.split(decoded, "/"), -2).alias("label"))
-    return unread.select(*columns)
+    return unread.select(*columns, _flag(True))
