@@ -55,19 +55,23 @@ def read_images(
     """Read images into a DataFrame with Spark's image schema.
 
     Returns columns ``image`` (struct origin, height, width, nChannels, mode, data: BGR(A) bytes,
-    OpenCV modes), ``error`` (why an image is invalid, null when it decoded) and, with
-    ``label_from_folder``, ``label`` (the parent folder's name). Every listed file gets one row:
-    files that cannot be decoded, are empty or cannot be read give Spark's invalid row (-1 sizes,
-    empty data) with a reason, unless ``drop_invalid``.
+    OpenCV modes), ``error`` (why an image is invalid, null when it decoded), the partition columns
+    of Spark's partition discovery (``root/cls=kittens/a.jpg`` -> ``cls``, typed as
+    ``spark.read.format("image")`` types them) and, with ``label_from_folder``, ``label`` (the
+    parent folder's name), in that order. Every listed (and sampled) file gets one row: files that
+    cannot be decoded, are empty or cannot be read give Spark's invalid row (-1 sizes, empty data)
+    with a reason, unless ``drop_invalid``. The driver holds no Python object per file; on Spark
+    Connect, past the client's message limit, zero-byte and unreadable files get no row (logged).
 
     Args:
         spark: the session (classic or Spark Connect).
         path: a file, folder or glob, or a list of them, on any filesystem Spark reads.
-        recursive: look into sub-folders (Spark's ``recursiveFileLookup``).
-        num_partitions: partitions of the result; default planned from executor cores/GPUs.
+        recursive: look into sub-folders (Spark's ``recursiveFileLookup``; partition inference off).
+        num_partitions: partitions of the result; default planned from executor cores/GPUs, or
+            the parallelism the session reports where the conf does not size the cluster.
         drop_invalid: drop files that could not be decoded.
-        sample_ratio: keep this share of files, chosen by a seeded hash of the path;
-            files not sampled are never read.
+        sample_ratio: keep this share of files, chosen by Spark's ``xxhash64`` of ``seed`` and the
+            file's origin (the same sample on every session and run); files not sampled are never opened.
         seed: the sampling seed.
         device: "auto", "cpu" (Pillow) or "gpu" (DALI/nvJPEG).
         resize: ``(height, width)`` exact, or an int for the shorter side, applied while decoding.
