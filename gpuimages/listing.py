@@ -248,12 +248,10 @@ def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | N
         files = frame.inputFiles()
     except Exception as exc:  # noqa: BLE001 - RESOURCE_EXHAUSTED and friends
         log.warning(
-            "gpuimages: the file listing could not be brought to the driver (%s: %s); files the scan "
-            "returns no bytes for (zero-byte, unreadable, vanished) cannot be counted and get no row. "
-            "Every other file is read. Raise the client's gRPC message limit or read fewer files per call "
-            "to keep them.",
-            type(exc).__name__,
-            str(exc).splitlines()[0][:300] if str(exc) else "",
+            "gpuimages: the file listing could not be brought to the driver (%s); files the scan returns "
+            "no bytes for (zero-byte, unreadable, vanished) cannot be counted and get no row. Every other "
+            "file is read. Raise the client's gRPC message limit or read fewer files per call to keep them.",
+            error_summary(exc),
         )
         return None, None, None
     count = len(files)
@@ -261,13 +259,27 @@ def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | N
         listed = _listing_view(spark, files)
     except Exception as exc:  # noqa: BLE001 - the listing did not fit in one message to the server
         log.warning(
-            "gpuimages: the listing of %d file(s) could not be sent back to the server (%s: %s); files the "
+            "gpuimages: the listing of %d file(s) could not be sent back to the server (%s); files the "
             "scan returns no bytes for (zero-byte, unreadable, vanished) get no row. Every other file is read.",
-            count, type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "",
+            count, error_summary(exc),
         )
         listed = None
     del files
     return listed, count, _connect_size_in_bytes(frame)
+
+
+_GRPC_DETAILS = re.compile(r'details = "([^"]*)"')
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for a log: the class, the gRPC status and details where there are, else the first line."""
+    text = str(exc)
+    parts = [type(exc).__name__]
+    if "RESOURCE_EXHAUSTED" in text:
+        parts.append("RESOURCE_EXHAUSTED, the gRPC message limit")
+    details = _GRPC_DETAILS.search(text)
+    parts.append(details.group(1) if details else (text.splitlines()[0] if text else ""))
+    return ": ".join(p for p in parts if p)[:400]
 
 
 def _listing_view(spark: SparkSession, files: list[str]) -> DataFrame:

@@ -95,3 +95,19 @@ def test_sniff_headers():
         "rgb.png": 3, "gray.png": 1, "rgba.png": 4, "la.png": 1, "palette.png": 3, "palette_trns.png": 4,
         "rgb_trns.png": 4, "bilevel.png": 3, "gray16.png": 1, "la16.png": 1, "rgb16.png": 3, "rgba16.png": 4,
     }
+
+
+def test_error_summary_names_the_grpc_limit():
+    class FakeRpcError(Exception):
+        pass
+
+    text = (
+        "<_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.RESOURCE_EXHAUSTED\n"
+        '\tdetails = "Received message larger than max (5242880 vs. 1048576)"\n>'
+    )
+    summary = listing.error_summary(FakeRpcError(text))
+    assert summary == (
+        "FakeRpcError: RESOURCE_EXHAUSTED, the gRPC message limit: "
+        "Received message larger than max (5242880 vs. 1048576)"
+    )
+    assert listing.error_summary(ValueError("first\nsecond")) == "ValueError: first"
