@@ -122,7 +122,8 @@ def sample_condition(origin: Column, ratio: float, seed: int) -> Column:
     from pyspark.sql import functions as F
 
     threshold = int(round(ratio * (1 << _SAMPLE_BITS)))
-    bits = F.shiftrightunsigned(F.xxhash64(F.lit(int(seed)).cast("long"), origin), 64 - _SAMPLE_BITS)
+    seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)  # any Python int, as a signed 64-bit value
+    bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed64).cast("long"), origin), 64 - _SAMPLE_BITS)
     return bits < F.lit(threshold).cast("long")
 
 
