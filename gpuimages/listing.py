@@ -1,13 +1,17 @@
-"""Listing and sampling files through Spark's ``binaryFile`` source (DataFrame API only).
+"""Listing, sampling and partition columns through Spark's ``binaryFile`` source (DataFrame API only).
 
-Spark's file sources skip zero-byte files when they plan splits, but ``DataFrame.inputFiles()``
-still lists them; the listing here is ``inputFiles()``, so every file gets a row later.
-Paths are sampled on the driver by a seeded hash of the path, before any file is read.
+The listing is Spark's own file index: the driver holds no Python object per file. Sampling is a
+seeded hash of each file's ``_metadata.file_path``, a filter Spark evaluates on its file listing,
+so files not sampled are never opened. Spark's file sources skip zero-byte files when they plan
+splits, and lose files that vanish or cannot be read; :func:`unread_origins` finds those (the
+listed files the scan returns no row for) lazily, as a DataFrame, so that each gets a row later.
+Partition columns (``root/cls=kittens/a.jpg`` -> ``cls``) come from Spark's partition discovery,
+exactly as ``spark.read.format("image")`` gives them.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -16,12 +20,21 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, DataFrameReader, SparkSession
+    from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
+
+log = logging.getLogger(__name__)
 
 # Characters java.net.URI leaves unquoted in a path (unreserved, punct, '/', '@'); others are %-escaped.
 _URI_PATH_SAFE = "/@_-!.~'()*,;:$&+="
 _GLOB_CHARS = re.compile(r"([\\*?\[\]{}])")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
+
+#: The columns ``binaryFile`` gives; any other column of its DataFrame is a partition column.
+BINARY_FILE_COLUMNS = ("path", "modificationTime", "length", "content")
+#: Spark's name for a null partition value in a directory name.
+HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+#: Sampling compares 53 bits of a seeded 64-bit hash with ``ratio * 2**53``.
+_SAMPLE_BITS = 53
 
 
 def normalize_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -80,23 +93,64 @@ def load_path(origin: str) -> str:
     return escape_glob(unquote(origin))
 
 
-def sample_keep(path: str, ratio: float, seed: int) -> bool:
-    """Deterministic Bernoulli(ratio) choice for ``path`` under ``seed`` (stable across runs)."""
-    if ratio >= 1.0:
-        return True
-    digest = hashlib.blake2b(f"{seed}\0{path}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < ratio
-
-
-def sample_paths(paths: Sequence[str], ratio: float, seed: int) -> list[str]:
-    """The paths kept by :func:`sample_keep`, in their original order."""
-    return [p for p in paths if sample_keep(p, ratio, seed)]
-
-
 def folder_label(origin: str) -> str:
     """The parent folder name of a file (decoded), used by ``label_from_folder``."""
     parts = unquote(origin).rstrip("/").split("/")
     return parts[-2] if len(parts) >= 2 else ""
+
+
+# --- Column expressions (evaluated by Spark, on classic and Connect sessions alike) -------------
+
+
+def origin_column(file_path: Column) -> Column:
+    """``_metadata.file_path`` (``file:/tmp/a%20b.jpg``) as the image origin (``file:///tmp/a%20b.jpg``).
+
+    Both are %-escaped URIs; a scheme followed by a single slash gets the empty authority ``//``
+    that ``java.net.URI`` (and so ``inputFiles()`` and Spark's image source) writes.
+    """
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(file_path, r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)", "$1:///")
+
+
+def sample_condition(origin: Column, ratio: float, seed: int) -> Column:
+    """A seeded Bernoulli(``ratio``) choice per file, as a boolean column over its origin.
+
+    ``xxhash64(seed, origin)`` is Spark's own hash, so the choice is the same on every session
+    (classic or Connect), every run and every Spark version that has ``xxhash64`` (3.0+).
+    """
+    from pyspark.sql import functions as F
+
+    threshold = int(round(ratio * (1 << _SAMPLE_BITS)))
+    seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)  # any Python int, as a signed 64-bit value
+    bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed64).cast("long"), origin), 64 - _SAMPLE_BITS)
+    return bits < F.lit(threshold).cast("long")
+
+
+def _url_decode(col: Column) -> Column:
+    """Undo one level of %-escaping (``+`` kept: it is a literal plus in a path)."""
+    from pyspark.sql import functions as F
+
+    return F.call_function("url_decode", F.call_function("replace", col, F.lit("+"), F.lit("%2B")))
+
+
+def partition_value(origin: Column, name: str, data_type) -> Column:
+    """The value of partition column ``name`` parsed from a file's origin, cast to ``data_type``.
+
+    Spark writes ``name=value`` directory names with ``value`` %-escaped (``unescapePathName``);
+    the origin is a URI, %-escaped once more. The last ``/name=`` segment wins, as in Spark's
+    partition discovery of the directories below the base path.
+    """
+    from pyspark.sql import functions as F
+
+    pattern = ".*/" + re.escape(_uri_quote(quote(name, safe=""))) + "=([^/]*)/"
+    raw = F.regexp_extract(origin, pattern, 1)
+    value = _url_decode(_url_decode(raw))
+    value = F.when(value == F.lit(HIVE_DEFAULT_PARTITION), F.lit(None)).otherwise(value)
+    return value.cast(data_type)
+
+
+# --- Listing -------------------------------------------------------------------------------------
 
 
 def binary_reader(spark: SparkSession, recursive: bool, path_glob_filter: str | None) -> DataFrameReader:
@@ -111,23 +165,55 @@ def binary_reader(spark: SparkSession, recursive: bool, path_glob_filter: str | 
 
 @dataclass
 class Listing:
-    """Files found for a read: the ``binaryFile`` DataFrame and every file's image origin."""
+    """Files found for a read: the (sampled) ``binaryFile`` DataFrame and what is known of its size.
+
+    ``frame`` has ``binaryFile``'s columns plus ``partition_columns`` (Spark's partition discovery).
+    ``listed`` is a one-column DataFrame (``origin``) of every listed file after sampling, zero-byte
+    files included, or None where the listing could not reach the driver (see :func:`listed_origins`).
+    ``num_files`` and ``total_bytes`` are Spark's figures before sampling (None when unknown).
+    """
 
     frame: DataFrame
-    files: list[str]
+    partition_columns: tuple[str, ...]
+    listed: DataFrame | None
+    num_files: int | None
+    total_bytes: int | None
+    sample_ratio: float = 1.0
+
+    def planned_files(self) -> int | None:
+        """Files expected after sampling (an estimate when sampling)."""
+        if self.num_files is None:
+            return None
+        return max(1, round(self.num_files * self.sample_ratio)) if self.num_files else 0
+
+    def planned_bytes(self) -> int | None:
+        """Encoded bytes expected after sampling (an estimate when sampling)."""
+        return None if self.total_bytes is None else int(self.total_bytes * self.sample_ratio)
+
+
+def is_connect_session(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def list_files(
-    spark: SparkSession, paths: list[str], *, recursive: bool, path_glob_filter: str | None
+    spark: SparkSession,
+    paths: list[str],
+    *,
+    recursive: bool,
+    path_glob_filter: str | None,
+    sample_ratio: float = 1.0,
+    seed: int = 0,
 ) -> Listing:
-    """List ``paths`` with Spark (driver-side file index, no Spark job, no file opened).
+    """List ``paths`` with Spark and sample them, without a Spark job and without opening a file.
 
     Raises ``FileNotFoundError`` naming the missing path when Spark reports one.
     """
+    from pyspark.sql import functions as F
+
     reader = binary_reader(spark, recursive, path_glob_filter)
     try:
         frame = reader.load(paths)
-        files = sorted(frame.inputFiles())
+        columns = frame.columns  # Connect resolves (and lists) lazily: make a missing path fail here
     except Exception as exc:  # noqa: BLE001 - classic and Connect raise different classes
         text = str(exc)
         if "PATH_NOT_FOUND" in text or "Path does not exist" in text:
@@ -135,4 +221,131 @@ def list_files(
             where = missing.group(1) if missing else ", ".join(paths)
             raise FileNotFoundError(f"path: expected an existing file, folder or glob, got {where}") from None
         raise
-    return Listing(frame, files)
+    partition_columns = tuple(c for c in columns if c not in BINARY_FILE_COLUMNS)
+    listed, num_files, total_bytes = listed_origins(spark, frame)
+    if sample_ratio < 1.0:
+        frame = frame.filter(sample_condition(origin_column(F.col("_metadata.file_path")), sample_ratio, seed))
+        if listed is not None:
+            listed = listed.filter(sample_condition(F.col("origin"), sample_ratio, seed))
+    return Listing(frame, partition_columns, listed, num_files, total_bytes, sample_ratio)
+
+
+def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | None, int | None, int | None]:
+    """Every file of ``frame``'s file index as a DataFrame of origins, the file count and total bytes.
+
+    Classic sessions: the listing stays in the JVM (``inputFiles()``'s array is wrapped into a local
+    Dataset there; one py4j call, no Python string per file), and the byte total is the relation's
+    statistics (the sum of the listed files' sizes Spark keeps). Spark Connect: ``inputFiles()``
+    comes back as one gRPC message; past the client's message limit the listing cannot reach the
+    driver, and a warning says so (zero-byte and unreadable files then get no row; every other file
+    is still read).
+    """
+    if not is_connect_session(spark):
+        try:
+            return _listed_on_jvm(spark, frame)
+        except Exception as exc:  # noqa: BLE001 - a JVM API that moved: fall back to the client path
+            log.warning("gpuimages: JVM-side listing unavailable (%s); listing through inputFiles()", exc)
+    try:
+        files = frame.inputFiles()
+    except Exception as exc:  # noqa: BLE001 - RESOURCE_EXHAUSTED and friends
+        log.warning(
+            "gpuimages: the file listing could not be brought to the driver (%s); files the scan returns "
+            "no bytes for (zero-byte, unreadable, vanished) cannot be counted and get no row. Every other "
+            "file is read. Raise the client's gRPC message limit or read fewer files per call to keep them.",
+            error_summary(exc),
+        )
+        return None, None, None
+    count = len(files)
+    try:
+        listed = _listing_view(spark, files)
+    except Exception as exc:  # noqa: BLE001 - the listing did not fit in one message to the server
+        log.warning(
+            "gpuimages: the listing of %d file(s) could not be sent back to the server (%s); files the "
+            "scan returns no bytes for (zero-byte, unreadable, vanished) get no row. Every other file is read.",
+            count, error_summary(exc),
+        )
+        listed = None
+    del files
+    return listed, count, _connect_size_in_bytes(frame)
+
+
+_GRPC_DETAILS = re.compile(r'details = "([^"]*)"')
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for a log: the class, the gRPC status and details where there are, else the first line."""
+    text = str(exc)
+    parts = [type(exc).__name__]
+    if "RESOURCE_EXHAUSTED" in text:
+        parts.append("RESOURCE_EXHAUSTED, the gRPC message limit")
+    details = _GRPC_DETAILS.search(text)
+    parts.append(details.group(1) if details else (text.splitlines()[0] if text else ""))
+    return ": ".join(p for p in parts if p)[:400]
+
+
+def _listing_view(spark: SparkSession, files: list[str]) -> DataFrame:
+    """The listing as a temporary view on the server (Connect), sent once, now.
+
+    Sending it here (one command) rather than inside the result's plan means a listing too large
+    for one message fails on the driver, before anything runs, and the result's plan stays small.
+    """
+    import uuid
+
+    name = f"gpuimages_listing_{uuid.uuid4().hex}"
+    spark.createDataFrame([(f,) for f in files], "origin string").createOrReplaceTempView(name)
+    return spark.table(name)
+
+
+def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, int, int | None]:
+    try:
+        from pyspark.sql.classic.dataframe import DataFrame as ClassicFrame
+    except ImportError:  # pyspark 3.5
+        from pyspark.sql.dataframe import DataFrame as ClassicFrame
+
+    jvm = spark.sparkContext._jvm
+    jdf = frame._jdf
+    files = jdf.inputFiles()  # a Java String[] proxy: its elements stay in the JVM
+    try:  # Scala 2.13 (Spark 4): createDataset takes an immutable Seq
+        seq = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(files)
+    except Exception:  # noqa: BLE001 - Scala 2.12 (Spark 3.5): a WrappedArray is a Seq
+        seq = jvm.scala.Predef.genericWrapArray(files)
+    jds = spark._jsparkSession.createDataset(seq, jvm.org.apache.spark.sql.Encoders.STRING())
+    listed = ClassicFrame(jds.toDF(), spark).withColumnRenamed("value", "origin")
+    try:
+        total = int(str(jdf.queryExecution().analyzed().stats().sizeInBytes()))
+    except Exception:  # noqa: BLE001 - statistics are a hint
+        total = None
+    return listed, len(files), total
+
+
+_SIZE = re.compile(r"sizeInBytes=([0-9.]+)\s*(B|KiB|MiB|GiB|TiB|PiB|EiB)")
+_UNITS = {"B": 0, "KiB": 1, "MiB": 2, "GiB": 3, "TiB": 4, "PiB": 5, "EiB": 6}
+
+
+def parse_size_in_bytes(plan: str) -> int | None:
+    """The first ``sizeInBytes=60.3 MiB`` of an ``explain(mode="cost")`` text, in bytes."""
+    m = _SIZE.search(plan)
+    return int(float(m.group(1)) * 1024 ** _UNITS[m.group(2)]) if m else None
+
+
+def _connect_size_in_bytes(frame: DataFrame) -> int | None:
+    try:
+        return parse_size_in_bytes(frame._explain_string(mode="cost"))
+    except Exception:  # noqa: BLE001 - statistics are a hint
+        return None
+
+
+def unread_origins(listing: Listing, slots: int) -> DataFrame | None:
+    """Listed files the ``binaryFile`` scan returns no row for, as a lazy DataFrame (``origin``).
+
+    Zero-byte files (Spark never plans a split for them), and files that vanished or could not be
+    read. Evaluated by Spark when the result is: a left anti join of the listing against the scan's
+    file paths (no content read), the scan coalesced to ``slots`` partitions so that it costs a few
+    tasks, not one per ~30 small files. None when the listing did not reach the driver.
+    """
+    from pyspark.sql import functions as F
+
+    if listing.listed is None:
+        return None
+    scanned = listing.frame.select(origin_column(F.col("_metadata.file_path")).alias("origin")).coalesce(max(1, slots))
+    return listing.listed.join(scanned, on="origin", how="left_anti")

@@ -15,6 +15,12 @@ from collections.abc import Mapping
 
 #: Above this many encoded bytes per partition, add partitions (retries and stragglers stay cheap).
 DEFAULT_MAX_PARTITION_BYTES = 1 << 30
+#: Slots assumed when neither the conf nor the session tells the cluster's size.
+DEFAULT_FALLBACK_SLOTS = 8
+#: The pseudo conf key under which :func:`gpuimages.stage.session_conf` records the parallelism the
+#: session reports (``SparkContext.defaultParallelism``, or the splits of ``spark.range`` on Connect):
+#: the cores of the executors registered now, which is what Spark's own scans split by.
+REPORTED_PARALLELISM_KEY = "gpuimages.reportedParallelism"
 
 _LOCAL = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 _LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]$")
@@ -61,6 +67,37 @@ def cpu_slots(conf: Mapping[str, str | None], local_cores: int | None = None) ->
     return _int(conf, "spark.default.parallelism")
 
 
+def cluster_slots(conf: Mapping[str, str | None], local_cores: int | None = None) -> int | None:
+    """Concurrent CPU tasks from everything the session knows; None only when nothing tells.
+
+    First the explicit sizes of :func:`cpu_slots`; then, for clusters whose size is not in the conf
+    (dynamic allocation, Databricks autoscaling, Spark Connect), what Spark's own file scans split
+    by: ``spark.sql.files.minPartitionNum``, ``spark.sql.leafNodeDefaultParallelism``, and the
+    parallelism the session reports (:data:`REPORTED_PARALLELISM_KEY`, the registered cores).
+    """
+    explicit = cpu_slots(conf, local_cores)
+    if explicit:
+        return explicit
+    for key in ("spark.sql.files.minPartitionNum", "spark.sql.leafNodeDefaultParallelism", REPORTED_PARALLELISM_KEY):
+        value = _int(conf, key)
+        if value and value > 0:
+            return value
+    return None
+
+
+_RANGE_SPLITS = re.compile(r"\bRange \(.*?splits=(?:Some\()?(\d+)")
+
+
+def parse_range_splits(plan: str) -> int | None:
+    """The ``splits=N`` of a ``Range`` node in a physical plan's text (``spark.range(1).explain()``).
+
+    ``spark.range`` without a partition count splits by ``spark.sql.leafNodeDefaultParallelism``,
+    else ``SparkContext.defaultParallelism``: a way to read the latter over Spark Connect.
+    """
+    m = _RANGE_SPLITS.search(plan)
+    return int(m.group(1)) if m else None
+
+
 def gpu_slots(conf: Mapping[str, str | None]) -> int | None:
     """Concurrent GPU tasks: executors x GPUs per executor / GPU amount per task; None if unknown."""
     per_executor = _float(conf, "spark.executor.resource.gpu.amount")
@@ -81,7 +118,7 @@ def plan_partitions(
     total_bytes: int | None = None,
     num_files: int | None = None,
     max_partition_bytes: int = DEFAULT_MAX_PARTITION_BYTES,
-    fallback: int = 8,
+    fallback: int = DEFAULT_FALLBACK_SLOTS,
 ) -> int:
     """Number of decode partitions: one per slot, more when a partition would exceed the byte cap.
 

@@ -20,7 +20,6 @@ from gpuimages.options import (
     check_seed,
     make_decode_options,
 )
-from gpuimages.schema import image_struct_type, invalid_image
 from gpuimages.stage import session_conf
 from gpuimages.tasks import DecodeLayout
 
@@ -56,19 +55,23 @@ def read_images(
     """Read images into a DataFrame with Spark's image schema.
 
     Returns columns ``image`` (struct origin, height, width, nChannels, mode, data: BGR(A) bytes,
-    OpenCV modes), ``error`` (why an image is invalid, null when it decoded) and, with
-    ``label_from_folder``, ``label`` (the parent folder's name). Every listed file gets one row:
-    files that cannot be decoded, are empty or cannot be read give Spark's invalid row (-1 sizes,
-    empty data) with a reason, unless ``drop_invalid``.
+    OpenCV modes), ``error`` (why an image is invalid, null when it decoded), the partition columns
+    of Spark's partition discovery (``root/cls=kittens/a.jpg`` -> ``cls``, typed as
+    ``spark.read.format("image")`` types them) and, with ``label_from_folder``, ``label`` (the
+    parent folder's name), in that order. Every listed (and sampled) file gets one row: files that
+    cannot be decoded, are empty or cannot be read give Spark's invalid row (-1 sizes, empty data)
+    with a reason, unless ``drop_invalid``. The driver holds no Python object per file; on Spark
+    Connect, past the client's message limit, zero-byte and unreadable files get no row (logged).
 
     Args:
         spark: the session (classic or Spark Connect).
         path: a file, folder or glob, or a list of them, on any filesystem Spark reads.
-        recursive: look into sub-folders (Spark's ``recursiveFileLookup``).
-        num_partitions: partitions of the result; default planned from executor cores/GPUs.
+        recursive: look into sub-folders (Spark's ``recursiveFileLookup``; partition inference off).
+        num_partitions: partitions of the result; default planned from executor cores/GPUs, or
+            the parallelism the session reports where the conf does not size the cluster.
         drop_invalid: drop files that could not be decoded.
-        sample_ratio: keep this share of files, chosen by a seeded hash of the path;
-            files not sampled are never read.
+        sample_ratio: keep this share of files, chosen by Spark's ``xxhash64`` of ``seed`` and the
+            file's origin (the same sample on every session and run); files not sampled are never opened.
         seed: the sampling seed.
         device: "auto", "cpu" (Pillow) or "gpu" (DALI/nvJPEG).
         resize: ``(height, width)`` exact, or an int for the shorter side, applied while decoding.
@@ -100,46 +103,67 @@ def read_images(
     if path_glob_filter is not None and not isinstance(path_glob_filter, str):
         raise TypeError(f"path_glob_filter: expected a glob string or None, got {path_glob_filter!r}")
 
-    found = listing.list_files(spark, paths, recursive=recursive, path_glob_filter=path_glob_filter)
-    files = listing.sample_paths(found.files, sample_ratio, seed)
+    found = listing.list_files(
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed
+    )
+    parts = found.partition_columns
+    _check_partition_names(parts, label_from_folder)
     log.info(
-        "gpuimages: %d file(s) listed, %d sampled (ratio %g, seed %d)", len(found.files), len(files), sample_ratio, seed
+        "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
+        found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
 
-    frame = found.frame
-    if len(files) < len(found.files):
-        if not files:
-            return _empty(spark, label_from_folder)
-        frame = listing.binary_reader(spark, False, None).load([listing.load_path(f) for f in files])
-
-    # A path-and-length pass (no content read) finds files the scan skips and sizes the plan;
-    # coalesced so that it costs a task per core, not one per ~30 small files.
     conf = session_conf(spark)
-    slots = planning.cpu_slots(conf) or planning.plan_partitions(None)
-    present = frame.select("path", "length").coalesce(slots).collect()
-    read_origins = {listing.to_origin(r["path"]) for r in present}
-    total_bytes = sum(r["length"] for r in present)
-    unread = [f for f in files if f not in read_origins]
-    if unread:
-        log.warning("gpuimages: %d listed file(s) returned no bytes (empty or unreadable)", len(unread))
-
+    inputs = found.frame.select("path", "content", *parts, _flag(False))
+    if not drop_invalid:
+        # Listed files the scan returns no bytes for join the decode stage's input with null content,
+        # so they are planned with the rest (an explicit ``num_partitions`` stays exact).
+        unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
+        if unread is not None:
+            schema = {f.name: f.dataType for f in found.frame.schema.fields}
+            inputs = inputs.unionByName(_unread_inputs(unread, parts, schema))
     layout = DecodeLayout(
-        "content", "path", "image", "error", ("path",), drop_invalid=drop_invalid, origin_is_hadoop_path=True
+        "content", "path", "image", "error", ("path", *parts, _UNREAD_COL),
+        drop_invalid=drop_invalid, origin_is_hadoop_path=True,
     )
     decoded = decode_frame(
-        frame.select("path", "content"),
+        inputs,
         options,
         layout,
         num_partitions=num_partitions,
         task_gpu_amount=task_gpu_amount,
-        total_bytes=total_bytes,
-        num_files=len(present),
+        total_bytes=found.planned_bytes(),
+        num_files=found.planned_files(),
         conf=conf,
     )
-    result = _with_label(decoded, label_from_folder).drop("path")
-    if unread and not drop_invalid:
-        result = result.unionByName(_unread_rows(spark, unread, label_from_folder))
-    return result
+    from pyspark.sql import functions as F
+
+    decoded = decoded.withColumn("error", F.when(F.col(_UNREAD_COL), F.lit(UNREAD_REASON)).otherwise(F.col("error")))
+    return _with_label(decoded, label_from_folder).select(*_result_columns(parts, label_from_folder))
+
+
+#: Marks the rows of listed files the scan returned no bytes for, through the decode stage.
+_UNREAD_COL = "__gpuimages_unread"
+
+
+def _flag(value: bool):
+    from pyspark.sql import functions as F
+
+    return F.lit(value).alias(_UNREAD_COL)
+
+
+def _check_partition_names(parts: tuple[str, ...], label_from_folder: bool) -> None:
+    taken = {"image", "error"} | ({"label"} if label_from_folder else set())
+    clash = sorted(taken.intersection(parts))
+    if clash:
+        raise ValueError(
+            f"partition columns: expected names other than {sorted(taken)}, got partition folder(s) named {clash}"
+        )
+
+
+def _result_columns(parts: tuple[str, ...], label_from_folder: bool) -> list[str]:
+    """``image, error, <partition columns>, label``: Spark's image-source order for the columns both have."""
+    return ["image", "error", *parts, *(["label"] if label_from_folder else [])]
 
 
 def _with_label(df: DataFrame, label_from_folder: bool) -> DataFrame:
@@ -150,25 +174,14 @@ def _with_label(df: DataFrame, label_from_folder: bool) -> DataFrame:
     return df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
 
 
-def _result_schema(label_from_folder: bool):
-    from pyspark.sql.types import StringType, StructField, StructType
+def _unread_inputs(unread: DataFrame, parts: tuple[str, ...], schema: dict) -> DataFrame:
+    """Decode-stage input rows for unread origins: the file's path (the URI decoded, as ``binaryFile``
+    gives it), null content, and the partition values parsed from the path (typed as Spark's partition
+    discovery typed them)."""
+    from pyspark.sql import functions as F
 
-    fields = [StructField("image", image_struct_type(), True), StructField("error", StringType(), True)]
-    if label_from_folder:
-        fields.append(StructField("label", StringType(), True))
-    return StructType(fields)
-
-
-def _unread_rows(spark: SparkSession, origins: list[str], label_from_folder: bool) -> DataFrame:
-    rows = []
-    for origin in origins:
-        row: list = [invalid_image(origin), UNREAD_REASON]
-        if label_from_folder:
-            row.append(listing.folder_label(origin))
-        rows.append(tuple(row))
-    return spark.createDataFrame(rows, _result_schema(label_from_folder))
-
-
-def _empty(spark: SparkSession, label_from_folder: bool) -> DataFrame:
-    log.warning("gpuimages: sampling kept no file; returning an empty DataFrame")
-    return spark.createDataFrame([], _result_schema(label_from_folder))
+    origin = F.col("origin")
+    path = F.call_function("url_decode", F.call_function("replace", origin, F.lit("+"), F.lit("%2B")))
+    columns = [path.alias("path"), F.lit(None).cast("binary").alias("content")]
+    columns += [listing.partition_value(origin, name, schema[name]).alias(name) for name in parts]
+    return unread.select(*columns, _flag(True))

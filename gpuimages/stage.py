@@ -33,18 +33,39 @@ _CONF_KEYS = (
     "spark.executor.resource.gpu.amount",
     "spark.task.resource.gpu.amount",
     "spark.dynamicAllocation.enabled",
+    "spark.sql.files.minPartitionNum",
+    "spark.sql.leafNodeDefaultParallelism",
 )
 
 
 def session_conf(spark: SparkSession) -> dict[str, str | None]:
-    """The Spark conf entries the planners read (works on Connect sessions)."""
+    """The Spark conf entries the planners read (works on Connect sessions).
+
+    Where the conf does not size the cluster (dynamic allocation, autoscaling, Connect), the
+    parallelism the session reports is added under :data:`gpuimages.planning.REPORTED_PARALLELISM_KEY`.
+    """
     conf = {}
     for key in _CONF_KEYS:
         try:
             conf[key] = spark.conf.get(key, None)
         except Exception:  # noqa: BLE001 - some servers refuse reading static confs
             conf[key] = None
+    conf[planning.REPORTED_PARALLELISM_KEY] = None
+    if planning.cpu_slots(conf) is None:
+        reported = reported_parallelism(spark)
+        conf[planning.REPORTED_PARALLELISM_KEY] = None if reported is None else str(reported)
     return conf
+
+
+def reported_parallelism(spark: SparkSession) -> int | None:
+    """``SparkContext.defaultParallelism`` (classic), or the splits of ``spark.range(1)`` (Connect)."""
+    try:
+        if type(spark).__module__.startswith("pyspark.sql.connect"):
+            return planning.parse_range_splits(spark.range(1)._explain_string(mode="simple"))
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception as exc:  # noqa: BLE001 - a hint only
+        log.info("gpuimages: the session's parallelism could not be read (%s)", exc)
+        return None
 
 
 def run_stage(
@@ -73,7 +94,7 @@ def run_stage(
     if num_partitions is not None:
         df = df.repartition(num_partitions)
     elif not df.isStreaming:
-        slots = (planning.gpu_slots(conf) if device == "gpu" else None) or planning.cpu_slots(conf)
+        slots = (planning.gpu_slots(conf) if device == "gpu" else None) or planning.cluster_slots(conf)
         n = planning.plan_partitions(slots, total_bytes=total_bytes, num_files=num_files)
         log.info("gpuimages: %s stage planned as %d partition(s) (%s slots)", name, n, slots)
         df = df.coalesce(n)

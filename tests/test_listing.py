@@ -36,12 +36,37 @@ def test_origins_equal_spark_image_source_for_odd_names(spark, tmp_path):
     assert loaded.count() == len(expected)
 
 
-def test_sampling_is_stable_and_close_to_ratio():
-    paths = [f"file:///data/img{i}.jpg" for i in range(2000)]
-    kept = listing.sample_paths(paths, 0.25, seed=1)
-    assert kept == listing.sample_paths(paths, 0.25, seed=1)
-    assert 400 < len(kept) < 600
-    assert listing.sample_paths(paths, 1.0, seed=1) == paths
+def test_origin_column_equals_input_files_and_image_origins(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    data = encode(rgb_array(4, 4), "PNG")
+    for name in ["a b.png", "pct%41.png", "caf\u00e9.png", "plus+sign.png", "k=v/x y.png"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    frame = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(tmp_path))
+    got = sorted(r.o for r in frame.select(listing.origin_column(F.col("_metadata.file_path")).alias("o")).collect())
+    assert got == sorted(frame.inputFiles())
+    image = spark.read.format("image").option("recursiveFileLookup", "true").load(str(tmp_path))
+    assert got == sorted(r.image.origin for r in image.collect())
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [("cls", "kittens", "kittens"), ("cls", "a%20b+c", "a b+c"), ("cls", "x%252Fy", "x/y"), ("d", "1", "1")],
+)
+def test_partition_value_parses_the_escaped_folder_name(spark, name, value, expected):
+    from pyspark.sql import functions as F
+
+    origin = f"file:///r/{name}=other/{name}={value}/f.jpg"
+    df = spark.createDataFrame([(origin,)], "origin string")
+    assert df.select(listing.partition_value(F.col("origin"), name, "string")).first()[0] == expected
+    assert df.select(listing.partition_value(F.col("origin"), "missing", "string")).first()[0] == ""
+
+
+def test_parse_size_in_bytes():
+    assert listing.parse_size_in_bytes("Relation [path] Statistics(sizeInBytes=60.3 MiB)") == int(60.3 * 2**20)
+    assert listing.parse_size_in_bytes("Statistics(sizeInBytes=512.0 B)") == 512
+    assert listing.parse_size_in_bytes("no statistics") is None
 
 
 def test_folder_label_decodes():
@@ -70,3 +95,19 @@ def test_sniff_headers():
         "rgb.png": 3, "gray.png": 1, "rgba.png": 4, "la.png": 1, "palette.png": 3, "palette_trns.png": 4,
         "rgb_trns.png": 4, "bilevel.png": 3, "gray16.png": 1, "la16.png": 1, "rgb16.png": 3, "rgba16.png": 4,
     }
+
+
+def test_error_summary_names_the_grpc_limit():
+    class FakeRpcError(Exception):
+        pass
+
+    text = (
+        "<_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.RESOURCE_EXHAUSTED\n"
+        '\tdetails = "Received message larger than max (5242880 vs. 1048576)"\n>'
+    )
+    summary = listing.error_summary(FakeRpcError(text))
+    assert summary == (
+        "FakeRpcError: RESOURCE_EXHAUSTED, the gRPC message limit: "
+        "Received message larger than max (5242880 vs. 1048576)"
+    )
+    assert listing.error_summary(ValueError("first\nsecond")) == "ValueError: first"

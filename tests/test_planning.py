@@ -95,3 +95,54 @@ def test_build_profile_requests():
     assert profile.executorResources["gpu"].amount == 2
     task_only = scheduling.build_profile(scheduling.ProfileDecision(True, "x", 1, 1, True))
     assert "gpu" not in task_only.executorResources
+
+
+REPORTED = planning.REPORTED_PARALLELISM_KEY
+
+
+@pytest.mark.parametrize(
+    "conf, expected",
+    [
+        ({"spark.master": "yarn", "spark.dynamicAllocation.enabled": "true"}, None),
+        ({"spark.master": "yarn", REPORTED: "96"}, 96),
+        ({"spark.master": "k8s://x", "spark.sql.leafNodeDefaultParallelism": "40", REPORTED: "8"}, 40),
+        ({"spark.master": "sc://host", "spark.sql.files.minPartitionNum": "12", REPORTED: "8"}, 12),
+        ({"spark.master": "yarn", "spark.executor.instances": "3", "spark.executor.cores": "4", REPORTED: "2"}, 12),
+        ({"spark.master": "local[2]", REPORTED: "64"}, 2),
+        ({"spark.master": "yarn", REPORTED: "not a number"}, None),
+    ],
+)
+def test_cluster_slots_without_executor_counts(conf, expected):
+    assert planning.cluster_slots(conf, local_cores=4) == expected
+
+
+def test_plan_from_reported_parallelism_is_bounded_by_bytes_and_files():
+    conf = {"spark.master": "yarn", "spark.dynamicAllocation.enabled": "true", planning.REPORTED_PARALLELISM_KEY: "200"}
+    slots = planning.cluster_slots(conf)
+    assert planning.plan_partitions(slots, total_bytes=10 << 30, num_files=100_000) == 200
+    assert planning.plan_partitions(slots, total_bytes=500 << 30, num_files=100_000) == 500  # 1 GiB a partition
+    assert planning.plan_partitions(slots, total_bytes=1 << 20, num_files=50) == 50
+    assert planning.plan_partitions(planning.cluster_slots({"spark.master": "yarn"})) == planning.DEFAULT_FALLBACK_SLOTS
+
+
+@pytest.mark.parametrize(
+    "plan, expected",
+    [
+        ("*(1) Range (0, 1, step=1, splits=16)", 16),
+        ("== Physical Plan ==\n*(1) Range (0, 1, step=1, splits=Some(4))", 4),
+        ("LocalTableScan [id#0L]", None),
+    ],
+)
+def test_parse_range_splits(plan, expected):
+    assert planning.parse_range_splits(plan) == expected
+
+
+def test_session_conf_reports_parallelism_only_when_the_conf_does_not_size_the_cluster(spark):
+    from gpuimages.stage import reported_parallelism, session_conf
+
+    conf = session_conf(spark)
+    assert conf["spark.master"] == "local[2]"
+    assert conf[planning.REPORTED_PARALLELISM_KEY] is None  # local[2] says it all
+    assert reported_parallelism(spark) == spark.sparkContext.defaultParallelism == 2
+    range_plan = spark.range(1)._jdf.queryExecution().executedPlan().toString()
+    assert planning.parse_range_splits(range_plan) == 2

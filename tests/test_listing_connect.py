@@ -1,0 +1,92 @@
+"""Partition columns and sampling on Spark Connect give the classic session's rows (child process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import listing_connect_session as helper
+import pyarrow.parquet as pq
+import pytest
+from images import encode, rgb_array, write_files
+
+pytestmark = pytest.mark.connect
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("connect-parts") / "images"
+    files = {}
+    for i, (cls, year) in enumerate([("kittens", 2017), ("kittens", 2018), ("dogs", 2018)]):
+        for j in range(4):
+            files[f"cls={cls}/year={year}/f{j}.png"] = encode(rgb_array(5, 7, seed=i * 10 + j), "PNG")
+        files[f"cls={cls}/year={year}/empty.png"] = b""
+    files["cls=dogs/year=2018/broken.png"] = b"not a png"
+    write_files(folder, files)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def connect_run(root, tmp_path_factory):
+    pytest.importorskip("grpc")
+    out = tmp_path_factory.mktemp("connect-listing")
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYSPARK_PYTHON"] = sys.executable
+    proc = subprocess.run(
+        [sys.executable, helper.__file__, "--root", str(root), "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )
+    results = out / "results.json"
+    assert proc.returncode == 0 and results.exists(), proc.stderr[-6000:]
+    summary = json.loads(results.read_text())
+    assert summary["session_class"] == "pyspark.sql.connect.session.SparkSession"
+    return summary, out
+
+
+def _table(connect_run, name):
+    summary, out = connect_run
+    entry = summary["cases"][name]
+    assert "error" not in entry, entry.get("traceback")
+    return pq.read_table(out / f"{name}.parquet")
+
+
+def _rows(table) -> list[dict]:
+    return sorted(table.to_pylist(), key=lambda r: r["image"]["origin"])
+
+
+@pytest.mark.parametrize("name", ["partitions", "partitions_drop_invalid", "sampled"])
+def test_same_rows_and_columns_as_classic(spark, root, connect_run, name):
+    connect = _table(connect_run, name)
+    classic = helper.cases(spark, str(root))[name]().toArrow()
+    assert connect.schema.names == classic.schema.names
+    assert [f.type for f in connect.schema] == [f.type for f in classic.schema]
+    assert _rows(connect) == _rows(classic)
+
+
+def test_partition_columns_match_spark_image_source_on_connect(connect_run):
+    ours = _table(connect_run, "partitions")
+    theirs = _table(connect_run, "spark_image")
+    assert ours.schema.names == ["image", "error", "cls", "year", "label"]
+    assert theirs.schema.names == ["image", "cls", "year"]
+    assert ours.schema.field("year").type == theirs.schema.field("year").type
+    assert ours.num_rows == theirs.num_rows + 3  # plus the three zero-byte files
+    ref = {r["image"]["origin"]: (r["cls"], r["year"]) for r in theirs.to_pylist()}
+    mine = {r["image"]["origin"]: (r["cls"], r["year"]) for r in ours.to_pylist()}
+    assert {k: v for k, v in mine.items() if k in ref} == ref
+    empties = [r for r in ours.to_pylist() if r["image"]["origin"].endswith("empty.png")]
+    assert sorted((r["cls"], r["year"]) for r in empties) == [("dogs", 2018), ("kittens", 2017), ("kittens", 2018)]
+
+
+def test_sample_is_the_same_on_connect_and_classic(spark, root, connect_run):
+    import gpuimages
+
+    connect = {r["image"]["origin"] for r in _table(connect_run, "sampled").to_pylist()}
+    classic = {r.image.origin for r in gpuimages.read_images(spark, str(root), device="cpu", **helper.SAMPLE).collect()}
+    assert connect == classic and 0 < len(connect) < 16
