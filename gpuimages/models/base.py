@@ -100,8 +100,13 @@ class Model(abc.ABC):
         return self.run(host_array(tensor))
 
 
+def in_device_memory(tensor: Any) -> bool:
+    """True for a DALI tensor in GPU memory (``TensorGPU``, ``TensorListGPU``)."""
+    return type(tensor).__name__.endswith("GPU")
+
+
 def host_array(tensor: Any) -> np.ndarray:
     """A DALI tensor as a numpy array: a view for host tensors, a copy for device tensors."""
-    if hasattr(tensor, "as_cpu"):
+    if in_device_memory(tensor):
         tensor = tensor.as_cpu()
     return np.asarray(tensor)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuimages.models.base import InputFormat, Model, as_features, host_array
+from gpuimages.models.base import InputFormat, Model, as_features, host_array, in_device_memory
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class OnnxModel(Model):
 
     def run_device(self, tensor: Any, n: int) -> np.ndarray:
         """Run on a DALI tensor: host tensors in place; device tensors through IO binding (no pixel copy)."""
-        if not hasattr(tensor, "as_cpu"):  # a host tensor: a numpy view of DALI's buffer
+        if not in_device_memory(tensor):  # a host tensor: a numpy view of DALI's buffer
             return self.run(host_array(tensor))
         if not self.on_cuda:
             _warn_host_copy("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
