@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd  # module level: pandas UDF type hints are resolved from the module's globals
 
 try:
     import gpuimages  # noqa: F401
@@ -59,7 +60,6 @@ GOAL_COSINE = 0.999
 
 def recipe_frame(spark: Any, folder: str, model_path: str) -> Any:
     """binaryFile -> pandas UDF (Pillow -> float array) -> predict_batch_udf(onnxruntime), as users write it."""
-    import pandas as pd
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, FloatType
@@ -199,8 +199,8 @@ def accuracy(spark: Any, folder: str, model_path: str, sample: int) -> dict:
     return {"files": len(rows), "median": float(np.median(sims)), "min": float(sims.min())}
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Measure every case on one session; return the report (also what ``--json`` writes)."""
+def run(args: argparse.Namespace, spark: Any = None) -> dict:
+    """Measure every case on one session (``spark``, or a new ``local[cores]`` one, stopped at the end)."""
     from gpuimages.session import local_session
 
     cores = args.cores
@@ -211,8 +211,11 @@ def run(args: argparse.Namespace) -> dict:
     model_path = save_small_cnn(Path(args.data_root) / "features-cnn.onnx")
     log.info("%d photo JPEGs (%.1f KB mean) in %s; model %s", data.count, data.mean_kb, folder, model_path)
 
-    spark = local_session(f"local[{cores}]", "gpuimages-bench-features", **{"spark.ui.showConsoleProgress": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    own_session = spark is None
+    if own_session:
+        spark = local_session(f"local[{cores}]", "gpuimages-bench-features",
+                              **{"spark.ui.showConsoleProgress": "false"})
+        spark.sparkContext.setLogLevel("ERROR")
     seconds: dict[str, list[float]] = {}
     best: dict[str, float] = {}
     try:
@@ -228,7 +231,8 @@ def run(args: argparse.Namespace) -> dict:
             best[key], seconds[key] = time_best(case, args.repeats)
         check = accuracy(spark, folder, model_path, args.sample)
     finally:
-        spark.stop()
+        if own_session:
+            spark.stop()
     pool = CeilingPool(cores, model_path)
     try:
         log.info("timing the ceiling")
