@@ -13,8 +13,8 @@ ceiling: Pillow decode (draft) + resize + normalise and onnxruntime in N process
 
 Goals on CPU: (c) >= 5x (a) and (c) >= 85% of the ceiling; (c)'s vectors equal the per-file reference
 (Pillow full decode -> bilinear resize -> normalise -> onnxruntime) with median cosine >= 0.999.
-Spark cases are timed with a ``noop`` write of the vector column (listing included); best of
-``--repeats`` after one warm pass. The machine's load average is recorded next to the figures.
+Spark cases are timed with a ``noop`` write of the vector column (listing included); every case runs once per
+round (round-robin, after one warm pass each), best of ``--repeats`` kept; the load average is recorded.
 
     python -m benchmarks.features --quick          # 200 files, one timed pass
     python -m benchmarks.features --count 1000 --repeats 3 --json out.json
@@ -173,15 +173,20 @@ class CeilingPool:
 # --- measuring -----------------------------------------------------------------------------------
 
 
-def time_best(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    """One warm pass, then ``repeats`` timed passes; returns (best seconds, all seconds)."""
-    run()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return min(seconds), seconds
+def time_rounds(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """One warm pass of each case, then ``repeats`` rounds running every case once (round-robin, so a
+    change in the machine's load hits every case alike); returns the seconds of each pass per case."""
+    for key, case in cases.items():
+        log.info("warm pass: %s", key)
+        case()
+    seconds: dict[str, list[float]] = {key: [] for key in cases}
+    for r in range(repeats):
+        for key, case in cases.items():
+            start = time.perf_counter()
+            case()
+            seconds[key].append(time.perf_counter() - start)
+            log.info("round %d: %s %.2f s", r + 1, key, seconds[key][-1])
+    return seconds
 
 
 def noop_write(df: Any) -> None:
@@ -216,29 +221,23 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
         spark = local_session(f"local[{cores}]", "gpuimages-bench-features",
                               **{"spark.ui.showConsoleProgress": "false"})
         spark.sparkContext.setLogLevel("ERROR")
-    seconds: dict[str, list[float]] = {}
-    best: dict[str, float] = {}
+    pool = CeilingPool(cores, model_path)
     try:
-        cases = {
+        cases: dict[str, Callable[[], object]] = {
             "recipe": lambda: noop_write(recipe_frame(spark, folder, model_path)),
             "structs": lambda: noop_write(structs_frame(spark, folder, model_path)),
             "bytes": lambda: noop_write(bytes_frame(spark, folder, model_path)),
+            "ceiling": lambda: pool.run(paths),
         }
         if args.skip_recipe:
             cases.pop("recipe")
-        for key, case in cases.items():
-            log.info("timing %s", key)
-            best[key], seconds[key] = time_best(case, args.repeats)
+        seconds = time_rounds(cases, args.repeats)
         check = accuracy(spark, folder, model_path, args.sample)
     finally:
+        pool.close()
         if own_session:
             spark.stop()
-    pool = CeilingPool(cores, model_path)
-    try:
-        log.info("timing the ceiling")
-        best["ceiling"], seconds["ceiling"] = time_best(lambda: pool.run(paths), args.repeats)
-    finally:
-        pool.close()
+    best = {key: min(values) for key, values in seconds.items()}
 
     rates = {k: data.count / v for k, v in best.items()}
     ratios = {
