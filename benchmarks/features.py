@@ -29,7 +29,6 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.baselines import timed_call  # noqa: E402
 from benchmarks.data import DEFAULT_ROOT, photo_set  # noqa: E402
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn  # noqa: E402
 
@@ -173,20 +173,25 @@ class CeilingPool:
 # --- measuring -----------------------------------------------------------------------------------
 
 
-def time_rounds(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+def time_rounds(
+    cases: dict[str, Callable[[], object]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """One warm pass of each case, then ``repeats`` rounds running every case once (round-robin, so a
-    change in the machine's load hits every case alike); returns the seconds of each pass per case."""
+    change in the machine's load hits every case alike). Returns wall seconds and process-tree CPU
+    seconds (driver, JVM, Python workers, the ceiling's pool) of each pass, per case."""
     for key, case in cases.items():
         log.info("warm pass: %s", key)
         case()
     seconds: dict[str, list[float]] = {key: [] for key in cases}
+    cpu: dict[str, list[float]] = {key: [] for key in cases}
     for r in range(repeats):
         for key, case in cases.items():
-            start = time.perf_counter()
-            case()
-            seconds[key].append(time.perf_counter() - start)
-            log.info("round %d: %s %.2f s", r + 1, key, seconds[key][-1])
-    return seconds
+            wall, used = timed_call(case)
+            seconds[key].append(wall)
+            if used is not None:
+                cpu[key].append(used)
+            log.info("round %d: %s %.2f s wall, %s s CPU", r + 1, key, wall, used)
+    return seconds, cpu
 
 
 def noop_write(df: Any) -> None:
@@ -231,7 +236,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
         }
         if args.skip_recipe:
             cases.pop("recipe")
-        seconds = time_rounds(cases, args.repeats)
+        seconds, cpu = time_rounds(cases, args.repeats)
         check = accuracy(spark, folder, model_path, args.sample)
     finally:
         pool.close()
@@ -240,10 +245,13 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
     best = {key: min(values) for key, values in seconds.items()}
 
     rates = {k: data.count / v for k, v in best.items()}
+    cpu_ms = {k: 1000 * min(v) / data.count for k, v in cpu.items() if v}
     ratios = {
         "bytes_vs_ceiling": rates["bytes"] / rates["ceiling"],
         "structs_vs_ceiling": rates["structs"] / rates["ceiling"],
     }
+    if "bytes" in cpu_ms and "ceiling" in cpu_ms and cpu_ms["bytes"] > 0:
+        ratios["bytes_vs_ceiling_cpu"] = cpu_ms["ceiling"] / cpu_ms["bytes"]
     if "recipe" in rates:
         ratios["bytes_vs_recipe"] = rates["bytes"] / rates["recipe"]
         ratios["structs_vs_recipe"] = rates["structs"] / rates["recipe"]
@@ -254,7 +262,8 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
     }
     return {
         "files": data.count, "mean_kb": data.mean_kb, "cores": cores, "repeats": args.repeats,
-        "images_per_s": rates, "seconds": seconds, "ratios": ratios, "cosine": check, "goals": goals,
+        "images_per_s": rates, "cpu_ms_per_image": cpu_ms, "seconds": seconds, "ratios": ratios, "cosine": check,
+        "goals": goals,
         "load_average": {"start": load_start, "end": os.getloadavg()},
     }
 
@@ -271,7 +280,9 @@ def format_report(report: dict) -> str:
              f"best of {report['repeats']}, local[{report['cores']}]"]
     for key, label in labels.items():
         if key in report["images_per_s"]:
-            lines.append(f"  {label:<62} {report['images_per_s'][key]:8.1f} img/s")
+            cpu = report["cpu_ms_per_image"].get(key)
+            cpu_text = f"{cpu:7.2f} CPU ms/img" if cpu is not None else ""
+            lines.append(f"  {label:<62} {report['images_per_s'][key]:8.1f} img/s {cpu_text}")
     lines.append("  ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in report["ratios"].items()))
     c = report["cosine"]
     lines.append(f"  cosine vs per-file reference ({c['files']} files): median {c['median']:.6f}, min {c['min']:.6f}")
