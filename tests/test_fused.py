@@ -84,13 +84,15 @@ def test_onnx_on_bytes_matches_the_per_file_reference(content, cnn):
     from pyspark.ml.linalg import VectorUDT
 
     out = _onnx(cnn, device="cpu").transform(content)
-    assert out.columns == [*content.columns, "features", "error"]
+    assert out.columns == ["path", "modificationTime", "length", "features", "error"]  # the bytes are dropped
     assert isinstance(out.schema["features"].dataType, VectorUDT)
     rows = out.collect()
     assert len(rows) == content.count() == 18
-    assert all(r["content"] is not None and r["length"] == len(r["content"]) for r in rows)  # columns kept
     _check_invalid(rows)
     _check_against_reference(rows, cnn)
+    kept = _onnx(cnn, device="cpu", keepInput=True).transform(content)
+    assert kept.columns == [*content.columns, "features", "error"]
+    assert all(r["content"] is not None and r["length"] == len(r["content"]) for r in kept.collect())
 
 
 @pytest.mark.dali
@@ -117,7 +119,7 @@ def test_function_backbone_on_bytes_and_replaced_columns(spark, cnn):
         return images.mean(axis=(1, 2))
 
     out = ImageFeaturizer(inputCol="content", fn=mean_colour, imageSize=[20, 30], device="cpu").transform(df)
-    assert out.columns == ["id", "content", "features", "error"]
+    assert out.columns == ["id", "features", "error"]
     rows = {r["id"]: r for r in out.collect()}
     from PIL import Image
 

@@ -46,9 +46,11 @@ Input: an image-struct column (Spark's image schema, e.g. from ``read_images``) 
 column of encoded bytes** (``binaryFile``'s ``content``, a table, a stream). With bytes, every
 backbone decodes in the same task with the engine ``device`` selects, resizing while decoding
 straight to ``imageSize`` (JPEG draft mode with Pillow, DALI resize on a GPU, where the normalised
-batch goes to the model through DLPack without a host copy), so pixels never enter the JVM. All
-input columns are kept, ``outputCol`` and ``errorCol`` are (re)written at the end, one row out
-per row in; an image no engine can decode gets a null vector and the reason in ``errorCol``.
+batch goes to the model through DLPack without a host copy), so pixels never enter the JVM. The
+other input columns are kept and the bytes column is dropped (``keepInput=True`` keeps it, at the
+cost of sending the bytes back to the JVM), ``outputCol`` and ``errorCol`` are (re)written at the
+end, one row out per row in; an image no engine can decode gets a null vector and the reason in
+``errorCol``.
 
 Output: a ``VectorUDT`` column; invalid or null images get a null vector.
 """
@@ -185,6 +187,12 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         "bytes input on a GPU: images DALI decodes, resizes and normalises on the device at once",
         typeConverter=_to_positive("deviceBatchSize"),
     )
+    keepInput: Param[bool] = Param(
+        Params._dummy(), "keepInput",
+        "bytes input: keep the encoded bytes column in the output (off, as in decode_images: the bytes would "
+        "travel back to the JVM)",
+        typeConverter=TypeConverters.toBoolean,
+    )
     errorCol: Param[str] = Param(
         Params._dummy(), "errorCol", "bytes input: column with why an image could not be decoded (null when it was)",
         typeConverter=TypeConverters.toString,
@@ -220,13 +228,14 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         std: list[float] | None = None,
         deviceBatchSize: int = DEFAULT_DEVICE_BATCH,
         errorCol: str = "error",
+        keepInput: bool = False,
     ) -> None:
         super().__init__()
         self._function: BatchFunction | None = None
         self._setDefault(
             inputCol="image", outputCol="features", backbone="histogram", imageSize=[64, 64], gridSize=8,
             histogramBins=16, batchSize=64, device="auto", mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
-            deviceBatchSize=DEFAULT_DEVICE_BATCH, errorCol="error",
+            deviceBatchSize=DEFAULT_DEVICE_BATCH, errorCol="error", keepInput=False,
         )
         kwargs = dict(self._input_kwargs)
         function = kwargs.pop("fn", None)
@@ -293,6 +302,14 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
     def setDeviceBatchSize(self, value: int) -> ImageFeaturizer:
         """Set the images per DALI device batch (e.g. 128-512)."""
         return self._set(deviceBatchSize=value)
+
+    def getKeepInput(self) -> bool:
+        """Whether bytes input keeps its encoded bytes column."""
+        return self.getOrDefault(self.keepInput)
+
+    def setKeepInput(self, value: bool) -> ImageFeaturizer:
+        """Keep (True) or drop (False, default) the encoded bytes column of bytes input."""
+        return self._set(keepInput=value)
 
     def getErrorCol(self) -> str:
         """The reason column written for bytes input."""
@@ -410,7 +427,8 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         device = scheduling.resolve_device(options.device, conf)
         if device != options.device:
             options = make_decode_options(resize=(height, width), batch_size=options.batch_size, device=device)
-        passthrough = tuple(c for c in dataset.columns if c not in (output_col, error_col))
+        dropped = {output_col, error_col} | (set() if self.getKeepInput() else {self.getInputCol()})
+        passthrough = tuple(c for c in dataset.columns if c not in dropped)
         layout = FeatureLayout(self.getInputCol(), output_col, error_col, passthrough)
         task = FeatureTask(options, spec, layout, self.getBatchSize())  # type: ignore[arg-type]
         fields = {f.name: f for f in dataset.schema.fields}
