@@ -7,6 +7,10 @@ quality 90) in memory, then decodes them with
 (a) a bare DALI pipeline: external_source -> decoders.image (mixed) [-> resize] -> copy to host,
 (b) gpuimages' DaliEngine on the same batches (routing, Spark byte layout, host buffer),
 (c) gpuimages' PillowEngine on one core,
+(d) the fused featurising path: DALI decode -> resize 224 -> normalise into one NCHW float batch on the
+    device (:class:`gpuimages.engines.dali_tensors.TensorDecoder`) read in place by an ONNX CNN built in
+    code (IO binding on CUDA where onnxruntime-gpu and cupy are installed), against the per-file
+    reference (Pillow -> bilinear -> normalise -> onnxruntime; median cosine >= 0.999),
 
 compares (b)'s pixels with (c)'s (max and mean absolute difference, overall and per image) and
 prints images/s for each with the ratios b/a (goal >= 0.9) and b/c (goal >= 20).
@@ -15,6 +19,8 @@ off: batched hardware decoding has produced corrupted images on some GPUs).
 
     python benchmarks/gpu_check.py --count 2000 --batch-size 128 --json out.json
     python benchmarks/gpu_check.py --cpu --count 64          # smoke check on DALI CPU operators
+
+(d) runs when onnx and onnxruntime are installed (``--no-fused`` skips it).
 """
 
 from __future__ import annotations
@@ -133,6 +139,54 @@ def compare(ours: list[np.ndarray], ref: list[np.ndarray]) -> dict[str, float]:
     }
 
 
+#: The fused path's vectors must match the per-file reference this closely (median cosine).
+MIN_FUSED_COSINE = 0.999
+
+
+def fused_check(blobs: list[bytes], gpu_id: int | None, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """(d): bytes -> device batch -> ONNX model; images/s, where the batches lived, cosine vs the reference."""
+    import tempfile
+
+    from gpuimages.engines.dali_tensors import TensorDecoder
+    from gpuimages.models import ModelSpec, create_model
+    from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn
+    from gpuimages.models.reference import cosine, reference_features
+
+    folder = tempfile.mkdtemp(prefix="gpu-check-")
+    model_path = save_small_cnn(Path(folder) / "cnn.onnx")
+    model = create_model(ModelSpec("onnx", model_path, IMAGENET_MEAN, IMAGENET_STD, threads=threads), gpu_id=gpu_id)
+    options = DecodeOptions(resize=(224, 224), batch_size=args.fused_batch_size, hw_decoder_load=args.hw_decoder_load)
+    decoder = TensorDecoder(options, model.input_format, gpu_id, num_threads=threads,
+                            fancy_upsampling=args.fancy_upsampling)
+    where = {"device": 0, "host": 0}
+
+    def featurize(group: list[bytes]) -> np.ndarray:
+        out = np.zeros((len(group), 8))
+        for batch in decoder.decode(group, {}):
+            where["device" if batch.on_device else "host"] += 1
+            values = model.run_device(batch.tensor, len(batch.rows)) if batch.tensor is not None else model.run(
+                batch.array)
+            out[batch.rows] = values
+        return out
+
+    group_size = args.fused_batch_size * 4
+    groups = batches(blobs, group_size)
+    rate = time_runs("fused DALI -> ONNX", featurize, groups, args.repeat)
+    sample = blobs[: min(len(blobs), args.fused_sample)]
+    got = np.concatenate([featurize(g) for g in batches(sample, group_size)])
+    ref = reference_features(sample, model_path, (224, 224), IMAGENET_MEAN, IMAGENET_STD)
+    sims = cosine(got, ref)
+    return {
+        "img_per_s": rate,
+        "device_batch": args.fused_batch_size,
+        "model_on_cuda": bool(getattr(model, "on_cuda", False)),
+        "batches": dict(where),
+        "cosine_median": float(np.median(sims)),
+        "cosine_min": float(sims.min()),
+        "check": "ok" if float(np.median(sims)) >= MIN_FUSED_COSINE else "FAILED",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000, help="number of JPEGs (default 2000)")
@@ -150,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="DALI CPU operators (smoke check without a GPU)")
     parser.add_argument("--gpu-id", type=int, default=None, help="CUDA device (default: first visible)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the results to this JSON file")
+    parser.add_argument("--no-fused", dest="fused", action="store_false", help="skip (d), the fused model path")
+    parser.add_argument("--fused-batch-size", type=int, default=256, help="(d): DALI device batch (default 256)")
+    parser.add_argument("--fused-sample", type=int, default=64, help="(d): files compared with the reference")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -227,6 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         ):
             variant["pixel_check"] = "FAILED"
             failed = True
+    fused = None
+    if args.fused:
+        from importlib.util import find_spec
+
+        if find_spec("onnx") is None or find_spec("onnxruntime") is None:
+            log.warning("(d) skipped: onnx and onnxruntime are needed")
+        else:
+            fused = fused_check(blobs, gpu_id, args, threads)
+            failed = failed or fused["check"] != "ok"
     pixels = variants[best]["pixels_vs_pillow"]
     routes, invalid = variants[best]["routes"], variants[best]["invalid"]
     results = {
@@ -243,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_b_over_a": rate_b / rate_a,
         "ratio_b_over_c": rate_b / rate_c,
         "variants": variants,
+        "fused": fused,
         "pixel_check": "FAILED" if failed else "ok",
     }
 
@@ -258,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pixels (b) vs Pillow: max {pixels['max_abs_diff']}, mean {pixels['mean_abs_diff']:.3f}, "
           f"worst image mean {pixels['worst_image_mean_abs_diff']:.3f}, "
           f"shape mismatches {pixels['shape_mismatches']} -> {results['pixel_check']}")
+    if fused is not None:
+        print(f"(d) fused DALI->ONNX {fused['img_per_s']:10.1f} img/s   device batch {fused['device_batch']}  "
+              f"model on CUDA {fused['model_on_cuda']}  batches {fused['batches']}  cosine median "
+              f"{fused['cosine_median']:.6f} min {fused['cosine_min']:.6f} -> {fused['check']}")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")

@@ -9,6 +9,11 @@ The images are made here, deterministically for a seed: three classes told apart
 texture and (loosely) colour — "circles" (filled discs, warm hues), "stripes" (parallel bands,
 green hues) and "checkers" (checkerboards, blue hues) — with random sizes, hues, positions,
 noise, and a JPEG/PNG mix. Nothing is downloaded.
+
+``backbone="onnx"`` (``gpuimages demo --backbone onnx``) runs the pipeline from encoded bytes
+instead: ``binaryFile`` -> ``ImageFeaturizer(backbone="onnx")`` (decode, resize to 224x224,
+normalise and a small CNN built in code, all in one task) -> ``TrainClassifier``. It needs
+``onnxruntime`` and ``onnx`` (``pip install "gpuimages[onnx]" onnx``).
 """
 
 from __future__ import annotations
@@ -122,6 +127,7 @@ def run_demo(
     num_trees: int = 40,
     train_ratio: float = 0.7,
     verbose: bool = True,
+    backbone: str = "histogram",
 ) -> dict[str, Any]:
     """Generate the image set, run read -> transform -> featurise -> train, and score the test split.
 
@@ -139,6 +145,8 @@ def run_demo(
         num_trees: trees of the random forest.
         train_ratio: share of images used for training.
         verbose: print the steps, the accuracy and the confusion matrix.
+        backbone: "histogram" (read -> transform -> histogram features) or "onnx" (binaryFile bytes
+            -> ImageFeaturizer with the small CNN of :mod:`gpuimages.models.onnx_builder`).
 
     Returns:
         ``accuracy``, ``confusion`` ({actual: {predicted: count}}), ``labels``, ``train_count``,
@@ -163,23 +171,31 @@ def run_demo(
         spark = local_session(app_name="gpuimages-demo", **{"spark.ui.showConsoleProgress": "false"})
     temp = tempfile.TemporaryDirectory(prefix="gpuimages-demo-") if data_dir is None else None
     folder = Path(temp.name if temp is not None else data_dir)
+    model_dir: tempfile.TemporaryDirectory | None = None
     try:
         counts = make_dataset(folder, per_class=per_class, seed=seed)
         per_label = ", ".join(f"{k}: {v}" for k, v in counts.items())
         say(f"generated {sum(counts.values())} images in {folder} ({per_label})")
 
-        images = gpuimages.read_images(spark, str(folder), recursive=True, label_from_folder=True, device=device)
-        transformer = (
-            ImageTransformer(device=device)
-            .setOutputCol("transformed")
-            .resize(height=image_size, width=image_size)
-            .crop(0, 0, height=crop_size, width=crop_size)
-        )
-        featurizer = ImageFeaturizer(inputCol="transformed", outputCol="features", imageSize=crop_size, device=device)
-        features = featurizer.transform(transformer.transform(images)).select("label", "features").cache()
+        if backbone == "onnx":
+            model_dir = tempfile.TemporaryDirectory(prefix="gpuimages-demo-model-")
+            features, described = _onnx_features(spark, folder, Path(model_dir.name), device, seed)
+        else:
+            images = gpuimages.read_images(spark, str(folder), recursive=True, label_from_folder=True, device=device)
+            transformer = (
+                ImageTransformer(device=device)
+                .setOutputCol("transformed")
+                .resize(height=image_size, width=image_size)
+                .crop(0, 0, height=crop_size, width=crop_size)
+            )
+            featurizer = ImageFeaturizer(
+                inputCol="transformed", outputCol="features", imageSize=crop_size, device=device
+            )
+            features = featurizer.transform(transformer.transform(images)).select("label", "features").cache()
+            described = (f"read, resized to {image_size}x{image_size}, cropped to {crop_size}x{crop_size} and "
+                         f"featurised {{n}} images ({featurizer.numFeatures()} features each)")
         image_count = features.count()
-        say(f"read, resized to {image_size}x{image_size}, cropped to {crop_size}x{crop_size} and featurised "
-            f"{image_count} images ({featurizer.numFeatures()} features each)")
+        say(described.format(n=image_count))
 
         train, test = features.randomSplit([train_ratio, 1.0 - train_ratio], seed=seed)
         trainer = TrainClassifier(
@@ -212,10 +228,30 @@ def run_demo(
             "data_dir": None if temp is not None else str(folder),
         }
     finally:
+        if model_dir is not None:
+            model_dir.cleanup()
         if temp is not None:
             temp.cleanup()
         if stop_session:
             spark.stop()
+
+
+def _onnx_features(spark: SparkSession, folder: Path, model_dir: Path, device: str, seed: int) -> tuple[Any, str]:
+    """binaryFile bytes -> ImageFeaturizer(onnx) with the small test CNN; (cached features, description)."""
+    from pyspark.sql import functions as F
+
+    from gpuimages.ml import ImageFeaturizer
+    from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn
+
+    model_path = save_small_cnn(model_dir / "demo-cnn.onnx", seed=seed)
+    raw = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(folder))
+    labelled = raw.withColumn("label", F.regexp_extract("path", r"/([^/]+)/[^/]+$", 1))
+    featurizer = ImageFeaturizer(
+        inputCol="content", outputCol="features", backbone="onnx", modelPath=model_path, imageSize=[224, 224],
+        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), device=device,
+    )
+    features = featurizer.transform(labelled).where(F.col("error").isNull()).select("label", "features").cache()
+    return features, "decoded, resized to 224x224 and featurised {n} images from bytes with an ONNX CNN (8 features)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,11 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=60, help="images per class (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the images, the split and the forest")
     parser.add_argument("--trees", type=int, default=40, help="trees in the random forest (default 40)")
+    parser.add_argument("--backbone", default="histogram", choices=["histogram", "onnx"],
+                        help="histogram: read -> transform -> histogram features; onnx: binaryFile bytes -> "
+                        "ImageFeaturizer with a small CNN built in code (needs onnxruntime and onnx)")
     args = parser.parse_args(argv)
     if args.per_class < 2:
         parser.error("--per-class: expected at least 2")
     run_demo(data_dir=args.data_dir, device=args.device, per_class=args.per_class, seed=args.seed,
-             num_trees=args.trees)
+             num_trees=args.trees, backbone=args.backbone)
     return 0
 
 

@@ -96,3 +96,36 @@ def test_dali_reference_decodes_tiny_set(tiny_sets):
     decoder = baselines.DaliDecoder("cpu", threads=1, batch_size=8)
     case = baselines.dali_case(decoder, "dali_cpu", "DALI", jpeg)
     assert case.warm() == (jpeg.count, jpeg.decoded_bytes)
+
+
+def test_features_benchmark_on_tiny_set(spark, tmp_path):
+    from benchmarks import features
+
+    args = features.parse_args(["--count", "12", "--repeats", "1", "--sample", "4", "--cores", "2",
+                                "--data-root", str(tmp_path)])
+    report = features.run(args, spark=spark)
+    assert set(report["images_per_s"]) == {"recipe", "structs", "bytes", "ceiling"}
+    assert all(len(v) == 1 and v[0] > 0 for v in report["seconds"].values())
+    assert report["ratios"]["bytes_vs_recipe"] == pytest.approx(
+        report["images_per_s"]["bytes"] / report["images_per_s"]["recipe"])
+    assert report["cosine"]["files"] == 4 and report["cosine"]["median"] >= 0.999
+    assert report["goals"]["median cosine >= 0.999"]
+    text = features.format_report(report)
+    assert "(c) ImageFeaturizer(onnx) on bytes" in text and "load average" in text
+    assert spark.range(2).count() == 2  # the caller's session is left running
+
+
+@pytest.mark.dali
+def test_gpu_check_cpu_smoke_with_the_fused_path(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    from benchmarks import gpu_check
+
+    out = tmp_path / "gpu.json"
+    code = gpu_check.main(["--cpu", "--count", "24", "--repeat", "1", "--pillow-count", "8", "--batch-size", "8",
+                           "--fused-batch-size", "8", "--fused-sample", "8", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["pixel_check"] == "ok"
+    fused = result["fused"]
+    assert fused["check"] == "ok" and fused["cosine_median"] >= 0.999
+    assert fused["batches"]["host"] >= 3 and fused["batches"]["device"] == 0  # DALI CPU operators: host tensors
+    assert fused["img_per_s"] > 0

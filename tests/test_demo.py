@@ -51,3 +51,15 @@ def test_dataset_is_deterministic(tmp_path):
     assert all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes() for p in files_a)
     table = confusion_table([("x", "x"), ("x", "y")], ["x", "y"])
     assert table.splitlines()[1].split() == ["x", "1", "1"]
+
+
+def test_onnx_demo_runs_the_pipeline_from_bytes(spark, tmp_path, capsys):
+    result = run_demo(spark, data_dir=tmp_path / "data", seed=1, per_class=20, num_trees=20, backbone="onnx")
+    assert result["image_count"] == 3 * 20 == result["train_count"] + result["test_count"]
+    assert result["labels"] == sorted(CLASSES)
+    assert result["accuracy"] >= 0.6  # chance is 1/3; a random 8-output CNN still sees the class colours
+    printed = capsys.readouterr().out
+    assert "from bytes with an ONNX CNN" in printed and "test accuracy" in printed
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(CLASSES)  # no model file among images
+    assert main(["--per-class", "4", "--trees", "3", "--backbone", "onnx"]) == 0
+    assert "from bytes with an ONNX CNN" in capsys.readouterr().out

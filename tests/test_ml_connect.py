@@ -91,6 +91,57 @@ def _cases(spark: Any, work: str) -> dict[str, Any]:
     loaded = PipelineModel.load(os.path.join(work, "pipeline"))
     out["reloaded_same"] = score(loaded) == scored
     out["labels"] = loaded.stages[-1].getLabels()
+    out.update(_bytes_cases(spark, work))
+    return out
+
+
+def _bytes_cases(spark: Any, work: str) -> dict[str, Any]:
+    """binaryFile bytes -> ImageFeaturizer(onnx) -> TrainClassifier in a Pipeline, saved and reloaded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.classification import RandomForestClassifier
+    from pyspark.sql import functions as F
+
+    from gpuimages.ml import ImageFeaturizer, TrainClassifier
+    from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn
+
+    rng = np.random.default_rng(1)
+    folder = os.path.join(work, "photos")
+    for label, channel in (("red", 0), ("blue", 2)):
+        os.makedirs(os.path.join(folder, label))
+        for i in range(6):
+            pixels = rng.integers(0, 120, (40 + i, 50, 3), dtype=np.uint8)
+            pixels[..., channel] += 120
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+            Path(folder, label, f"{label}{i}.jpg").write_bytes(buf.getvalue())
+    Path(folder, "red", "broken.jpg").write_bytes(b"not a jpeg")
+    model_path = save_small_cnn(os.path.join(work, "cnn.onnx"))
+    raw = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(folder)
+    labelled = raw.withColumn("label", F.regexp_extract("path", r"/(red|blue)/[^/]+$", 1))
+    featurizer = ImageFeaturizer(inputCol="content", backbone="onnx", modelPath=model_path, imageSize=[224, 224],
+                                 mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), device="cpu")
+    rows = featurizer.transform(labelled).select("path", "features", "error").collect()
+    out: dict[str, Any] = {
+        "bytes_rows": len(rows),
+        "bytes_sizes": sorted({None if r["features"] is None else len(r["features"]) for r in rows}, key=str),
+        "bytes_errors": sorted(r["error"] for r in rows if r["error"] is not None),
+    }
+    pipeline = Pipeline(stages=[
+        featurizer,
+        TrainClassifier(model=RandomForestClassifier(numTrees=5, seed=1), labelCol="label", inputCols=["features"]),
+    ])
+    fitted = pipeline.fit(labelled)
+
+    def score(model: Any) -> list:
+        return sorted((r["label"], r["predictedLabel"]) for r in model.transform(labelled).collect())
+
+    out["bytes_scored"] = score(fitted)
+    fitted.save(os.path.join(work, "bytes-pipeline"))
+    out["bytes_reloaded_same"] = score(PipelineModel.load(os.path.join(work, "bytes-pipeline"))) == out["bytes_scored"]
     return out
 
 
@@ -174,6 +225,16 @@ def test_featurizer_and_classifier_on_connect(connect_result):
     assert len(scored) == 8  # the invalid image has no features: skipped
     assert all(label == predicted for label, predicted in scored)
     assert connect_result["reloaded_same"]
+
+
+def test_bytes_pipeline_on_connect(connect_result):
+    assert connect_result["bytes_rows"] == 13
+    assert connect_result["bytes_sizes"] == [8, None]
+    assert connect_result["bytes_errors"] == ["not a recognised image format"]
+    scored = connect_result["bytes_scored"]
+    assert len(scored) == 12  # the broken file has no features: skipped
+    assert sum(label == predicted for label, predicted in scored) >= 11
+    assert connect_result["bytes_reloaded_same"]
 
 
 if __name__ == "__main__":

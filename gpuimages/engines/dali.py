@@ -38,9 +38,9 @@ import re
 import threading
 import warnings
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -51,6 +51,8 @@ from gpuimages.engines.pillow import SWAPS_AXES, DecodeError, decode_one, exif_o
 from gpuimages.options import DecodeOptions
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 INSTALL_HINT = "pip install gpuimages[gpu]"
 
@@ -229,22 +231,27 @@ _CACHE_LOCK = threading.Lock()
 _BUILDS = 0
 
 
+def decoder_args(config: PipelineConfig, output_type: Any) -> dict[str, Any]:
+    """Arguments of ``fn.decoders.image`` for ``config`` (mixed on a GPU, cpu without one)."""
+    args: dict[str, Any] = {"output_type": output_type, "adjust_orientation": config.options.apply_exif}
+    if config.gpu_id is not None:
+        args.update(
+            device="mixed",
+            hw_decoder_load=float(config.options.hw_decoder_load),
+            jpeg_fancy_upsampling=config.fancy_upsampling,  # chroma upsampling as libjpeg-turbo (Pillow) does it
+            affine=False,  # executors share cores between Python workers: do not pin threads
+        )
+    else:
+        args["device"] = "cpu"
+    return args
+
+
 def _build(config: PipelineConfig, channels: int) -> _Pipe:
     fn, types, Pipeline = _import_dali()
     options = config.options
     gpu = config.gpu_id is not None
     # RGB, not BGR: DALI decodes BGR as RGB plus a per-image conversion, slower than one batched swap.
     output_type = {1: types.GRAY, 3: types.RGB, 4: types.ANY_DATA}[channels]
-    decoder_args: dict[str, Any] = {"output_type": output_type, "adjust_orientation": options.apply_exif}
-    if gpu:
-        decoder_args.update(
-            device="mixed",
-            hw_decoder_load=float(options.hw_decoder_load),
-            jpeg_fancy_upsampling=config.fancy_upsampling,  # chroma upsampling as libjpeg-turbo (Pillow) does it
-            affine=False,  # executors share cores between Python workers: do not pin threads
-        )
-    else:
-        decoder_args["device"] = "cpu"
     pipe = Pipeline(
         batch_size=options.batch_size,
         num_threads=config.num_threads,
@@ -254,7 +261,7 @@ def _build(config: PipelineConfig, channels: int) -> _Pipe:
     )
     with pipe:
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-        images = fn.decoders.image(encoded, **decoder_args)
+        images = fn.decoders.image(encoded, **decoder_args(config, output_type))
         if options.resize is not None:
             size = fn.external_source(name="size", dtype=types.FLOAT, ndim=1)
             images = fn.resize(
@@ -343,6 +350,38 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def run_bisecting(
+    jobs: Sequence[_Job], run: Callable[[Sequence[_Job]], R], sizing: Any, retry: dict[int, str]
+) -> Iterator[tuple[Sequence[_Job], R]]:
+    """Run ``jobs`` in chunks of ``sizing.chunk_size``, yielding each successful ``(chunk, run(chunk))``.
+
+    One undecodable file fails a whole DALI batch, so a failed chunk is split in halves until the
+    failing files stand alone; their reasons are left in ``retry`` (by job index). A GPU
+    out-of-memory error lowers ``sizing.chunk_size`` for the rest of its owner's life.
+    """
+    size = sizing.chunk_size
+    queue = deque(jobs[i : i + size] for i in range(0, len(jobs), size))
+    while queue:
+        chunk = queue.popleft()
+        try:
+            result = run(chunk)
+        except Exception as exc:  # noqa: BLE001 - DALI reports every failure as an exception
+            if len(chunk) == 1:
+                retry[chunk[0].index] = _first_line(exc)
+                continue
+            if _is_oom(exc):
+                sizing.chunk_size = max(1, (len(chunk) + 1) // 2)
+                log.warning("DALI ran out of GPU memory on %d images; batches now %d", len(chunk), sizing.chunk_size)
+                parts = [chunk[i : i + sizing.chunk_size] for i in range(0, len(chunk), sizing.chunk_size)]
+            else:
+                log.debug("DALI batch of %d failed (%s); splitting it", len(chunk), _first_line(exc))
+                half = len(chunk) // 2
+                parts = [chunk[:half], chunk[half:]]
+            queue.extendleft(reversed(parts))
+            continue
+        yield chunk, result
+
+
 class DaliEngine(Engine):
     """GPU (nvJPEG) or CPU DALI engine with a per-file Pillow fallback; see the module docstring.
 
@@ -404,25 +443,7 @@ class DaliEngine(Engine):
     def _decode_group(self, channels: int, jobs: list[_Job], results: list[Any], retry: dict[int, str]) -> None:
         """Decode ``jobs`` with the ``channels`` pipeline; failures are left in ``retry``."""
         pipe = self._pipeline(channels)
-        queue = deque(jobs[i : i + self.chunk_size] for i in range(0, len(jobs), self.chunk_size))
-        while queue:
-            chunk = queue.popleft()
-            try:
-                result = self._run(pipe, chunk)
-            except Exception as exc:  # noqa: BLE001 - DALI reports every failure as an exception
-                if len(chunk) == 1:
-                    retry[chunk[0].index] = _first_line(exc)
-                    continue
-                if _is_oom(exc):
-                    self.chunk_size = max(1, (len(chunk) + 1) // 2)
-                    log.warning("DALI ran out of GPU memory on %d images; batches now %d", len(chunk), self.chunk_size)
-                    parts = [chunk[i : i + self.chunk_size] for i in range(0, len(chunk), self.chunk_size)]
-                else:
-                    log.debug("DALI batch of %d failed (%s); splitting it", len(chunk), _first_line(exc))
-                    half = len(chunk) // 2
-                    parts = [chunk[:half], chunk[half:]]
-                queue.extendleft(reversed(parts))
-                continue
+        for chunk, result in run_bisecting(jobs, lambda part: self._run(pipe, part), self, retry):
             self._runs_ok += 1
             for k, job in enumerate(chunk):
                 if result.shapes[k] != job.shape:

@@ -7,7 +7,7 @@ Pillow (and cupy when a GPU is used) to run them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,11 +17,10 @@ from gpuimages.ml import ops
 from gpuimages.ml.arrow import image_struct, list_column, read_images
 from gpuimages.ml.backend import Backend, resolve_backend
 from gpuimages.ml.stages import apply_stages, outputs_tensor
+from gpuimages.models import ModelSpec, create_model
+from gpuimages.models.function import BatchFunction
 
 log = logging.getLogger(__name__)
-
-#: A user backbone: ``[N, H, W, 3]`` float32 RGB in [0, 1] -> ``[N, D]`` features.
-BatchFunction = Callable[[np.ndarray], Any]
 
 #: Gradient-magnitude bin edges of the "histogram" backbone (gray levels in [0, 1] per pixel).
 GRADIENT_EDGES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
@@ -102,6 +101,7 @@ class FeatureRunner:
         grid_size: int = 8,
         bins: int = 16,
         function: BatchFunction | None = None,
+        model: ModelSpec | None = None,
     ) -> None:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.device = device
@@ -109,6 +109,7 @@ class FeatureRunner:
         self.grid_size = grid_size
         self.bins = bins
         self.function = function
+        self.model = model
 
     def rgb(self, batch: Any, backend: Backend) -> tuple[list[int], Any]:
         """Valid rows and their images resized to ``image_size`` as ``[N, H, W, 3]`` uint8 RGB."""
@@ -127,19 +128,15 @@ class FeatureRunner:
         """``[N, D]`` float64 features of ``[N, H, W, 3]`` uint8 RGB images."""
         if self.backbone == "histogram":
             return backend.to_numpy(histogram_features(rgb, self.grid_size, self.bins, backend))
+        if self.backbone == "onnx":
+            if self.model is None:
+                raise ValueError("ImageFeaturizer: backbone 'onnx' needs a model spec")
+            model = create_model(self.model)
+            return model.run(model.input_format.prepare(backend.to_numpy(rgb)))
         if self.function is None:
             raise ValueError("ImageFeaturizer: backbone 'function' needs a batch function (setBatchFunction)")
-        images = backend.to_numpy(rgb).astype(np.float32) / np.float32(255.0)
-        out = self.function(images)
-        if hasattr(out, "detach"):  # a torch tensor
-            out = out.detach().cpu().numpy()
-        out = np.asarray(out, dtype=np.float64)
-        if out.ndim != 2 or out.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"ImageFeaturizer: the batch function must return shape [N, D] for N={images.shape[0]} images, "
-                f"got {out.shape}"
-            )
-        return out
+        model = create_model(ModelSpec("function", function=self.function))
+        return model.run(backend.to_numpy(rgb).astype(np.float32) / np.float32(255.0))
 
     def __call__(self, column: pa.Array) -> pa.Array:
         batch = read_images(column)
