@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import listing, planning
@@ -103,6 +104,76 @@ def read_images(
     if path_glob_filter is not None and not isinstance(path_glob_filter, str):
         raise TypeError(f"path_glob_filter: expected a glob string or None, got {path_glob_filter!r}")
 
+    conf = session_conf(spark)
+    inputs = file_inputs(
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
+        keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf,
+    )
+    layout = DecodeLayout(
+        "content", "path", "image", "error", inputs.passthrough, drop_invalid=drop_invalid, origin_is_hadoop_path=True
+    )
+    decoded = decode_frame(
+        inputs.frame,
+        options,
+        layout,
+        num_partitions=num_partitions,
+        task_gpu_amount=task_gpu_amount,
+        total_bytes=inputs.total_bytes,
+        num_files=inputs.num_files,
+        conf=conf,
+    )
+    return inputs.finish(decoded, ["image", "error"])
+
+
+@dataclass(frozen=True)
+class FileInputs:
+    """Listed (and sampled) files as the input of an in-task stage, one row per file.
+
+    ``frame`` has ``path``, ``content``, the partition columns and a flag marking the listed files the
+    scan returned no bytes for (they come with null content, so a stage gives them a row like any
+    other). ``passthrough`` are the columns a stage must carry for :meth:`finish`.
+    """
+
+    frame: DataFrame
+    partition_columns: tuple[str, ...]
+    label_from_folder: bool
+    total_bytes: int | None
+    num_files: int | None
+
+    @property
+    def passthrough(self) -> tuple[str, ...]:
+        """Columns of :attr:`frame` a stage passes through: the path, partition columns, the unread flag."""
+        return ("path", *self.partition_columns, _UNREAD_COL)
+
+    def finish(self, out: DataFrame, columns: Sequence[str], error_col: str = "error") -> DataFrame:
+        """The stage's ``columns``, then the partition columns and ``label``; unread files get their reason."""
+        from pyspark.sql import functions as F
+
+        out = out.withColumn(
+            error_col, F.when(F.col(_UNREAD_COL), F.lit(UNREAD_REASON)).otherwise(F.col(error_col))
+        )
+        out = _with_label(out, self.label_from_folder)
+        return out.select(*columns, *self.partition_columns, *(["label"] if self.label_from_folder else []))
+
+
+def file_inputs(
+    spark: SparkSession,
+    paths: list[str],
+    *,
+    recursive: bool,
+    path_glob_filter: str | None,
+    sample_ratio: float,
+    seed: int,
+    keep_unread: bool,
+    label_from_folder: bool,
+    conf: dict[str, str | None],
+) -> FileInputs:
+    """List and sample ``paths`` (see :func:`gpuimages.listing.list_files`) into a stage's input.
+
+    With ``keep_unread``, listed files the scan returns no bytes for (empty, unreadable) join the
+    input with null content, so they are planned with the rest (an explicit ``num_partitions``
+    stays exact) and get a row.
+    """
     found = listing.list_files(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed
     )
@@ -112,34 +183,13 @@ def read_images(
         "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
         found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
-
-    conf = session_conf(spark)
-    inputs = found.frame.select("path", "content", *parts, _flag(False))
-    if not drop_invalid:
-        # Listed files the scan returns no bytes for join the decode stage's input with null content,
-        # so they are planned with the rest (an explicit ``num_partitions`` stays exact).
+    frame = found.frame.select("path", "content", *parts, _flag(False))
+    if keep_unread:
         unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
         if unread is not None:
             schema = {f.name: f.dataType for f in found.frame.schema.fields}
-            inputs = inputs.unionByName(_unread_inputs(unread, parts, schema))
-    layout = DecodeLayout(
-        "content", "path", "image", "error", ("path", *parts, _UNREAD_COL),
-        drop_invalid=drop_invalid, origin_is_hadoop_path=True,
-    )
-    decoded = decode_frame(
-        inputs,
-        options,
-        layout,
-        num_partitions=num_partitions,
-        task_gpu_amount=task_gpu_amount,
-        total_bytes=found.planned_bytes(),
-        num_files=found.planned_files(),
-        conf=conf,
-    )
-    from pyspark.sql import functions as F
-
-    decoded = decoded.withColumn("error", F.when(F.col(_UNREAD_COL), F.lit(UNREAD_REASON)).otherwise(F.col("error")))
-    return _with_label(decoded, label_from_folder).select(*_result_columns(parts, label_from_folder))
+            frame = frame.unionByName(_unread_inputs(unread, parts, schema))
+    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files())
 
 
 #: Marks the rows of listed files the scan returned no bytes for, through the decode stage.
@@ -159,11 +209,6 @@ def _check_partition_names(parts: tuple[str, ...], label_from_folder: bool) -> N
         raise ValueError(
             f"partition columns: expected names other than {sorted(taken)}, got partition folder(s) named {clash}"
         )
-
-
-def _result_columns(parts: tuple[str, ...], label_from_folder: bool) -> list[str]:
-    """``image, error, <partition columns>, label``: Spark's image-source order for the columns both have."""
-    return ["image", "error", *parts, *(["label"] if label_from_folder else [])]
 
 
 def _with_label(df: DataFrame, label_from_folder: bool) -> DataFrame:

@@ -31,6 +31,8 @@ from gpuimages.options import (
     DecodeOptions,
     check_bool,
     check_num_partitions,
+    check_sample_ratio,
+    check_seed,
     make_decode_options,
 )
 from gpuimages.stage import run_stage, session_conf
@@ -122,10 +124,11 @@ def transcode_frame(
     task_gpu_amount: float | None = None,
     total_bytes: int | None = None,
     num_files: int | None = None,
+    conf: dict[str, str | None] | None = None,
 ) -> DataFrame:
     """Resolve the device and run the transcode stage (shared by :func:`transcode_images` and
     :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage."""
-    conf = session_conf(df.sparkSession)
+    conf = conf if conf is not None else session_conf(df.sparkSession)
     resolved = scheduling.resolve_device(decode_options.device, conf)
     decode_options = dataclasses.replace(decode_options, device=resolved)
     options = dataclasses.replace(options, device=resolved)
@@ -155,51 +158,43 @@ def transcode_files(
     recursive: bool = False,
     label_from_folder: bool = False,
     path_glob_filter: str | None = None,
+    sample_ratio: float = 1.0,
+    seed: int = 0,
     **kwargs: Any,
 ) -> DataFrame:
-    """List files as ``read_images`` does and transcode them: one row per listed file.
+    """List (and sample) files as ``read_images`` does and transcode them: one row per listed file.
 
     Columns ``origin`` (the image-source URI ``read_images`` gives), ``height``, ``width``,
-    ``encoded``, ``error`` and, with ``label_from_folder``, ``label``. Files the binary read returned
-    nothing for (empty, unreadable) get null bytes and ``read_images``' reason. ``kwargs`` are
+    ``encoded``, ``error``, the partition columns and, with ``label_from_folder``, ``label``. Files
+    the binary read returned nothing for (empty, unreadable) get null bytes and ``read_images``' reason. ``kwargs`` are
     :func:`transcode_images`' options (resize, center_crop, format, quality, device, ...).
     """
-    from pyspark.sql import functions as F
-
     from gpuimages import listing
-    from gpuimages.reader import UNREAD_REASON
+    from gpuimages.reader import file_inputs
 
     check_bool("recursive", recursive)
     check_bool("label_from_folder", label_from_folder)
     unknown = set(kwargs) - _FILE_OPTIONS
     if unknown:
         raise TypeError(f"transcode_files: expected options among {sorted(_FILE_OPTIONS)}, got {sorted(unknown)}")
-    found = listing.list_files(
-        spark, listing.normalize_paths(path), recursive=recursive, path_glob_filter=path_glob_filter
-    )
-    present = found.frame.select("path", "length").collect()
-    read = {listing.to_origin(r["path"]) for r in present}
-    unread = [f for f in found.files if f not in read]
     encode_kw = {k: kwargs.pop(k) for k in _ENCODE_OPTIONS if k in kwargs}
     num_partitions = check_num_partitions(kwargs.pop("num_partitions", None))
     task_gpu_amount = kwargs.pop("task_gpu_amount", None)
     decode_options = make_decode_options(**kwargs)
     options = make_encode_options(**encode_kw, device=decode_options.device, batch_size=decode_options.batch_size)
-    frame = found.frame.select("path", "content")
-    layout = encode_layout(frame, "content", "encoded", "error", keep_input=False)
+    conf = session_conf(spark)
+    inputs = file_inputs(
+        spark, listing.normalize_paths(path), recursive=recursive, path_glob_filter=path_glob_filter,
+        sample_ratio=check_sample_ratio(sample_ratio), seed=check_seed(seed), keep_unread=True,
+        label_from_folder=label_from_folder, conf=conf,
+    )
+    layout = encode_layout(inputs.frame, "content", "encoded", "error", keep_input=False)
     decode_layout = DecodeLayout("content", "path", "encoded", "error", layout.passthrough, origin_is_hadoop_path=True)
     out = transcode_frame(
-        frame, decode_options, options, decode_layout, layout, num_partitions=num_partitions,
-        task_gpu_amount=task_gpu_amount, total_bytes=sum(r["length"] for r in present), num_files=len(present),
+        inputs.frame, decode_options, options, decode_layout, layout, num_partitions=num_partitions,
+        task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes, num_files=inputs.num_files, conf=conf,
     )
-    if label_from_folder:
-        out = out.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
-    out = out.drop("path")
-    if unread:
-        rows = [(o, None, None, None, UNREAD_REASON, *([listing.folder_label(o)] if label_from_folder else []))
-                for o in unread]
-        out = out.unionByName(spark.createDataFrame(rows, out.schema))
-    return out
+    return inputs.finish(out, ["origin", "height", "width", "encoded", "error"])
 
 
 _ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}

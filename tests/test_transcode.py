@@ -98,3 +98,20 @@ def test_driver_side_errors(spark):
         gpuimages.transcode_images(df)
     with pytest.raises(ValueError, match="resize: expected"):
         gpuimages.transcode_images(df, resize=-1)
+
+
+def test_transcode_files_keeps_partition_columns_and_samples(spark, files_dir, tmp_path):
+    from gpuimages.transcode import transcode_files
+
+    for i, part in enumerate(["cls=cats/date=2018-02", "cls=dogs/date=2018-03"]):
+        (tmp_path / part).mkdir(parents=True)
+        for k in range(4):
+            (tmp_path / part / f"{k}.jpg").write_bytes((files_dir / f"p{(i + k) % 2}.jpg").read_bytes())
+    out = transcode_files(spark, str(tmp_path), resize=32, device="cpu")
+    assert out.columns == ["origin", "height", "width", "encoded", "error", "cls", "date"]
+    rows = out.collect()
+    assert len(rows) == 8 and all(r.error is None and min(r.height, r.width) == 32 for r in rows)
+    assert {(r.cls, r.date) for r in rows} == {("cats", "2018-02"), ("dogs", "2018-03")}
+    sampled = transcode_files(spark, str(tmp_path), resize=32, device="cpu", sample_ratio=0.5, seed=3)
+    kept = {r.origin for r in sampled.collect()}
+    assert 0 < len(kept) < 8 and kept <= {r.origin for r in rows}
