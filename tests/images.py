@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,171 @@ def write_files(folder: Path, files: dict[str, bytes]) -> list[Path]:
         path.write_bytes(data)
         paths.append(path)
     return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Files Spark's image source decodes although they are broken or unusual (parity cases)
+# ---------------------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk with its length and CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _pack_rows(samples: np.ndarray, bit_depth: int) -> list[bytes]:
+    """Rows of integer samples (h, w*planes) packed at ``bit_depth`` bits, MSB first."""
+    if bit_depth == 16:
+        return [row.astype(">u2").tobytes() for row in samples]
+    if bit_depth == 8:
+        return [row.astype(np.uint8).tobytes() for row in samples]
+    per_byte = 8 // bit_depth
+    rows = []
+    for row in samples.astype(np.uint8):
+        pad = (-len(row)) % per_byte
+        row = np.concatenate([row, np.zeros(pad, np.uint8)]).reshape(-1, per_byte)
+        shifts = np.arange(per_byte - 1, -1, -1, dtype=np.uint8) * bit_depth
+        rows.append((row << shifts).sum(axis=1).astype(np.uint8).tobytes())
+    return rows
+
+
+def png_bytes(
+    samples: np.ndarray,
+    bit_depth: int,
+    color_type: int,
+    *,
+    palette: np.ndarray | None = None,
+    trns: bytes | None = None,
+    before_idat: Sequence[bytes] = (),
+    idat_chunks: int = 1,
+    compression_method: int = 0,
+) -> bytes:
+    """A PNG written by hand: any bit depth and colour type, optional PLTE/tRNS, extra chunks
+    (``before_idat``: complete chunks from :func:`png_chunk`), the image data split into
+    ``idat_chunks`` IDAT chunks, and the IHDR compression-method byte as given.
+
+    ``samples`` is ``(h, w)`` or ``(h, w, planes)`` of integers below ``2 ** bit_depth``.
+    """
+    h, w = samples.shape[:2]
+    flat = samples.reshape(h, -1)
+    raw = b"".join(b"\x00" + row for row in _pack_rows(flat, bit_depth))
+    data = zlib.compress(raw, 9)
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, compression_method, 0, 0)
+    out = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+    if palette is not None:
+        out += png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes())
+    if trns is not None:
+        out += png_chunk(b"tRNS", trns)
+    out += b"".join(before_idat)
+    step = -(-len(data) // idat_chunks)
+    for i in range(0, len(data), step):
+        out += png_chunk(b"IDAT", data[i : i + step])
+    return out + png_chunk(b"IEND", b"")
+
+
+def noise(height: int, width: int, high: int, planes: int = 0, seed: int = 0) -> np.ndarray:
+    """Random integer samples in ``[0, high)`` (``planes`` = 0: a 2-D array)."""
+    shape = (height, width, planes) if planes else (height, width)
+    return np.random.default_rng(seed).integers(0, high, shape)
+
+
+def big_text_chunk(kind: bytes = b"zTXt", size: int = 2 * 1024 * 1024) -> bytes:
+    """A compressed text chunk (zTXt or iTXt) that inflates to ``size`` bytes (over Pillow's limit)."""
+    text = zlib.compress(b"x" * size, 9)
+    if kind == b"zTXt":
+        return png_chunk(b"zTXt", b"Comment\0\0" + text)
+    return png_chunk(b"iTXt", b"Comment\0\x01\0" + b"\0" + b"\0" + text)
+
+
+def mpf_jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
+    """An "Ultra HDR"-like file: a primary JPEG with an APP2 ``MPF\\0`` segment, then a second JPEG."""
+    primary = encode(arr, "JPEG", quality=quality)
+    gain_map = encode(arr[::4, ::4, 0], "JPEG", quality=70)
+    # MP header: big-endian TIFF header, one IFD with MPFVersion, NumberOfImages and the MP entry.
+    entries = b"".join(
+        [
+            struct.pack(">HHI4s", 0xB000, 7, 4, b"0100"),
+            struct.pack(">HHII", 0xB001, 4, 1, 2),
+            struct.pack(">HHII", 0xB002, 7, 32, 50),
+        ]
+    )
+    ifd = struct.pack(">H", 3) + entries + struct.pack(">I", 0)
+    mp_entries = struct.pack(">IIIHH", 0x030000, 0, 0, 0, 0) + struct.pack(">IIIHH", 0, len(gain_map), 0, 0, 0)
+    body = b"MPF\0" + b"MM\0\x2a" + struct.pack(">I", 8) + ifd + mp_entries
+    app2 = b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body
+    return primary[:2] + app2 + primary[2:] + gain_map
+
+
+def cmyk_icc(grid: int = 5) -> bytes:
+    """A small ICC v2 CMYK output profile (A2B0 only, Lab PCS) built in code.
+
+    The CLUT maps ink amounts to Lab as a naive press would (ink = 1 - RGB, K darkens),
+    which is enough to tell a profile-driven conversion from a plain inversion.
+    """
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    axes = np.linspace(0.0, 1.0, grid)
+    c, m, y, k = np.meshgrid(axes, axes, axes, axes, indexing="ij")
+    rgb = np.stack([(1 - c) * (1 - k), (1 - m) * (1 - k), (1 - y) * (1 - k)], -1) * 0.92 + 0.04
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    d50 = np.array([[0.4361, 0.3851, 0.1431], [0.2225, 0.7169, 0.0606], [0.0139, 0.0971, 0.7141]])
+    xyz = lin @ d50.T / np.array([0.9642, 1.0, 0.8249])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    lab = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+    enc = np.stack([lab[..., 0] * 255 / 100, lab[..., 1] + 128, lab[..., 2] + 128], -1)
+    clut = np.clip(np.round(enc), 0, 255).astype(np.uint8).reshape(-1).tobytes()
+    identity = b"\0\0\0\x01" + b"\0\0\0\0" * 3 + b"\0\0\0\x01" + b"\0\0\0\0" * 3 + b"\0\0\0\x01"
+    ramp = bytes(range(256))
+    a2b0 = b"mft1\0\0\0\0" + bytes([4, 3, grid, 0]) + identity + ramp * 4 + clut + ramp * 3
+    name = b"CMYK test profile\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(name)) + name + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", b"XYZ \0\0\0\0" + s15(0.9642) + s15(1.0) + s15(0.8249)),
+        (b"cprt", b"text\0\0\0\0" + b"no copyright\0"),
+        (b"A2B0", a2b0),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + b"prtrCMYKLab " + b"\0" * 12
+        + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    )
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def cmyk_array(height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
+    """Ink amounts (C, M, Y, K) 0..255 for a CMYK test image."""
+    rgb = rgb_array(height, width, seed).astype(int)
+    k = (255 - rgb.max(axis=2)) // 2
+    return np.clip(np.dstack([255 - rgb, k]), 0, 255).astype(np.uint8)
+
+
+def cmyk_jpeg(ink: np.ndarray, *, ycck: bool = False, icc: bytes | None = None, quality: int = 92) -> bytes:
+    """An Adobe (APP14) CMYK JPEG of ``ink`` amounts, or a YCCK one, optionally with an ICC profile.
+
+    Pillow writes Adobe-style inverted CMYK only; a YCCK file is made by storing Y, Cb, Cr of
+    the inverted C, M, Y planes (and inverted K) as the four components, then setting the APP14
+    transform byte to 2 (YCCK), which is how decoders (libjpeg, Java) recognise it.
+    """
+    planes = ink
+    if ycck:
+        ycc = np.asarray(Image.fromarray(np.ascontiguousarray(ink[:, :, :3]), "RGB").convert("YCbCr"))
+        planes = np.dstack([255 - ycc, ink[:, :, 3]]).astype(np.uint8)
+    save: dict = {"quality": quality}
+    if icc is not None:
+        save["icc_profile"] = icc
+    blob = encode(np.ascontiguousarray(planes), "JPEG", "CMYK", **save)
+    pos = blob.find(b"\xff\xeeAdobe" if False else b"Adobe")
+    if pos < 0:
+        raise ValueError("no APP14 Adobe segment written")
+    transform = pos + 11
+    return blob[:transform] + bytes([2 if ycck else 0]) + blob[transform + 1 :]
