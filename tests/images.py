@@ -317,8 +317,100 @@ def cmyk_jpeg(ink: np.ndarray, *, ycck: bool = False, icc: bytes | None = None, 
     if icc is not None:
         save["icc_profile"] = icc
     blob = encode(np.ascontiguousarray(planes), "JPEG", "CMYK", **save)
-    pos = blob.find(b"\xff\xeeAdobe" if False else b"Adobe")
-    if pos < 0:
+    pos = blob.find(b"Adobe")
+    if pos < 4 or blob[pos - 4 : pos - 2] != b"\xff\xee":
         raise ValueError("no APP14 Adobe segment written")
-    transform = pos + 11
+    transform = pos + 11  # "Adobe", version (2), flags0 (2), flags1 (2), then the transform byte
     return blob[:transform] + bytes([2 if ycck else 0]) + blob[transform + 1 :]
+
+
+def _patch(blob: bytes, pos: int, new: bytes) -> bytes:
+    return blob[:pos] + new + blob[pos + len(new) :]
+
+
+def parity_files() -> dict[str, bytes]:
+    """Broken and unusual files, each compared with Spark's image source. Name -> bytes.
+
+    Names say what Java does with them, as measured with Spark's image source on OpenJDK 17:
+    ``*_refused.*`` files are invalid rows there; every other file decodes.
+    """
+    rgb = rgb_array(64, 96, seed=3)
+    jpeg = encode(rgb, "JPEG", quality=90)
+    scan = jpeg.find(b"\xff\xda")
+    scan_end = scan + 2 + struct.unpack(">H", jpeg[scan + 2 : scan + 4])[0]
+    middle = (scan + len(jpeg)) // 2
+    progressive = encode(rgb, "JPEG", quality=90, progressive=True)
+    png = png_bytes(noise(40, 50, 256, 3, seed=1), 8, 2, idat_chunks=4)
+    grey_png = png_bytes(noise(40, 50, 256, seed=2), 8, 0, idat_chunks=4)
+    small = noise(10, 12, 256, 3, seed=4)
+    files = {
+        # JPEG cut inside the headers (Java refuses), just after the scan header and further on
+        "jpeg_cut_in_header_refused.jpg": jpeg[: scan // 2],
+        "jpeg_cut_in_scan_header_refused.jpg": jpeg[: scan + 6],
+        "jpeg_cut_after_scan_header.jpg": jpeg[:scan_end],
+        "jpeg_cut_30.jpg": jpeg[: len(jpeg) * 3 // 10],
+        "jpeg_cut_60.jpg": jpeg[: len(jpeg) * 6 // 10],
+        "jpeg_cut_90.jpg": jpeg[: len(jpeg) * 9 // 10],
+        "jpeg_no_eoi.jpg": jpeg[:-2],
+        "progressive_cut_50.jpg": progressive[: len(progressive) // 2],
+        # PNG: IEND gone, chunk trailer and zlib checksum cut (rows complete) / rows cut (Java refuses)
+        "png_no_iend.png": png[:-12],
+        "png_last_crc_cut.png": png[:-14],
+        "png_adler_cut.png": png[:-20],
+        "png_rows_cut_refused.png": png[:-21],
+        "png_cut_half_refused.png": png[: len(png) // 2],
+        "grey_png_cut_refused.png": grey_png[: len(grey_png) * 3 // 4],
+        "png_bad_adler_refused.png": png[:-20] + bytes([png[-20] ^ 0xFF]) + png[-19:],
+        # corrupt JPEGs: some Java reads (libjpeg warnings), some it refuses
+        "bad_huffman_refused.jpg": bad_huffman_jpeg(rgb),
+        "scan_bad_table_refused.jpg": _patch(jpeg, scan + 6, b"\x77"),
+        "double_soi_refused.jpg": b"\xff\xd8" + jpeg,
+        "noise_in_scan.jpg": _patch(jpeg, middle, noise(1, 200, 255, seed=9).astype(np.uint8).tobytes()),
+        "restart_markers_in_scan.jpg": _patch(jpeg, middle, b"\xff\xd0" * 10),
+        "hole_then_eoi.jpg": jpeg[: len(jpeg) // 2] + b"\xff\xd9",
+        "junk_after_eoi.jpg": jpeg + b"\0" * 500,
+        "junk_before_first_marker.jpg": b"\xff\xd8" + b"\0" * 20 + jpeg[2:],
+        # multi-picture JPEG (primary + gain map, MPF APP2)
+        "mpf_gain_map.jpg": mpf_jpeg(rgb),
+        # metadata chunks Pillow rejects, pixels fine
+        "ztxt_over_limit.png": png_bytes(small, 8, 2, before_idat=[big_text_chunk(b"zTXt")]),
+        "itxt_over_limit.png": png_bytes(small, 8, 2, before_idat=[big_text_chunk(b"iTXt")]),
+        "ztxt_bad_method.png": png_bytes(
+            small, 8, 2, before_idat=[png_chunk(b"zTXt", b"c\0\x01" + zlib.compress(b"t"))]
+        ),
+        "iccp_bad_method.png": png_bytes(
+            small, 8, 2, before_idat=[png_chunk(b"iCCP", b"p\0\x01" + zlib.compress(b"x"))]
+        ),
+        # IHDR methods Java does not know
+        "ihdr_compression_1_refused.png": png_bytes(small, 8, 2, compression_method=1),
+        # CMYK / YCCK, with and without an embedded CMYK profile
+        "cmyk.jpg": cmyk_jpeg(cmyk_array()),
+        "ycck.jpg": cmyk_jpeg(cmyk_array(), ycck=True),
+        "cmyk_profile.jpg": cmyk_jpeg(cmyk_array(), icc=cmyk_icc()),
+        "ycck_profile.jpg": cmyk_jpeg(cmyk_array(), ycck=True, icc=cmyk_icc()),
+    }
+    # grey / RGB / palette x tRNS x bit depths
+    for bits in (1, 2, 4, 8, 16):
+        top = 2**bits
+        files[f"grey{bits}.png"] = png_bytes(noise(9, 13, top), bits, 0)
+        files[f"grey{bits}_trns.png"] = png_bytes(noise(9, 13, top), bits, 0, trns=struct.pack(">H", 1))
+        if bits <= 8:
+            palette = noise(top, 3, 256, seed=5)
+            files[f"palette{bits}.png"] = png_bytes(noise(9, 13, top), bits, 3, palette=palette)
+            files[f"palette{bits}_trns.png"] = png_bytes(
+                noise(9, 13, top), bits, 3, palette=palette, trns=bytes([0, 128][: min(2, top)])
+            )
+        if bits >= 8:
+            files[f"rgb{bits}.png"] = png_bytes(noise(9, 13, top, 3), bits, 2)
+            files[f"rgb{bits}_trns.png"] = png_bytes(noise(9, 13, top, 3), bits, 2, trns=struct.pack(">HHH", 1, 2, 3))
+            files[f"grey_alpha{bits}.png"] = png_bytes(noise(9, 13, top, 2), bits, 4)
+            files[f"rgba{bits}.png"] = png_bytes(noise(9, 13, top, 4), bits, 6)
+    return files
+
+
+def bad_huffman_jpeg(arr: np.ndarray | None = None) -> bytes:
+    """A complete JPEG (EOI present, nothing cut) whose first Huffman table is corrupt: no decoder reads it."""
+    blob = encode(rgb_array() if arr is None else arr, "JPEG", quality=90)
+    dht = blob.find(b"\xff\xc4")
+    counts = dht + 5  # marker (2), length (2), table class/id (1), then 16 code-length counts
+    return blob[:counts] + b"\xff" * 16 + blob[counts + 16 :]

@@ -169,6 +169,16 @@ def png_rows_complete(blob: bytes, info: HeaderInfo) -> bool:
 _INFLATE_STEP = 1 << 20
 
 
+def jpeg_without_junk(blob: bytes) -> bytes | None:
+    """The JPEG without stray bytes between its SOI and first marker (libjpeg skips them), or None."""
+    pos = 2
+    while pos < len(blob) and blob[pos] != 0xFF:
+        pos += 1
+    if pos == 2 or pos + 1 >= len(blob) or blob[pos + 1] < 0xC0:
+        return None
+    return blob[:2] + blob[pos:]
+
+
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 

@@ -38,11 +38,13 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from gpuimages.engines.base import BatchBuilder, DecodedBatch, Engine
 from gpuimages.engines.color import to_srgb
 from gpuimages.engines.formats import (
+    JPEG_SOI,
     PNG_GRAY_ALPHA,
     PNG_PIXEL_CHUNKS,
     PNG_RGB,
     PNG_RGBA,
     HeaderInfo,
+    jpeg_without_junk,
     png_chunks,
     png_pixels_only,
     png_rows_complete,
@@ -193,6 +195,25 @@ def _geometry(im: Image.Image, options: DecodeOptions, size: tuple[int, int]) ->
 
 
 _PACKERS = {"L": ("L", 1), "RGB": ("BGR", 3), "RGBA": ("BGRA", 4)}
+#: Images with more packed bytes than this are packed in bands of rows straight into their output
+#: array, so packing never holds a second full-size copy (``tobytes`` joins a list of chunks).
+BAND_BYTES = 8 * 1024 * 1024
+
+
+def pack(im: Image.Image) -> np.ndarray:
+    """An "L", "RGB" or "RGBA" image as an ``(h, w, c)`` uint8 array in Spark's byte order (BGR(A))."""
+    rawmode, channels = _PACKERS[im.mode]
+    h, w = im.height, im.width
+    row = w * channels
+    if h * row <= BAND_BYTES:
+        return np.frombuffer(im.tobytes("raw", rawmode), dtype=np.uint8).reshape(h, w, channels)
+    out = np.empty((h, w, channels), dtype=np.uint8)
+    step = max(1, BAND_BYTES // row)
+    for top in range(0, h, step):
+        bottom = min(h, top + step)
+        band = im.crop((0, top, w, bottom)).tobytes("raw", rawmode)
+        out[top:bottom] = np.frombuffer(band, dtype=np.uint8).reshape(bottom - top, w, channels)
+    return out
 
 
 def finish(
@@ -209,8 +230,7 @@ def finish(
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
     im = _geometry(_to_spark_mode(im, info), options, size or (im.height, im.width))
-    rawmode, channels = _PACKERS[im.mode]
-    return np.frombuffer(im.tobytes("raw", rawmode), dtype=np.uint8).reshape(im.height, im.width, channels)
+    return pack(im)
 
 
 def _is_png16_colour(info: HeaderInfo) -> bool:
@@ -236,11 +256,19 @@ def _has_metadata_chunks(blob: bytes) -> bool:
     return any(ctype not in PNG_PIXEL_CHUNKS for ctype, _, _ in png_chunks(blob))
 
 
-def _retry_like_java(blob: bytes, info: HeaderInfo, options: DecodeOptions) -> np.ndarray | None:
+def _is_truncation(exc: BaseException) -> bool:
+    """Pillow ran out of data (as opposed to a decoder error on corrupt data, which Java refuses too)."""
+    return isinstance(exc, OSError) and "truncated" in str(exc).lower()
+
+
+def _retry_like_java(blob: bytes, info: HeaderInfo, options: DecodeOptions, first: BaseException) -> np.ndarray | None:
     """Decode a file Pillow refused the way Java's readers accept it, or None if Java refuses it too."""
+    if info.format == "other" and blob.startswith(JPEG_SOI) and isinstance(first, DecodeError):
+        cleaned = jpeg_without_junk(blob)  # libjpeg (and so Java) skips bytes before a marker; Pillow does not
+        return None if cleaned is None else decode_one(cleaned, options)
     if info.format == "jpeg":
         # Java decodes whatever the entropy-coded data holds once the first scan header is complete.
-        return _decode(blob, info, options, lenient=True) if info.scan_start >= 0 else None
+        return _decode(blob, info, options, lenient=True) if info.scan_start >= 0 and _is_truncation(first) else None
     if info.format != "png":
         return None
     if _has_metadata_chunks(blob):
@@ -267,7 +295,7 @@ def decode_one(blob: bytes | None, options: DecodeOptions) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a recorded reason
         first = exc
     try:
-        pixels = _retry_like_java(blob, info, options)
+        pixels = _retry_like_java(blob, info, options, first)
     except Refused:
         raise
     except Exception as exc:  # noqa: BLE001 - the retry failing too: report the first reason
@@ -289,7 +317,7 @@ class PillowEngine(Engine):
         out = BatchBuilder(len(blobs))
         for i, blob in enumerate(blobs):
             try:
-                out.set_image(i, decode_one(blob, self.options))
+                out.set_image(i, decode_one(blob, self.options), owned=True)
             except DecodeError as exc:
                 out.set_error(i, str(exc))
         return out.build()
