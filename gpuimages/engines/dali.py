@@ -474,7 +474,7 @@ class DaliEngine(Engine):
         pillow_rescued = 0
         for i in sorted([*pillow, *retry]):
             try:
-                out.set_image(i, decode_one(blobs[i], self.options))
+                out.set_image(i, decode_one(blobs[i], self.options), owned=True)
                 pillow_rescued += i in retry
             except DecodeError as exc:
                 out.set_error(i, str(exc))
