@@ -328,6 +328,13 @@ def _patch(blob: bytes, pos: int, new: bytes) -> bytes:
     return blob[:pos] + new + blob[pos + len(new) :]
 
 
+def _bad_crc(png: bytes, ctype: bytes) -> bytes:
+    """``png`` with the CRC of its first ``ctype`` chunk flipped."""
+    at = png.find(ctype)
+    crc = at + 4 + struct.unpack(">I", png[at - 4 : at])[0]
+    return png[:crc] + bytes([png[crc] ^ 0xFF]) + png[crc + 1 :]
+
+
 def parity_files() -> dict[str, bytes]:
     """Broken and unusual files, each compared with Spark's image source. Name -> bytes.
 
@@ -380,6 +387,20 @@ def parity_files() -> dict[str, bytes]:
         ),
         "iccp_bad_method.png": png_bytes(
             small, 8, 2, before_idat=[png_chunk(b"iCCP", b"p\0\x01" + zlib.compress(b"x"))]
+        ),
+        # CRCs Java does not check, palette PNGs that end early (Java refuses them), 16-bit without IEND
+        "idat_bad_crc.png": _bad_crc(png, b"IDAT"),
+        "ihdr_bad_crc.png": _bad_crc(png, b"IHDR"),
+        "rgb16_no_iend.png": png_bytes(noise(9, 13, 65536, 3, seed=6), 16, 2)[:-12],
+        "rgba16_no_iend.png": png_bytes(noise(9, 13, 65536, 4, seed=6), 16, 6)[:-12],
+        "palette_no_iend_refused.png": png_bytes(noise(9, 13, 16), 4, 3, palette=noise(16, 3, 256))[:-12],
+        "palette_trns_no_iend_refused.png": png_bytes(
+            noise(9, 13, 16), 8, 3, palette=noise(16, 3, 256), trns=bytes([0, 5])
+        )[:-12],
+        # palette indices past the end of PLTE
+        "palette_short.png": png_bytes(np.arange(117).reshape(9, 13) % 8, 8, 3, palette=noise(4, 3, 256)),
+        "palette_short_trns.png": png_bytes(
+            np.arange(117).reshape(9, 13) % 8, 8, 3, palette=noise(4, 3, 256), trns=bytes([10, 20])
         ),
         # IHDR methods Java does not know
         "ihdr_compression_1_refused.png": png_bytes(small, 8, 2, compression_method=1),

@@ -51,9 +51,9 @@ def smooth(height: int, width: int, seed: int) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC))
 
 
-def palette8_png(arr: np.ndarray) -> bytes:
+def palette8_png(arr: np.ndarray, colors: int = 256) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(arr).convert("P", palette=Image.ADAPTIVE, colors=200).save(buf, "PNG")
+    Image.fromarray(arr).convert("P", palette=Image.ADAPTIVE, colors=colors).save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -62,6 +62,7 @@ def extra_files() -> dict[str, bytes]:
     gray = smooth(64, 80, 9)[:, :, 0]
     return {
         "pal8.png": palette8_png(smooth(50, 70, 4)),
+        "pal8_short.png": palette8_png(smooth(50, 70, 4), colors=200),  # indices 200..255 unassigned
         "photo_landscape.jpg": encode(smooth(375, 500, 1), "JPEG", quality=90),
         "photo_portrait.jpg": encode(smooth(500, 375, 2), "JPEG", quality=90),
         "photo_gray.jpg": encode(smooth(300, 200, 5)[:, :, 0], "JPEG", quality=90),
@@ -236,6 +237,7 @@ def test_route():
     assert route(files["gray.png"], opts) == (20, 30, 1)
     assert route(files["rgba.png"], opts) == (20, 30, 4)
     assert route(files["pal8.png"], opts) == (50, 70, 3)
+    assert route(files["pal8_short.png"], opts) == "png palette shorter than its index range"
     assert route(files["exif6.jpg"], DecodeOptions(apply_exif=True)) == (30, 20, 3)
     assert route(files["rgba.png"], DecodeOptions(resize=10)) == "rgba resize"
     assert route(files["cmyk.jpg"], opts).startswith("jpeg with 4 components")

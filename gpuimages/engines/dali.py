@@ -16,8 +16,9 @@ routed from its header (:func:`gpuimages.engines.formats.sniff`):
   any PNG with ``tRNS``, CMYK/YCCK JPEG, headers over ``max_pixels``, RGBA PNG that must be
   resized (Pillow resizes RGBA with premultiplied alpha), truncated files (the data ends before
   the image does: Pillow decodes them as far as Java does, or refuses them under ``strict``),
-  PNG headers with methods Java refuses, and, with ``apply_exif``, files whose orientation DALI
-  might read differently (PNG with EXIF, XMP-only orientation).
+  PNG headers with methods Java refuses, palette PNGs with fewer colours than their bit depth
+  can index (Java repeats the last colour for indices past the end), and, with ``apply_exif``,
+  files whose orientation DALI might read differently (PNG with EXIF, XMP-only orientation).
 
 One undecodable file fails a whole DALI batch, so a failed batch is split in halves until the
 failing files stand alone; those go to Pillow, and only a file neither can decode becomes an
@@ -166,6 +167,8 @@ def route(blob: bytes | None, options: DecodeOptions) -> tuple[int, int, int] | 
             return "png with tRNS"
         if info.color_type not in _DALI_PNG_TYPES:
             return "png grey+alpha" if info.color_type == 4 else "png header"
+        if info.color_type == PNG_PALETTE and info.palette_entries < 1 << info.bit_depth:
+            return "png palette shorter than its index range"  # Java repeats the last colour; DALI gives black
         channels = _DALI_PNG_TYPES[info.color_type]
     else:
         return "not jpeg/png"

@@ -44,6 +44,7 @@ class HeaderInfo:
     progressive: bool = False
     icc_profile: bytes | None = None  # JPEG: the embedded ICC profile (APP2 chunks joined)
     png_methods: tuple[int, int, int] = (0, 0, 0)  # PNG IHDR compression, filter and interlace methods
+    palette_entries: int = 0  # PNG: colours in PLTE
     scan_start: int = -1  # JPEG: offset just past the first complete SOS header (-1: none)
     truncated: bool = False  # the data ends before the image does (no JPEG EOI / PNG IEND after the pixels)
 
@@ -93,18 +94,22 @@ def sniff(blob: bytes) -> HeaderInfo:
 def _sniff_png(blob: bytes) -> HeaderInfo:
     width, height, bit_depth, color_type, *methods = struct.unpack(">IIBBBBB", blob[16:29])
     has_trns = False
+    entries = 0
     pos = 8
-    # Walk chunks up to the first IDAT: tRNS must come before it.
+    # Walk chunks up to the first IDAT: PLTE and tRNS must come before it.
     while pos + 8 <= len(blob):
         length, ctype = struct.unpack(">I4s", blob[pos : pos + 8])
         if ctype == b"IDAT":
             break
         if ctype == b"tRNS":
             has_trns = True
+        if ctype == b"PLTE":
+            entries = length // 3
         pos += 12 + length
     truncated = blob.rfind(b"IEND", pos) < 0
     return HeaderInfo(
-        "png", width, height, bit_depth, color_type, has_trns=has_trns, png_methods=tuple(methods), truncated=truncated
+        "png", width, height, bit_depth, color_type, has_trns=has_trns, png_methods=tuple(methods),
+        palette_entries=entries, truncated=truncated,
     )
 
 
@@ -119,12 +124,22 @@ def png_chunks(blob: bytes) -> list[tuple[bytes, int, int]]:
     return chunks
 
 
+def png_chunk_bytes(ctype: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and a correct CRC."""
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data) & 0xFFFFFFFF)
+
+
 def png_pixels_only(blob: bytes) -> bytes:
-    """The PNG with only the chunks that carry pixels (text, profiles and other metadata dropped)."""
+    """The PNG as Java's reader sees it: only the chunks that carry pixels (text, profiles and other
+    metadata dropped), every CRC recomputed (Java does not check them), a cut last chunk kept with
+    the data present, and an ``IEND`` at the end."""
     keep = [blob[:8]]
     for ctype, start, end in png_chunks(blob):
+        if ctype == b"IEND":
+            break
         if ctype in PNG_PIXEL_CHUNKS:
-            keep.append(blob[start - 8 : end + 4])
+            keep.append(png_chunk_bytes(ctype, blob[start:end]))
+    keep.append(png_chunk_bytes(b"IEND", b""))
     return b"".join(keep)
 
 

@@ -10,12 +10,12 @@ reads them, so both sources agree on which files are valid:
 * a JPEG whose data ends early (or that Pillow finds short, such as some multi-picture "Ultra HDR"
   files) is decoded as far as its data goes when its first scan header is complete; the missing
   blocks come out mid-grey, as in Java. Without a complete scan header it stays invalid, as in Java;
-* a PNG whose text, profile or other metadata chunks Pillow rejects (a compressed text over
-  ``PngImagePlugin.MAX_TEXT_CHUNK``, an unknown compression byte in ``zTXt``/``iCCP``) is decoded
-  from its pixel chunks only;
-* a PNG whose last chunks are cut or whose checksums are wrong is decoded when every image row
-  inflates from its IDAT data (:func:`gpuimages.engines.formats.png_rows_complete`), else stays
-  invalid, as in Java;
+* a PNG Pillow refuses is decoded from its pixel chunks only, CRCs recomputed, when every image row
+  inflates from its IDAT data (:func:`gpuimages.engines.formats.png_rows_complete`), as Java reads
+  it: metadata chunks Pillow rejects (a compressed text over ``PngImagePlugin.MAX_TEXT_CHUNK``, an
+  unknown compression byte in ``zTXt``/``iCCP``), wrong CRCs, cut trailing chunks. Missing rows or
+  corrupt data stay invalid, and so does a palette PNG that ends early, as in Java;
+* palette indices past the end of ``PLTE`` take the last entry's colour, as in Java (Pillow: black);
 * a PNG header with a compression, filter or interlace method Java does not know is refused.
 
 Loading a truncated file needs Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES``; it is set
@@ -40,12 +40,11 @@ from gpuimages.engines.color import to_srgb
 from gpuimages.engines.formats import (
     JPEG_SOI,
     PNG_GRAY_ALPHA,
-    PNG_PIXEL_CHUNKS,
+    PNG_PALETTE,
     PNG_RGB,
     PNG_RGBA,
     HeaderInfo,
     jpeg_without_junk,
-    png_chunks,
     png_pixels_only,
     png_rows_complete,
     sniff,
@@ -69,6 +68,9 @@ class Refused(DecodeError):
 
 #: Reason recorded for a truncated file under ``strict=True``.
 STRICT_TRUNCATED = "truncated file: the data ends before the image does (strict=True refuses partial images)"
+
+#: Reason for a palette PNG without IEND: Java refuses those even when every row is there.
+TRUNCATED_PALETTE = "truncated palette PNG: the data ends before IEND (Spark's image source refuses it too)"
 
 _TRUNCATED_LOCK = threading.Lock()
 
@@ -161,10 +163,20 @@ def _png16(blob: bytes, info: HeaderInfo) -> np.ndarray:
     return ((arr * 255 + 32767) // 65535).astype(np.uint8)  # sRGB: scaled and rounded
 
 
+def _pad_palette(im: Image.Image) -> None:
+    """Give palette indices past the last ``PLTE`` entry that entry's colour, as Java's PNG reader does."""
+    palette = im.getpalette("RGB")
+    entries = len(palette) // 3 if palette else 0
+    if 0 < entries < 256:
+        im.putpalette(palette + palette[-3:] * (256 - entries), "RGB")
+
+
 def _to_spark_mode(im: Image.Image, info: HeaderInfo) -> Image.Image:
     """Convert a Pillow image to "L", "RGB" or "RGBA" following Spark's channel rules."""
     channels = info.spark_channels()
     mode = im.mode
+    if mode == "P" and info.format == "png":
+        _pad_palette(im)
     if channels is None:  # not PNG/JPEG: decide from Pillow's mode
         if mode in ("L", "I", "F") or mode.startswith("I;16"):
             channels = 1
@@ -252,10 +264,6 @@ def _decode(blob: bytes, info: HeaderInfo, options: DecodeOptions, lenient: bool
     return finish(im, options, info, orientation, size)
 
 
-def _has_metadata_chunks(blob: bytes) -> bool:
-    return any(ctype not in PNG_PIXEL_CHUNKS for ctype, _, _ in png_chunks(blob))
-
-
 def _is_truncation(exc: BaseException) -> bool:
     """Pillow ran out of data (as opposed to a decoder error on corrupt data, which Java refuses too)."""
     return isinstance(exc, OSError) and "truncated" in str(exc).lower()
@@ -271,13 +279,15 @@ def _retry_like_java(blob: bytes, info: HeaderInfo, options: DecodeOptions, firs
         return _decode(blob, info, options, lenient=True) if info.scan_start >= 0 and _is_truncation(first) else None
     if info.format != "png":
         return None
-    if _has_metadata_chunks(blob):
-        blob = png_pixels_only(blob)  # Java does not need the text or profile chunks Pillow rejected
-        with contextlib.suppress(Exception):
-            return _decode(blob, info, options)
-    if png_rows_complete(blob, info):  # cut trailing chunks, missing checksum, bad CRCs: rows all there
-        return _decode(blob, info, options, lenient=True)
-    return None
+    if not png_rows_complete(blob, info):
+        return None  # rows missing or corrupt data: Java refuses it too
+    # Java needs only the pixel chunks and checks no CRC: retry with the metadata dropped, the CRCs
+    # recomputed and an IEND in place, then (for a zlib stream cut after the last row) leniently.
+    repaired = png_pixels_only(blob)
+    try:
+        return _decode(repaired, info, options)
+    except Exception:  # noqa: BLE001 - the lenient load below decides
+        return _decode(repaired, info, options, lenient=True)
 
 
 def decode_one(blob: bytes | None, options: DecodeOptions) -> np.ndarray:
@@ -288,6 +298,8 @@ def decode_one(blob: bytes | None, options: DecodeOptions) -> np.ndarray:
         raise DecodeError(refusal)
     if options.strict and info.truncated and info.format in ("jpeg", "png"):
         raise Refused(STRICT_TRUNCATED)
+    if info.truncated and info.format == "png" and info.color_type == PNG_PALETTE:
+        raise DecodeError(TRUNCATED_PALETTE)
     try:
         return _decode(blob, info, options)
     except Refused:
