@@ -335,6 +335,18 @@ def _bad_crc(png: bytes, ctype: bytes) -> bytes:
     return png[:crc] + bytes([png[crc] ^ 0xFF]) + png[crc + 1 :]
 
 
+def interlaced_png(samples: np.ndarray, bit_depth: int = 8) -> bytes:
+    """An Adam7-interlaced PNG (written with pypng); ``samples`` is ``(h, w)`` or ``(h, w, 1..4)``."""
+    import png
+
+    h, w = samples.shape[:2]
+    planes = 1 if samples.ndim == 2 else samples.shape[2]
+    writer = png.Writer(w, h, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=bit_depth, interlace=True)
+    buf = io.BytesIO()
+    writer.write(buf, samples.reshape(h, -1).tolist())
+    return buf.getvalue()
+
+
 def parity_files() -> dict[str, bytes]:
     """Broken and unusual files, each compared with Spark's image source. Name -> bytes.
 
@@ -350,6 +362,7 @@ def parity_files() -> dict[str, bytes]:
     png = png_bytes(noise(40, 50, 256, 3, seed=1), 8, 2, idat_chunks=4)
     grey_png = png_bytes(noise(40, 50, 256, seed=2), 8, 0, idat_chunks=4)
     small = noise(10, 12, 256, 3, seed=4)
+    interlaced = interlaced_png(noise(37, 45, 256, 3, seed=7))
     files = {
         # JPEG cut inside the headers (Java refuses), just after the scan header and further on
         "jpeg_cut_in_header_refused.jpg": jpeg[: scan // 2],
@@ -397,6 +410,11 @@ def parity_files() -> dict[str, bytes]:
         "palette_trns_no_iend_refused.png": png_bytes(
             noise(9, 13, 16), 8, 3, palette=noise(16, 3, 256), trns=bytes([0, 5])
         )[:-12],
+        # Adam7-interlaced PNG: whole, without IEND (rows complete), cut inside the data
+        "interlaced.png": interlaced,
+        "interlaced16_rgba.png": interlaced_png(noise(37, 45, 65536, 4, seed=8), 16),
+        "interlaced_no_iend.png": interlaced[:-12],
+        "interlaced_cut_refused.png": interlaced[:-40],
         # palette indices past the end of PLTE
         "palette_short.png": png_bytes(np.arange(117).reshape(9, 13) % 8, 8, 3, palette=noise(4, 3, 256)),
         "palette_short_trns.png": png_bytes(

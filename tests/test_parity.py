@@ -23,7 +23,8 @@ TRUNCATED = {
     "jpeg_cut_30.jpg", "jpeg_cut_60.jpg", "jpeg_cut_90.jpg", "jpeg_no_eoi.jpg", "progressive_cut_50.jpg",
     "png_no_iend.png", "png_last_crc_cut.png", "png_adler_cut.png", "png_rows_cut_refused.png",
     "png_cut_half_refused.png", "grey_png_cut_refused.png", "rgb16_no_iend.png", "rgba16_no_iend.png",
-    "palette_no_iend_refused.png", "palette_trns_no_iend_refused.png",
+    "palette_no_iend_refused.png", "palette_trns_no_iend_refused.png", "interlaced_no_iend.png",
+    "interlaced_cut_refused.png",
 }
 JPEG_MEAN_DIFF = 3
 
