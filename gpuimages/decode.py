@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gpuimages import scheduling
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_PIXELS,
     DecodeOptions,
     check_bool,
@@ -71,6 +72,8 @@ def decode_images(
     keep_input: bool = False,
     task_gpu_amount: float | None = None,
     hw_decoder_load: float = 0.65,
+    strict: bool = False,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> DataFrame:
     """Decode encoded image bytes in ``df[input_col]`` into Spark's image schema.
 
@@ -94,6 +97,12 @@ def decode_images(
             (the input is coalesced, never shuffled). An explicit value repartitions.
         task_gpu_amount: GPU share per decode task in the resource profile (default: conf).
         hw_decoder_load: share of JPEGs for the GPU's hardware decoder (DALI mixed mode).
+        strict: a file whose data ends before the image does (a truncated JPEG or PNG) is an
+            invalid row with the reason; by default it is decoded as far as its data goes, as
+            Spark's image source does (files Spark refuses are invalid either way).
+        max_batch_bytes: decoded pixel bytes per engine call and per Arrow batch returned, predicted
+            from each file's header after resize/crop (default 128 MiB); an image larger than
+            this is decoded alone. Bounds a worker's memory by bytes as ``batch_size`` does by count.
     """
     options = make_decode_options(
         resize=resize,
@@ -103,6 +112,8 @@ def decode_images(
         batch_size=batch_size,
         device=device,
         hw_decoder_load=hw_decoder_load,
+        strict=strict,
+        max_batch_bytes=max_batch_bytes,
     )
     keep_input = check_bool("keep_input", keep_input)
     passthrough = tuple(f for f in df.columns if keep_input or f != input_col)

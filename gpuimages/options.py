@@ -16,6 +16,8 @@ DEVICES = ("auto", "cpu", "gpu")
 DEFAULT_MAX_PIXELS = 178_956_970
 #: Images per Arrow batch returned to the JVM; small batches measured fastest on CPU.
 DEFAULT_BATCH_SIZE = 16
+#: Decoded pixel bytes per engine call and per Arrow batch returned (an image over it goes alone).
+DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ class DecodeOptions:
     batch_size:  images per Arrow batch and per engine call.
     device:      "auto", "cpu" or "gpu".
     hw_decoder_load: share of JPEGs sent to the GPU's hardware decoder (DALI mixed mode).
+    strict:      a file whose data ends before the image does is an invalid row (default: decoded
+                 as far as it goes, as Spark's image source does).
+    max_batch_bytes: decoded pixel bytes per engine call and per Arrow batch, predicted from the
+                 headers after resize/crop; an image larger than this goes alone.
     """
 
     resize: tuple[int, int] | int | None = None
@@ -40,6 +46,8 @@ class DecodeOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "auto"
     hw_decoder_load: float = 0.65
+    strict: bool = False
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """Size ``(height, width)`` after resize (before crop) of an image of the given size."""
@@ -138,6 +146,8 @@ def make_decode_options(
     batch_size: Any = DEFAULT_BATCH_SIZE,
     device: Any = "auto",
     hw_decoder_load: Any = 0.65,
+    strict: Any = False,
+    max_batch_bytes: Any = DEFAULT_MAX_BATCH_BYTES,
 ) -> DecodeOptions:
     """Validate user-facing decode options and bundle them for executors."""
     return DecodeOptions(
@@ -148,4 +158,6 @@ def make_decode_options(
         batch_size=_positive_int("batch_size", batch_size),
         device=check_device(device),
         hw_decoder_load=check_hw_decoder_load(hw_decoder_load),
+        strict=check_bool("strict", strict),
+        max_batch_bytes=_positive_int("max_batch_bytes", max_batch_bytes),
     )

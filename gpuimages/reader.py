@@ -14,6 +14,7 @@ from gpuimages import listing, planning
 from gpuimages.decode import decode_frame
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_PIXELS,
     check_bool,
     check_num_partitions,
@@ -52,6 +53,8 @@ def read_images(
     path_glob_filter: str | None = None,
     task_gpu_amount: float | None = None,
     hw_decoder_load: float = 0.65,
+    strict: bool = False,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> DataFrame:
     """Read images into a DataFrame with Spark's image schema.
 
@@ -84,6 +87,12 @@ def read_images(
         path_glob_filter: only files whose name matches this glob (Spark's ``pathGlobFilter``).
         task_gpu_amount: GPU share per decode task in the resource profile (device="gpu").
         hw_decoder_load: share of JPEGs for the GPU's hardware JPEG decoder.
+        strict: a file whose data ends before the image does (a truncated JPEG or PNG) is an
+            invalid row with the reason; by default it is decoded as far as its data goes, as
+            Spark's image source does (files Spark refuses are invalid either way).
+        max_batch_bytes: decoded pixel bytes per engine call and per Arrow batch returned, predicted
+            from each file's header after resize/crop (default 128 MiB); an image larger than
+            this is decoded alone. Bounds a worker's memory by bytes as ``batch_size`` does by count.
     """
     paths = listing.normalize_paths(path)
     options = make_decode_options(
@@ -94,6 +103,8 @@ def read_images(
         batch_size=batch_size,
         device=device,
         hw_decoder_load=hw_decoder_load,
+        strict=strict,
+        max_batch_bytes=max_batch_bytes,
     )
     recursive = check_bool("recursive", recursive)
     drop_invalid = check_bool("drop_invalid", drop_invalid)

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from gpuimages.engines import DecodedBatch, Engine, create_engine
+from gpuimages.engines.formats import sniff
 from gpuimages.listing import to_origin
 from gpuimages.options import DecodeOptions
 from gpuimages.schema import image_array
@@ -26,6 +27,10 @@ TASK_LOG_ENV = "GPUIMAGES_TASK_LOG"
 
 #: Arrow's 32-bit binary offsets: keep every returned batch's pixel bytes under this.
 MAX_BATCH_BYTES = (1 << 31) - (1 << 24)
+#: Bytes of each file read to predict its decoded size (headers; the whole file if its size is not found).
+HEADER_BYTES = 1 << 16
+#: Channels assumed when a header does not say (formats other than JPEG/PNG): the largest case.
+UNKNOWN_CHANNELS = 4
 
 _ENGINES: dict[tuple, Engine] = {}
 
@@ -82,15 +87,54 @@ def engine_for_task(options: DecodeOptions) -> Engine:
     return engine
 
 
-def _byte_slices(batch: DecodedBatch) -> Iterator[tuple[int, int]]:
-    """Row ranges whose pixel bytes each fit in one Arrow binary array."""
+def _byte_slices(batch: DecodedBatch, limit: int = MAX_BATCH_BYTES) -> Iterator[tuple[int, int]]:
+    """Row ranges whose pixel bytes each stay under ``limit`` (a larger image goes alone)."""
+    limit = min(limit, MAX_BATCH_BYTES)
     start, n = 0, len(batch)
     while start < n:
         end = start + 1
-        while end < n and batch.offsets[end + 1] - batch.offsets[start] <= MAX_BATCH_BYTES:
+        while end < n and batch.offsets[end + 1] - batch.offsets[start] <= limit:
             end += 1
         yield start, end
         start = end
+
+
+def _header_size(header: bytes) -> tuple[int, int, int] | None:
+    """``(height, width, channels)`` from the first bytes of a file, or None if they do not say."""
+    info = sniff(header)
+    if info.width > 0 and info.height > 0:
+        return info.height, info.width, info.spark_channels() or UNKNOWN_CHANNELS
+    if info.format != "other":
+        return None
+    import io
+
+    from PIL import Image
+
+    try:  # other formats: Pillow reads the size from the header without decoding
+        with Image.open(io.BytesIO(header)) as im:
+            return im.height, im.width, UNKNOWN_CHANNELS
+    except Exception:  # noqa: BLE001 - unknown or broken: predicted as nothing, decoded (or refused) alone
+        return None
+
+
+def predicted_bytes(blob: pa.Scalar, options: DecodeOptions) -> int:
+    """Decoded pixel bytes of one encoded image after resize/crop, predicted from its header.
+
+    Reads the header through a zero-copy view of the Arrow value; only a file whose size is not
+    in its first :data:`HEADER_BYTES` is copied whole. Unknown or broken files predict 0 (they
+    decode to an invalid row, or are small formats Pillow cannot size from a header).
+    """
+    if not blob.is_valid:
+        return 0
+    view = memoryview(blob.as_buffer())
+    size = _header_size(bytes(view[:HEADER_BYTES]))
+    if size is None and len(view) > HEADER_BYTES:
+        size = _header_size(bytes(view))
+    if size is None:
+        return 0
+    height, width, channels = size
+    out_h, out_w = options.output_size(height, width)
+    return out_h * out_w * channels
 
 
 def chunk_origins(chunk: pa.RecordBatch, layout: DecodeLayout) -> list[str | None]:
@@ -108,8 +152,9 @@ def decode_record_batch(chunk: pa.RecordBatch, engine: Engine, layout: DecodeLay
     blobs = chunk.column(layout.input_col).to_pylist()
     origins = chunk_origins(chunk, layout)
     decoded = engine.decode(blobs)
+    del blobs  # the encoded copies are not needed once decoded
     names = [*layout.passthrough, layout.output_col, layout.error_col]
-    for start, end in _byte_slices(decoded):
+    for start, end in _byte_slices(decoded, engine.options.max_batch_bytes):
         part = decoded.slice(start, end) if (start, end) != (0, len(decoded)) else decoded
         columns = [chunk.column(name).slice(start, end - start) for name in layout.passthrough]
         columns.append(image_array(origins[start:end], part))
@@ -144,14 +189,26 @@ def record_task(engine: Engine, rows: int) -> None:
 
 
 def decode_slices(batch: pa.RecordBatch, input_col: str, options: DecodeOptions) -> Iterator[pa.RecordBatch]:
-    """Split an incoming Arrow batch into the slices one engine call decodes (``options.batch_size`` rows).
+    """Split an incoming Arrow batch into the slices one engine call decodes.
 
-    Every consumer of decoded pixels in a task (image structs, features, re-encoded bytes) decodes
-    through these slices, so they share one bound on what a task holds at once.
+    A slice holds at most ``options.batch_size`` rows and at most ``options.max_batch_bytes`` of
+    decoded pixels, predicted from each file's header after resize/crop (:func:`predicted_bytes`);
+    an image larger than the budget is a slice of its own. Every consumer of decoded pixels in a
+    task (image structs, features, re-encoded bytes) decodes through these slices, so they share
+    one bound on what a task holds at once. Slices are zero-copy views of ``batch``.
     """
-    size = options.batch_size
-    for start in range(0, batch.num_rows, size):
-        yield batch.slice(start, size)
+    n = batch.num_rows
+    count, budget = options.batch_size, options.max_batch_bytes
+    column = batch.column(input_col)
+    start, total = 0, 0
+    for i in range(n):
+        size = predicted_bytes(column[i], options)
+        if i > start and (i - start >= count or total + size > budget):
+            yield batch.slice(start, i - start)
+            start, total = i, 0
+        total += size
+    if start < n:
+        yield batch.slice(start, n - start)
 
 
 def decode_partition(

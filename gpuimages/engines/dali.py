@@ -14,8 +14,11 @@ routed from its header (:func:`gpuimages.engines.formats.sniff`):
 * Everything else goes to the Pillow path (:func:`gpuimages.engines.pillow.decode_one`):
   missing or empty bytes, other formats, PNG with a bit depth other than 8, grey+alpha PNG,
   any PNG with ``tRNS``, CMYK/YCCK JPEG, headers over ``max_pixels``, RGBA PNG that must be
-  resized (Pillow resizes RGBA with premultiplied alpha), and, with ``apply_exif``, files whose
-  orientation DALI might read differently (PNG with EXIF, XMP-only orientation).
+  resized (Pillow resizes RGBA with premultiplied alpha), truncated files (the data ends before
+  the image does: Pillow decodes them as far as Java does, or refuses them under ``strict``),
+  PNG headers with methods Java refuses, palette PNGs with fewer colours than their bit depth
+  can index (Java repeats the last colour for indices past the end), and, with ``apply_exif``,
+  files whose orientation DALI might read differently (PNG with EXIF, XMP-only orientation).
 
 One undecodable file fails a whole DALI batch, so a failed batch is split in halves until the
 failing files stand alone; those go to Pillow, and only a file neither can decode becomes an
@@ -147,6 +150,10 @@ def route(blob: bytes | None, options: DecodeOptions) -> tuple[int, int, int] | 
     if not blob:
         return "missing or empty"
     info = sniff(blob)
+    if info.truncated:
+        return "truncated"
+    if info.png_header_error is not None:
+        return "png header methods"
     if info.format == "jpeg":
         if info.components not in (1, 3):
             return "jpeg with 4 components (CMYK/YCCK)" if info.components == 4 else "jpeg header"
@@ -162,6 +169,8 @@ def route(blob: bytes | None, options: DecodeOptions) -> tuple[int, int, int] | 
             return "png with tRNS"
         if info.color_type not in _DALI_PNG_TYPES:
             return "png grey+alpha" if info.color_type == 4 else "png header"
+        if info.color_type == PNG_PALETTE and info.palette_entries < 1 << info.bit_depth:
+            return "png palette shorter than its index range"  # Java repeats the last colour; DALI gives black
         channels = _DALI_PNG_TYPES[info.color_type]
     else:
         return "not jpeg/png"
@@ -489,7 +498,7 @@ class DaliEngine(Engine):
         pillow_rescued = 0
         for i in sorted([*pillow, *retry]):
             try:
-                out.set_image(i, decode_one(blobs[i], self.options))
+                out.set_image(i, decode_one(blobs[i], self.options), owned=True)
                 pillow_rescued += i in retry
             except DecodeError as exc:
                 out.set_error(i, str(exc))
