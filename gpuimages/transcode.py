@@ -27,6 +27,7 @@ from gpuimages.encoders import (
 )
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_PIXELS,
     DecodeOptions,
     check_bool,
@@ -65,6 +66,8 @@ def transcode_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     apply_exif: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    strict: bool = False,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     keep_input: bool = False,
     num_partitions: int | None = None,
     task_gpu_amount: float | None = None,
@@ -87,7 +90,8 @@ def transcode_images(
         center_crop: ``(height, width)`` (or int) cut from the centre after resizing.
         format, quality, subsampling, optimize, compress_level, encoder: as in :func:`gpuimages.encode_images`.
         device: "auto", "cpu" or "gpu": DALI decodes and nvImageCodec encodes JPEG on a GPU; Pillow otherwise.
-        max_pixels, apply_exif, batch_size, hw_decoder_load: as in :func:`gpuimages.decode_images`.
+        max_pixels, apply_exif, batch_size, strict, max_batch_bytes, hw_decoder_load: as in
+            :func:`gpuimages.decode_images`.
         keep_input: keep the input bytes column.
         num_partitions: repartition to this many partitions (default: about one per core or GPU slot).
         task_gpu_amount: GPU share per task in the resource profile (device="gpu" on a cluster).
@@ -96,7 +100,8 @@ def transcode_images(
 
     decode_options = make_decode_options(
         resize=resize, center_crop=center_crop, max_pixels=max_pixels, apply_exif=apply_exif,
-        batch_size=batch_size, device=device, hw_decoder_load=hw_decoder_load,
+        batch_size=batch_size, device=device, hw_decoder_load=hw_decoder_load, strict=strict,
+        max_batch_bytes=max_batch_bytes,
     )
     options = make_encode_options(
         format=format, quality=quality, subsampling=subsampling, optimize=optimize,
@@ -199,6 +204,7 @@ def transcode_files(
 
 _ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}
 _FILE_OPTIONS = _ENCODE_OPTIONS | {
-    "resize", "center_crop", "max_pixels", "apply_exif", "batch_size", "device", "hw_decoder_load",
+    "resize", "center_crop", "max_pixels", "apply_exif", "batch_size", "device", "hw_decoder_load", "strict",
+    "max_batch_bytes",
     "num_partitions", "task_gpu_amount",
 }
