@@ -50,14 +50,33 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return good[:16] + ihdr + crc + good[33:]
 
 
+def _s15(v: float) -> bytes:
+    """An ICC s15Fixed16Number."""
+    return struct.pack(">i", round(v * 65536))
+
+
+def _icc(tags: list[tuple[bytes, bytes]], kind: bytes) -> bytes:
+    """An ICC v2 profile from its tags; ``kind`` is the device class, colour space and PCS (12 bytes)."""
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + kind + b"\0" * 12
+        + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    )
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
 def linear_rgb_icc() -> bytes:
     """A minimal ICC v2 RGB profile: sRGB primaries (D50-adapted) with linear (gamma 1) curves."""
 
-    def s15(v: float) -> bytes:
-        return struct.pack(">i", round(v * 65536))
-
     def xyz(x: float, y: float, z: float) -> bytes:
-        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+        return b"XYZ \0\0\0\0" + _s15(x) + _s15(y) + _s15(z)
 
     name = b"linear RGB test profile\0"
     desc = b"desc\0\0\0\0" + struct.pack(">I", len(name)) + name + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
@@ -72,19 +91,7 @@ def linear_rgb_icc() -> bytes:
         (b"gTRC", curve),
         (b"bTRC", curve),
     ]
-    offset = 128 + 4 + 12 * len(tags)
-    table, body = b"", b""
-    for sig, data in tags:
-        data += b"\0" * (-len(data) % 4)
-        table += sig + struct.pack(">II", offset + len(body), len(data))
-        body += data
-    size = offset + len(body)
-    header = (
-        struct.pack(">I", size) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
-        + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
-    )
-    header += b"\0" * (128 - len(header))
-    return header + struct.pack(">I", len(tags)) + table + body
+    return _icc(tags, b"mntrRGB XYZ ")
 
 
 def exif_jpeg(arr: np.ndarray, orientation: int) -> bytes:
@@ -256,9 +263,6 @@ def cmyk_icc(grid: int = 5) -> bytes:
     which is enough to tell a profile-driven conversion from a plain inversion.
     """
 
-    def s15(v: float) -> bytes:
-        return struct.pack(">i", round(v * 65536))
-
     axes = np.linspace(0.0, 1.0, grid)
     c, m, y, k = np.meshgrid(axes, axes, axes, axes, indexing="ij")
     rgb = np.stack([(1 - c) * (1 - k), (1 - m) * (1 - k), (1 - y) * (1 - k)], -1) * 0.92 + 0.04
@@ -276,23 +280,11 @@ def cmyk_icc(grid: int = 5) -> bytes:
     desc = b"desc\0\0\0\0" + struct.pack(">I", len(name)) + name + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
     tags = [
         (b"desc", desc),
-        (b"wtpt", b"XYZ \0\0\0\0" + s15(0.9642) + s15(1.0) + s15(0.8249)),
+        (b"wtpt", b"XYZ \0\0\0\0" + _s15(0.9642) + _s15(1.0) + _s15(0.8249)),
         (b"cprt", b"text\0\0\0\0" + b"no copyright\0"),
         (b"A2B0", a2b0),
     ]
-    offset = 128 + 4 + 12 * len(tags)
-    table, body = b"", b""
-    for sig, data in tags:
-        data += b"\0" * (-len(data) % 4)
-        table += sig + struct.pack(">II", offset + len(body), len(data))
-        body += data
-    size = offset + len(body)
-    header = (
-        struct.pack(">I", size) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + b"prtrCMYKLab " + b"\0" * 12
-        + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
-    )
-    header += b"\0" * (128 - len(header))
-    return header + struct.pack(">I", len(tags)) + table + body
+    return _icc(tags, b"prtrCMYKLab ")
 
 
 def cmyk_array(height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
