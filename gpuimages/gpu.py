@@ -10,6 +10,7 @@ pyspark at module import; the device count is probed once per process and cached
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
 import shutil
@@ -171,3 +172,23 @@ def resolve_gpu_id(addresses: Sequence[str] | None = None, visible: int | None =
         return 0
     log.warning("no CUDA device visible; the DALI engine will run on CPU operators")
     return None
+
+
+def library_gpu(device: str, module: str, label: str) -> tuple[bool, int | None]:
+    """Whether a task with ``device`` ("auto", "cpu" or "gpu") uses the GPU library ``module``, and on which device.
+
+    "cpu": never. "gpu": always, on :func:`resolve_gpu_id`'s device (None: the library's CPU path).
+    "auto": when the task was assigned a GPU or the process sees one, and ``module`` imports (else a
+    warning naming ``label``). Decode engines (DALI) and encoders (nvImageCodec) choose alike.
+    """
+    if device == "cpu":
+        return False, None
+    if device == "auto":
+        if task_gpu_id() is None and visible_gpu_count() == 0:
+            return False, None
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            log.warning("device='auto': this executor sees a GPU but %s does not import; using Pillow", label)
+            return False, None
+    return True, resolve_gpu_id()

@@ -50,21 +50,10 @@ class DecodeLayout:
 
 def _gpu_for_task(options: DecodeOptions) -> tuple[str, int | None]:
     """Engine name and GPU id for this task, following ``options.device``."""
-    if options.device == "cpu":
-        return "pillow", None
     from gpuimages import gpu
 
-    if options.device == "gpu":
-        return "dali", gpu.resolve_gpu_id()
-    # auto: DALI on the GPU when the task has one (or the box shows one) and DALI imports
-    if gpu.task_gpu_id() is None and gpu.visible_gpu_count() == 0:
-        return "pillow", None
-    try:
-        import nvidia.dali  # noqa: F401
-    except ImportError:
-        log.warning("device='auto': this executor sees a GPU but DALI does not import; using Pillow")
-        return "pillow", None
-    return "dali", gpu.resolve_gpu_id()
+    use, gpu_id = gpu.library_gpu(options.device, "nvidia.dali", "DALI")
+    return ("dali", gpu_id) if use else ("pillow", None)
 
 
 def engine_for_task(options: DecodeOptions) -> Engine:

@@ -445,3 +445,17 @@ def test_jpeg_with_non_srgb_profile_goes_to_pillow_for_colour_management():
     assert engine.last_routes[0] == "pillow: jpeg with a non-sRGB ICC profile"
     assert engine.last_routes[1] == "dali"
     assert np.array_equal(ours.pixels(0), ref.pixels(0))
+
+
+def test_library_gpu_follows_the_device(monkeypatch, caplog):
+    monkeypatch.setattr(gpu, "task_gpu_id", lambda context=None: None)
+    monkeypatch.setattr(gpu, "visible_gpu_count", lambda refresh=False: 0)
+    monkeypatch.setattr(gpu, "resolve_gpu_id", lambda *a, **k: 1)
+    assert gpu.library_gpu("cpu", "nvidia.dali", "DALI") == (False, None)
+    assert gpu.library_gpu("auto", "nvidia.dali", "DALI") == (False, None)  # no GPU seen
+    assert gpu.library_gpu("gpu", "nvidia.dali", "DALI") == (True, 1)
+    monkeypatch.setattr(gpu, "visible_gpu_count", lambda refresh=False: 1)
+    assert gpu.library_gpu("auto", "nvidia.dali", "DALI") == (True, 1)
+    with caplog.at_level("WARNING", logger="gpuimages.gpu"):
+        assert gpu.library_gpu("auto", "no_such_gpu_library", "NoSuchLib") == (False, None)
+    assert "NoSuchLib does not import" in caplog.text

@@ -51,17 +51,9 @@ def _encoder_choice(options: EncodeOptions) -> tuple[str, int | None]:
         return ("nvimgcodec", None) if options.encoder == "nvimgcodec" else ("pillow", None)
     from gpuimages import gpu
 
-    if options.encoder == "nvimgcodec" or options.device == "gpu":
-        return "nvimgcodec", gpu.resolve_gpu_id()
-    # auto: nvImageCodec on the GPU when the task has one (or the box shows one) and it imports
-    if gpu.task_gpu_id() is None and gpu.visible_gpu_count() == 0:
-        return "pillow", None
-    try:
-        from nvidia import nvimgcodec  # noqa: F401
-    except ImportError:
-        log.warning("device='auto': this executor sees a GPU but nvImageCodec does not import; using Pillow")
-        return "pillow", None
-    return "nvimgcodec", gpu.resolve_gpu_id()
+    device = "gpu" if options.encoder == "nvimgcodec" else options.device
+    use, gpu_id = gpu.library_gpu(device, "nvidia.nvimgcodec", "nvImageCodec")
+    return ("nvimgcodec", gpu_id) if use else ("pillow", None)
 
 
 def encoder_for_task(options: EncodeOptions) -> Encoder:
