@@ -13,7 +13,7 @@ noise, and a JPEG/PNG mix. Nothing is downloaded.
 ``backbone="onnx"`` (``gpuimages demo --backbone onnx``) runs the pipeline from encoded bytes
 instead: ``binaryFile`` -> ``ImageFeaturizer(backbone="onnx")`` (decode, resize to 224x224,
 normalise and a small CNN built in code, all in one task) -> ``TrainClassifier``. It needs
-``onnxruntime`` and ``onnx`` (``pip install "gpuimages[onnx]" onnx``).
+``onnxruntime`` and ``onnx`` (``pip install "gpuimages[onnx]"``).
 """
 
 from __future__ import annotations
@@ -272,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.per_class < 2:
         parser.error("--per-class: expected at least 2")
+    if args.backbone == "onnx":
+        import importlib.util
+
+        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.error(f"--backbone onnx: needs {' and '.join(missing)}: pip install \"gpuimages[onnx]\"")
     run_demo(data_dir=args.data_dir, device=args.device, per_class=args.per_class, seed=args.seed,
              num_trees=args.trees, backbone=args.backbone)
     return 0

@@ -18,12 +18,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def small_cnn(
     *, image_size: tuple[int, int] = (224, 224), outputs: int = 8, channels: int = 16, seed: int = 0
 ) -> bytes:
-    """The serialised model (``onnx`` must be installed: ``pip install onnx``)."""
+    """The serialised model (``onnx`` must be installed: ``pip install "gpuimages[onnx]"``)."""
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError as exc:
-        raise ImportError('building the test CNN needs the onnx package: pip install onnx') from exc
+        raise ImportError('building the test CNN needs the onnx package: pip install "gpuimages[onnx]"') from exc
 
     rng = np.random.default_rng(seed)
     height, width = image_size
