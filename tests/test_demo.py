@@ -63,3 +63,14 @@ def test_onnx_demo_runs_the_pipeline_from_bytes(spark, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(CLASSES)  # no model file among images
     assert main(["--per-class", "4", "--trees", "3", "--backbone", "onnx"]) == 0
     assert "from bytes with an ONNX CNN" in capsys.readouterr().out
+
+
+def test_onnx_backbone_without_onnxruntime_names_the_extra(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(SystemExit) as info:
+        main(["--backbone", "onnx"])
+    assert info.value.code == 2
+    assert 'needs onnxruntime: pip install "gpuimages[onnx]"' in capsys.readouterr().err
