@@ -1,0 +1,357 @@
+"""Which device a Spark task computes on: one resolver for every in-task step.
+
+Spark's GPU scheduling gives a task device *addresses* (``TaskContext.get().resources()["gpu"]``),
+which are whatever the discovery script printed: usually physical ``nvidia-smi`` indices. DALI,
+cupy, ONNX Runtime and nvImageCodec number devices after ``CUDA_VISIBLE_DEVICES``: with
+``CUDA_VISIBLE_DEVICES=2,3`` physical GPU 3 is CUDA ordinal 1. :func:`cuda_ordinal` does that
+mapping, and every step gets its GPU from :func:`resolve_task_device`, never from the address.
+
+Without an assigned address (local mode, no resource profile), tasks are spread over the visible
+GPUs by partition id, and a Python worker that already computes on a GPU stays on it (each GPU a
+worker touches costs it a CUDA context and decoder pools). Under ``device="auto"`` at most
+:data:`AUTO_WORKERS_PER_GPU_ENV` workers (default :data:`DEFAULT_AUTO_WORKERS_PER_GPU`) share one
+GPU; the others compute on CPU. The claim is an advisory file lock per GPU slot, held for the life
+of the worker process (its cached GPU objects live as long).
+
+Threads: a task may use ``TaskContext.cpus()`` CPU threads (``spark.task.cpus`` or its resource
+profile's), which sizes DALI's, nvImageCodec's and ONNX Runtime's thread pools.
+
+Nothing here imports a GPU library or pyspark at module import. The CUDA driver is asked for the
+device count inside the worker only (never in Spark's forking daemon: CUDA does not survive a fork).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import importlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Environment variable: Python workers per GPU under ``device="auto"`` without Spark GPU scheduling.
+AUTO_WORKERS_PER_GPU_ENV = "GPUIMAGES_AUTO_WORKERS_PER_GPU"
+DEFAULT_AUTO_WORKERS_PER_GPU = 4
+#: Environment variable overriding the CPU threads a task's libraries may use.
+THREADS_ENV = "GPUIMAGES_TASK_THREADS"
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class TaskDevice:
+    """Where one task computes.
+
+    mode:      the stage's ``device`` ("auto", "cpu" or "gpu").
+    gpu_id:    CUDA ordinal in this process (after ``CUDA_VISIBLE_DEVICES``); None: no GPU.
+    threads:   CPU threads the task's libraries may use.
+    address:   Spark's GPU address the ordinal came from (logs), if Spark assigned one.
+    """
+
+    mode: str = "cpu"
+    gpu_id: int | None = None
+    threads: int = 1
+    address: str | None = None
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when the task has a CUDA device."""
+        return self.gpu_id is not None
+
+    def uses(self, module: str) -> bool:
+        """Whether a step should use the GPU library ``module`` (e.g. ``"nvidia.dali"``).
+
+        "cpu": never. "gpu": always (with ``gpu_id`` None the library runs its CPU path, or the
+        step raises the library's ImportError naming the extra). "auto": when the task has a GPU
+        and ``module`` imports in this worker.
+        """
+        if self.mode == "cpu":
+            return False
+        if self.mode == "gpu":
+            return True
+        return self.gpu_id is not None and library_imports(module)
+
+    def describe(self) -> str:
+        """``gpu 1 (Spark address 3), 4 threads`` or ``cpu, 1 thread`` for logs."""
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        if self.gpu_id is None:
+            return f"cpu, {threads}"
+        where = f" (Spark address {self.address})" if self.address is not None else ""
+        return f"gpu {self.gpu_id}{where}, {threads}"
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+def visible_entries(value: str | None) -> list[str] | None:
+    """The entries of a ``CUDA_VISIBLE_DEVICES`` value that CUDA uses; None when it is unset.
+
+    CUDA stops at the first entry it cannot parse (``"0,-1,1"`` shows one device; ``""`` none).
+    Entries are indices (``"3"``) or UUIDs (``"GPU-…"``, ``"MIG-…"``).
+    """
+    if value is None:
+        return None
+    out: list[str] = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if entry.isdigit():
+            out.append(str(int(entry)))
+        elif entry.startswith(("GPU-", "MIG-")) and len(entry) > 4:
+            out.append(entry)
+        else:
+            break
+    return out
+
+
+def cuda_ordinal(address: Any, visible: Sequence[str] | None, count: int) -> int:
+    """The CUDA ordinal, in this process, of the GPU Spark calls ``address``.
+
+    ``visible``: :func:`visible_entries` of ``CUDA_VISIBLE_DEVICES`` (None: unset); ``count``: the
+    CUDA devices this process sees. The address is looked up in ``CUDA_VISIBLE_DEVICES`` (its
+    position is the ordinal); unset, the address is the ordinal. A process that sees exactly one
+    device uses it whatever the address says (a container that shows only its own GPU).
+    Raises ``ValueError`` naming the address and what is visible otherwise.
+    """
+    text = str(address).strip()
+    key = str(int(text)) if text.isdigit() else text
+    if count < 1:
+        raise ValueError(f"Spark assigned GPU address {text!r} to this task but no CUDA device is visible")
+    if visible is not None and key in visible[:count]:
+        return list(visible).index(key)
+    if visible is None and text.isdigit() and int(text) < count:
+        return int(text)
+    if count == 1:
+        log.info("Spark assigned GPU address %r; this process sees one CUDA device (0) and uses it", text)
+        return 0
+    shown = "unset" if visible is None else repr(",".join(visible))
+    raise ValueError(
+        f"Spark assigned GPU address {text!r} to this task, but it is not one of the {count} CUDA devices this "
+        f"process sees (CUDA_VISIBLE_DEVICES={shown}): expected the discovery script "
+        "(spark.{worker,executor}.resource.gpu.discoveryScript) to print addresses that CUDA_VISIBLE_DEVICES lists, "
+        "or indices below the device count when it is unset"
+    )
+
+
+def spread_order(partition: int, count: int) -> list[int]:
+    """GPUs to try for a task without an assigned address: ``partition % count`` first, then the next ones."""
+    if count < 1:
+        return []
+    first = partition % count
+    return [(first + k) % count for k in range(count)]
+
+
+def physical_name(ordinal: int, visible: Sequence[str] | None) -> str:
+    """A name for CUDA ordinal ``ordinal`` that every process on the node agrees on (slot locks)."""
+    if visible is not None and ordinal < len(visible):
+        return visible[ordinal]
+    return str(ordinal)
+
+
+def task_threads(cpus: int | None, env: Mapping[str, str] | None = None) -> int:
+    """CPU threads for a task: ``$GPUIMAGES_TASK_THREADS``, else the task's CPUs, at least 1."""
+    env = os.environ if env is None else env
+    value = env.get(THREADS_ENV)
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            log.warning("%s=%r is not an integer; ignoring it", THREADS_ENV, value)
+    return max(1, int(cpus or 1))
+
+
+def auto_workers_per_gpu(env: Mapping[str, str] | None = None) -> int:
+    """Python workers that may share one GPU under ``device="auto"``."""
+    env = os.environ if env is None else env
+    value = env.get(AUTO_WORKERS_PER_GPU_ENV)
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            log.warning("%s=%r is not an integer; ignoring it", AUTO_WORKERS_PER_GPU_ENV, value)
+    return DEFAULT_AUTO_WORKERS_PER_GPU
+
+
+# --------------------------------------------------------------------------- what this process sees
+
+_count: int | None = None
+_imports: dict[str, bool] = {}
+_lock = threading.Lock()
+
+
+def _count_from_driver_api() -> int:
+    """CUDA devices visible to this process (honours ``CUDA_VISIBLE_DEVICES``); 0 without a driver."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    try:
+        if lib.cuInit(0) != 0:
+            return 0
+        count = ctypes.c_int(0)
+        if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return int(count.value)
+    except (AttributeError, OSError):
+        return 0
+
+
+def visible_gpu_count(refresh: bool = False) -> int:
+    """CUDA devices this process can use, asked of the CUDA driver once per process."""
+    global _count
+    with _lock:
+        if _count is None or refresh:
+            _count = _count_from_driver_api()
+            log.debug("visible CUDA devices: %d", _count)
+        return _count
+
+
+def library_imports(module: str) -> bool:
+    """Whether ``module`` imports in this process (tried once; a failure is logged once)."""
+    with _lock:
+        known = _imports.get(module)
+    if known is not None:
+        return known
+    try:
+        importlib.import_module(module)
+        ok = True
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not here"
+        log.warning("gpuimages: %s does not import on this executor (%s); the step uses its CPU path", module, exc)
+        ok = False
+    with _lock:
+        _imports[module] = ok
+    return ok
+
+
+def task_gpu_addresses(context: Any = None) -> list[str]:
+    """The GPU addresses Spark assigned to the running task (empty outside a task or without GPUs)."""
+    if context is None:
+        context = _task_context()
+    if context is None:
+        return []
+    try:
+        resources = context.resources()
+    except Exception:  # noqa: BLE001 - an old or partial context has no resources
+        return []
+    info = resources.get("gpu") if resources else None
+    return [str(a) for a in getattr(info, "addresses", None) or []]
+
+
+def _task_context() -> Any:
+    try:
+        from pyspark import TaskContext
+    except ImportError:  # pragma: no cover - pyspark is a dependency
+        return None
+    return TaskContext.get()
+
+
+def _task_cpus(context: Any) -> int | None:
+    try:
+        return int(context.cpus()) if context is not None else None
+    except Exception:  # noqa: BLE001 - pyspark < 3.3 or no task
+        return None
+
+
+def _partition(context: Any) -> int:
+    try:
+        return int(context.partitionId()) if context is not None else 0
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+# --------------------------------------------------------------------------- GPU slots under "auto"
+
+
+class _Slots:
+    """Advisory per-GPU slot locks shared by the Python workers of one node (``fcntl.flock``)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, Any] = {}  # physical GPU name -> open lock file (kept for the process's life)
+        self.folder = os.path.join(tempfile.gettempdir(), f"gpuimages-gpu-slots-{os.getuid()}")
+
+    def holds(self) -> str | None:
+        return next(iter(self.held), None)
+
+    def claim(self, name: str, limit: int) -> bool:
+        """Take one of ``limit`` slots of GPU ``name`` for this process; False when all are taken."""
+        if name in self.held:
+            return True
+        if limit <= 0:
+            return False
+        import fcntl
+
+        os.makedirs(self.folder, exist_ok=True)
+        for k in range(limit):
+            path = os.path.join(self.folder, f"gpu-{name}-{k}.lock")
+            handle = open(path, "a+")  # noqa: SIM115 - held open on purpose: the lock lives with it
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                handle.close()
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    continue
+                raise
+            self.held[name] = handle
+            return True
+        return False
+
+
+_slots = _Slots()
+
+
+def _sticky_ordinal(visible: Sequence[str] | None, count: int) -> int | None:
+    """The ordinal of the GPU this process already claimed, if any."""
+    held = _slots.holds()
+    if held is None:
+        return None
+    names = [physical_name(i, visible) for i in range(count)]
+    return names.index(held) if held in names else None
+
+
+def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] | None = None) -> TaskDevice:
+    """The :class:`TaskDevice` of the running task for a stage whose ``device`` is ``mode``.
+
+    * "cpu": no GPU.
+    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal`.
+    * None assigned, CUDA devices visible: the GPU this worker already uses, else spread by
+      partition id; under "auto" only where one of the GPU's worker slots is free (else CPU).
+    * No CUDA device: no GPU (under "gpu" the steps then use their libraries' CPU paths, with a warning).
+    """
+    if mode not in DEVICES:
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {mode!r}")
+    env = os.environ if env is None else env
+    context = _task_context() if context is None else context
+    threads = task_threads(_task_cpus(context), env)
+    if mode == "cpu":
+        return TaskDevice("cpu", None, threads)
+    addresses = task_gpu_addresses(context)
+    count = visible_gpu_count()
+    visible = visible_entries(env.get("CUDA_VISIBLE_DEVICES"))
+    if addresses:
+        if count == 0:
+            log.warning("Spark assigned GPU %s to this task but this process sees no CUDA device", addresses[0])
+            return TaskDevice(mode, None, threads, addresses[0])
+        return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0])
+    if count == 0:
+        if mode == "gpu":
+            log.warning("device='gpu' but this process sees no CUDA device; GPU libraries run their CPU paths")
+        return TaskDevice(mode, None, threads)
+    with _lock:
+        sticky = _sticky_ordinal(visible, count)
+        if sticky is not None:
+            return TaskDevice(mode, sticky, threads)
+        order = spread_order(_partition(context), count)
+        if mode == "gpu":
+            _slots.claim(physical_name(order[0], visible), 1 << 20)
+            return TaskDevice(mode, order[0], threads)
+        limit = auto_workers_per_gpu(env)
+        for ordinal in order:
+            if _slots.claim(physical_name(ordinal, visible), limit):
+                return TaskDevice(mode, ordinal, threads)
+    log.info("device='auto': every GPU already serves %d Python workers; this one computes on CPU", limit)
+    return TaskDevice(mode, None, threads)

@@ -1,0 +1,83 @@
+"""The worker cache: bounded, least recently used first, objects closed when dropped."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gpuimages.task.cache import WorkerCache
+
+
+class Thing:
+    def __init__(self, name):
+        self.name = name
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_builds_once_per_key():
+    cache = WorkerCache(4)
+    calls = []
+    a = cache.get("a", lambda: calls.append("a") or Thing("a"))
+    b = cache.get("a", lambda: calls.append("again") or Thing("a2"))
+    assert a is b and calls == ["a"] and cache.built == 1
+
+
+def test_evicts_the_least_recently_used_and_closes_it():
+    cache = WorkerCache(2)
+    a = cache.get("a", lambda: Thing("a"))
+    b = cache.get("b", lambda: Thing("b"))
+    cache.get("a", lambda: Thing("unused"))  # a is now the most recent
+    c = cache.get("c", lambda: Thing("c"))
+    assert b.closed and not a.closed and not c.closed
+    assert cache.keys() == ["a", "c"] and len(cache) == 2 and cache.closed == 1
+
+
+def test_discard_and_clear_close_what_they_drop():
+    cache = WorkerCache(3)
+    things = [cache.get(k, lambda k=k: Thing(k)) for k in ("x1", "x2", "y")]
+    assert cache.discard_where(lambda key: key.startswith("x")) == 2
+    assert [t.closed for t in things] == [True, True, False]
+    cache.clear()
+    assert things[2].closed and len(cache) == 0
+
+
+def test_a_failing_close_does_not_fail_the_caller(caplog):
+    class Bad:
+        def close(self):
+            raise RuntimeError("boom")
+
+    cache = WorkerCache(1)
+    cache.get("bad", Bad)
+    cache.get("next", lambda: Thing("n"))
+    assert "closing a cached Bad failed: boom" in caplog.text
+
+
+def test_factory_may_build_parts_through_the_same_cache():
+    cache = WorkerCache(4)
+    outer = cache.get("outer", lambda: (cache.get("inner", lambda: Thing("inner")), "outer"))
+    assert outer[0].name == "inner" and "inner" in cache
+
+
+def test_concurrent_gets_build_one_object():
+    cache = WorkerCache(2)
+    built = []
+
+    def factory():
+        built.append(1)
+        return Thing("t")
+
+    threads = [threading.Thread(target=cache.get, args=("k", factory)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1
+
+
+def test_capacity_must_be_positive():
+    with pytest.raises(ValueError, match="capacity: expected a positive integer, got 0"):
+        WorkerCache(0)

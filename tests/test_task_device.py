@@ -1,0 +1,162 @@
+"""The task device resolver: Spark GPU addresses to CUDA ordinals, spreading under "auto", threads."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuimages.task import device as dev
+from gpuimages.task.device import TaskDevice, cuda_ordinal, spread_order, visible_entries
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", []),
+        ("2,3", ["2", "3"]),
+        ("3, 2", ["3", "2"]),
+        ("0,-1,1", ["0"]),
+        ("GPU-abc,1", ["GPU-abc", "1"]),
+        ("02", ["2"]),
+    ],
+)
+def test_visible_entries_follow_cuda_parsing(value, expected):
+    assert visible_entries(value) == expected
+
+
+def test_address_is_the_ordinal_when_cuda_visible_devices_is_unset():
+    assert cuda_ordinal("0", None, 4) == 0
+    assert cuda_ordinal("3", None, 4) == 3
+
+
+def test_address_maps_to_its_position_in_cuda_visible_devices():
+    assert cuda_ordinal("2", ["2", "3"], 2) == 0
+    assert cuda_ordinal("3", ["2", "3"], 2) == 1
+
+
+def test_reordered_cuda_visible_devices():
+    assert cuda_ordinal("3", ["3", "2"], 2) == 0
+    assert cuda_ordinal("2", ["3", "2"], 2) == 1
+
+
+def test_uuid_entries_are_matched_by_name():
+    assert cuda_ordinal("GPU-b", ["GPU-a", "GPU-b"], 2) == 1
+
+
+def test_one_visible_device_with_a_high_address_uses_device_zero():
+    assert cuda_ordinal("3", None, 1) == 0
+    assert cuda_ordinal("7", ["5"], 1) == 0
+
+
+def test_an_address_that_is_not_visible_names_what_is():
+    with pytest.raises(ValueError, match=r"GPU address '1'.*CUDA_VISIBLE_DEVICES='2,3'"):
+        cuda_ordinal("1", ["2", "3"], 2)
+    with pytest.raises(ValueError, match=r"GPU address '5'.*CUDA_VISIBLE_DEVICES=unset"):
+        cuda_ordinal("5", None, 4)
+    with pytest.raises(ValueError, match="no CUDA device is visible"):
+        cuda_ordinal("0", None, 0)
+
+
+def test_spread_order_starts_at_the_partition_and_covers_every_gpu():
+    assert spread_order(0, 4) == [0, 1, 2, 3]
+    assert spread_order(6, 4) == [2, 3, 0, 1]
+    assert spread_order(5, 0) == []
+    firsts = [spread_order(p, 3)[0] for p in range(9)]
+    assert [firsts.count(g) for g in range(3)] == [3, 3, 3]
+
+
+def test_threads_come_from_the_task_cpus_or_the_environment():
+    assert dev.task_threads(4, {}) == 4
+    assert dev.task_threads(None, {}) == 1
+    assert dev.task_threads(4, {dev.THREADS_ENV: "2"}) == 2
+    assert dev.task_threads(4, {dev.THREADS_ENV: "x"}) == 4
+
+
+class _Context:
+    def __init__(self, addresses=None, cpus=1, partition=0):
+        self._addresses, self._cpus, self._partition = addresses, cpus, partition
+
+    def resources(self):
+        if self._addresses is None:
+            return {}
+
+        class Info:
+            addresses = self._addresses
+
+        return {"gpu": Info()}
+
+    def cpus(self):
+        return self._cpus
+
+    def partitionId(self):
+        return self._partition
+
+
+@pytest.fixture
+def fresh_slots(monkeypatch, tmp_path):
+    slots = dev._Slots()
+    slots.folder = str(tmp_path / "slots")
+    monkeypatch.setattr(dev, "_slots", slots)
+    return slots
+
+
+def _gpus(monkeypatch, count):
+    monkeypatch.setattr(dev, "visible_gpu_count", lambda refresh=False: count)
+
+
+def test_assigned_address_is_mapped_through_cuda_visible_devices(monkeypatch, fresh_slots):
+    _gpus(monkeypatch, 2)
+    got = dev.resolve_task_device("gpu", _Context(["3"], cpus=4), env={"CUDA_VISIBLE_DEVICES": "2,3"})
+    assert got == TaskDevice("gpu", 1, 4, "3")
+    assert "gpu 1 (Spark address 3), 4 threads" == got.describe()
+
+
+def test_cpu_mode_never_takes_a_gpu(monkeypatch, fresh_slots):
+    _gpus(monkeypatch, 2)
+    assert dev.resolve_task_device("cpu", _Context(["0"]), env={}) == TaskDevice("cpu", None, 1)
+
+
+def test_auto_without_address_spreads_by_partition(monkeypatch, fresh_slots):
+    _gpus(monkeypatch, 4)
+    got = dev.resolve_task_device("auto", _Context(partition=6), env={})
+    assert got.gpu_id == 2 and got.address is None
+    assert fresh_slots.holds() == "2"
+
+
+def test_a_worker_stays_on_the_gpu_it_claimed(monkeypatch, fresh_slots):
+    _gpus(monkeypatch, 4)
+    first = dev.resolve_task_device("auto", _Context(partition=1), env={})
+    later = dev.resolve_task_device("auto", _Context(partition=2), env={})
+    assert first.gpu_id == later.gpu_id == 1
+
+
+def test_auto_bounds_the_workers_per_gpu_and_falls_back_to_cpu(monkeypatch, tmp_path):
+    _gpus(monkeypatch, 2)
+    folder = str(tmp_path / "slots")
+    env = {dev.AUTO_WORKERS_PER_GPU_ENV: "1"}
+    holders = []
+    for partition in range(3):  # each "worker" has its own slot table, as separate processes do
+        slots = dev._Slots()
+        slots.folder = folder
+        monkeypatch.setattr(dev, "_slots", slots)
+        holders.append(slots)
+        holders[-1].result = dev.resolve_task_device("auto", _Context(partition=partition), env=env)
+    assert [h.result.gpu_id for h in holders] == [0, 1, None]
+
+
+def test_gpu_mode_without_devices_runs_library_cpu_paths(monkeypatch, fresh_slots):
+    _gpus(monkeypatch, 0)
+    got = dev.resolve_task_device("gpu", _Context(), env={})
+    assert got == TaskDevice("gpu", None, 1)
+    assert got.uses("nvidia.dali") and not TaskDevice("cpu").uses("nvidia.dali")
+
+
+def test_auto_uses_a_library_only_on_a_gpu_where_it_imports(monkeypatch):
+    assert not TaskDevice("auto", None).uses("json")
+    assert TaskDevice("auto", 0).uses("json")
+    assert not TaskDevice("auto", 0).uses("gpuimages_no_such_module")
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="device: expected one of auto, cpu, gpu, got 'tpu'"):
+        dev.resolve_task_device("tpu", _Context(), env={})
