@@ -7,12 +7,14 @@ the same code runs on classic and Spark Connect sessions.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import scheduling
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE_BATCH_SIZE,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_PIXELS,
     DecodeOptions,
@@ -22,36 +24,57 @@ from gpuimages.options import (
 )
 from gpuimages.schema import image_struct_type
 from gpuimages.stage import run_stage, session_conf
-from gpuimages.tasks import DecodeLayout, decode_partition
+from gpuimages.task.runner import StageSpec
+from gpuimages.task.steps import Decode, ReturnImages
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-def _check_columns(df: DataFrame, layout: DecodeLayout, keep_input: bool) -> None:
+
+@dataclass(frozen=True)
+class DecodeColumns:
+    """Which columns go in and out of the decode stage (checked by :func:`check_columns`).
+
+    ``origin_is_path``: ``origin_col`` holds ``binaryFile`` paths, turned into image-source URIs
+    (``read_images``).
+    """
+
+    input_col: str
+    origin_col: str | None
+    output_col: str
+    error_col: str
+    passthrough: tuple[str, ...]
+    drop_invalid: bool = False
+    origin_is_path: bool = False
+
+
+def check_columns(df: DataFrame, columns: DecodeColumns) -> None:
+    """Driver-side checks: a binary input column, a string origin column, new output names."""
     from pyspark.sql.types import BinaryType, StringType
 
     fields = {f.name: f.dataType for f in df.schema.fields}
-    if layout.input_col not in fields:
-        raise ValueError(f"input_col: expected one of the columns {sorted(fields)}, got {layout.input_col!r}")
-    if not isinstance(fields[layout.input_col], BinaryType):
+    if columns.input_col not in fields:
+        raise ValueError(f"input_col: expected one of the columns {sorted(fields)}, got {columns.input_col!r}")
+    if not isinstance(fields[columns.input_col], BinaryType):
         raise TypeError(
-            f"input_col {layout.input_col!r}: expected a binary column, got {fields[layout.input_col].simpleString()}"
+            f"input_col {columns.input_col!r}: expected a binary column, "
+            f"got {fields[columns.input_col].simpleString()}"
         )
-    if layout.origin_col is not None:
-        if layout.origin_col not in fields:
+    if columns.origin_col is not None:
+        if columns.origin_col not in fields:
             raise ValueError(
-                f"origin_col: expected one of the columns {sorted(fields)} or None, got {layout.origin_col!r}"
+                f"origin_col: expected one of the columns {sorted(fields)} or None, got {columns.origin_col!r}"
             )
-        if not isinstance(fields[layout.origin_col], StringType):
+        if not isinstance(fields[columns.origin_col], StringType):
             raise TypeError(
-                f"origin_col {layout.origin_col!r}: expected a string column, "
-                f"got {fields[layout.origin_col].simpleString()}"
+                f"origin_col {columns.origin_col!r}: expected a string column, "
+                f"got {fields[columns.origin_col].simpleString()}"
             )
-    for name in (layout.output_col, layout.error_col):
-        if name in layout.passthrough:
+    for name in (columns.output_col, columns.error_col):
+        if name in columns.passthrough:
             raise ValueError(f"output columns: expected a name not already in the DataFrame, got {name!r}")
-    if layout.output_col == layout.error_col:
-        raise ValueError(f"error_col: expected a name other than output_col, got {layout.error_col!r}")
+    if columns.output_col == columns.error_col:
+        raise ValueError(f"error_col: expected a name other than output_col, got {columns.error_col!r}")
 
 
 def decode_images(
@@ -74,6 +97,7 @@ def decode_images(
     hw_decoder_load: float = 0.65,
     strict: bool = False,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    device_batch_size: int = DEFAULT_DEVICE_BATCH_SIZE,
 ) -> DataFrame:
     """Decode encoded image bytes in ``df[input_col]`` into Spark's image schema.
 
@@ -92,7 +116,8 @@ def decode_images(
         drop_invalid: drop rows whose image could not be decoded.
         max_pixels: refuse images whose header claims more pixels (decompression bombs).
         apply_exif: rotate/flip by the EXIF orientation tag (off, as in Spark's image source).
-        batch_size: images per engine call and per Arrow batch returned to the JVM.
+        batch_size: images per Arrow batch returned to the JVM (and per CPU engine call).
+        device_batch_size: images per GPU decode (a DALI device batch); also bounded by ``max_batch_bytes``.
         num_partitions: decode partitions; default: about one per executor core or GPU slot
             (the input is coalesced, never shuffled). An explicit value repartitions.
         task_gpu_amount: GPU share per decode task in the resource profile (default: conf).
@@ -114,19 +139,20 @@ def decode_images(
         hw_decoder_load=hw_decoder_load,
         strict=strict,
         max_batch_bytes=max_batch_bytes,
+        device_batch_size=device_batch_size,
     )
     keep_input = check_bool("keep_input", keep_input)
     passthrough = tuple(f for f in df.columns if keep_input or f != input_col)
-    layout = DecodeLayout(
+    columns = DecodeColumns(
         input_col, origin_col, output_col, error_col, passthrough, drop_invalid=check_bool("drop_invalid", drop_invalid)
     )
-    return decode_frame(df, options, layout, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount)
+    return decode_frame(df, options, columns, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount)
 
 
 def decode_frame(
     df: DataFrame,
     options: DecodeOptions,
-    layout: DecodeLayout,
+    columns: DecodeColumns,
     *,
     num_partitions: int | None = None,
     task_gpu_amount: float | None = None,
@@ -141,19 +167,32 @@ def decode_frame(
     from pyspark.sql.types import StringType, StructField, StructType
 
     num_partitions = check_num_partitions(num_partitions)
-    _check_columns(df, layout, keep_input=layout.input_col in layout.passthrough)
+    check_columns(df, columns)
     conf = conf if conf is not None else session_conf(df.sparkSession)
     device = scheduling.resolve_device(options.device, conf)
-    if device != options.device:
-        options = DecodeOptions(**{**options.__dict__, "device": device})
+    options = dataclasses.replace(options, device=device)
 
     fields = {f.name: f for f in df.schema.fields}
-    out_schema = StructType(
-        [fields[name] for name in layout.passthrough]
-        + [StructField(layout.output_col, image_struct_type(), True), StructField(layout.error_col, StringType(), True)]
+    schema = StructType(
+        [fields[name] for name in columns.passthrough]
+        + [StructField(columns.output_col, image_struct_type(), True),
+           StructField(columns.error_col, StringType(), True)]
     )
-    func = functools.partial(decode_partition, options=options, layout=layout)
+    spec = StageSpec(
+        name="decode",
+        device=device,
+        input_col=columns.input_col,
+        input_kind="bytes",
+        steps=(Decode(options), ReturnImages(columns.output_col)),
+        columns=(*columns.passthrough, columns.output_col, columns.error_col),
+        origin_col=columns.origin_col,
+        origin_is_path=columns.origin_is_path,
+        error_col=columns.error_col,
+        drop_invalid=columns.drop_invalid,
+        rows_per_batch=options.batch_size,
+        max_batch_bytes=options.max_batch_bytes,
+    )
     return run_stage(
-        df, func, out_schema, device, conf,
+        df, spec, schema, conf,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
     )

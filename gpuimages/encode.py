@@ -1,14 +1,14 @@
 """``encode_images``: image structs (Spark's image schema) into compact JPEG or PNG bytes.
 
-Driver side only: validate options and columns, then run one planned ``mapInArrow`` stage
-(:func:`gpuimages.stage.run_stage`) with :func:`gpuimages.encoders.tasks.encode_partition`.
-The helpers here also build the output schema that :mod:`gpuimages.transcode` shares.
+Driver side only: validate options and columns, then run one planned stage
+(:func:`gpuimages.stage.run_stage`) whose task encodes (:class:`gpuimages.task.steps.Encode`).
+The helpers here also build the output columns and schema that :mod:`gpuimages.transcode` shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpuimages.encoders import (
@@ -20,20 +20,39 @@ from gpuimages.encoders import (
 )
 from gpuimages.options import check_bool, check_num_partitions
 from gpuimages.stage import run_stage, session_conf
+from gpuimages.task.runner import StageSpec
+from gpuimages.task.steps import Encode
+from gpuimages.task.steps.encode import META_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType
 
-    from gpuimages.encoders.tasks import EncodeLayout
+
+@dataclass(frozen=True)
+class EncodeColumns:
+    """Which columns go in and out of an encoding stage.
+
+    ``merge_error``: ``error_col`` is already a column of the input (e.g. ``read_images``' reason);
+    its reason is kept where set and the stage's reason fills the rest.
+    """
+
+    input_col: str
+    output_col: str
+    error_col: str
+    passthrough: tuple[str, ...]
+    merge_error: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The output columns in order."""
+        return (*self.passthrough, *META_COLUMNS, self.output_col, self.error_col)
 
 
-def encode_layout(
+def encode_columns(
     df: DataFrame, input_col: str, output_col: str, error_col: str, keep_input: bool
-) -> EncodeLayout:
+) -> EncodeColumns:
     """The columns of an encoding stage; raises ValueError for names that clash with the input's."""
-    from gpuimages.encoders.tasks import META_COLUMNS, EncodeLayout
-
     keep_input = check_bool("keep_input", keep_input)
     for name, value in (("output_col", output_col), ("error_col", error_col)):
         if not isinstance(value, str) or not value:
@@ -58,22 +77,22 @@ def encode_layout(
                 f"error_col {error_col!r}: expected a string column (its reasons are kept) or a new name, "
                 f"got {df.schema[error_col].dataType.simpleString()}"
             )
-    return EncodeLayout(input_col, output_col, error_col, passthrough, merge_error)
+    return EncodeColumns(input_col, output_col, error_col, passthrough, merge_error)
 
 
-def encoded_schema(df: DataFrame, layout: EncodeLayout) -> StructType:
+def encoded_schema(df: DataFrame, columns: EncodeColumns) -> StructType:
     """Pass-through fields, then origin, height, width, the encoded bytes and the reason."""
     from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType
 
     fields = {f.name: f for f in df.schema.fields}
     return StructType(
-        [fields[name] for name in layout.passthrough]
+        [fields[name] for name in columns.passthrough]
         + [
             StructField("origin", StringType(), True),
             StructField("height", IntegerType(), True),
             StructField("width", IntegerType(), True),
-            StructField(layout.output_col, BinaryType(), True),
-            StructField(layout.error_col, StringType(), True),
+            StructField(columns.output_col, BinaryType(), True),
+            StructField(columns.error_col, StringType(), True),
         ]
     )
 
@@ -123,28 +142,30 @@ def encode_images(
         num_partitions: repartition to this many partitions (default: about one per core or GPU slot).
         task_gpu_amount: GPU share per task in the resource profile (device="gpu" on a cluster).
     """
-    from gpuimages.ml.arrow import image_column_check
+    from gpuimages.schema import image_column_check
 
     options = make_encode_options(
         format=format, quality=quality, subsampling=subsampling, optimize=optimize,
         compress_level=compress_level, device=device, encoder=encoder, batch_size=batch_size,
     )
     num_partitions = check_num_partitions(num_partitions)
-    try:
-        image_column_check(df.schema, input_col)
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("inputCol", "input_col", 1)) from None
-    layout = encode_layout(df, input_col, output_col, error_col, keep_input)
+    image_column_check(df.schema, input_col, "input_col")
+    columns = encode_columns(df, input_col, output_col, error_col, keep_input)
     conf = session_conf(df.sparkSession)
     device = resolve_encode_device(options.device, options.encoder)
-    if device != options.device:
-        options = dataclasses.replace(options, device=device)
-
-    from gpuimages.encoders.tasks import encode_partition
-
-    func = functools.partial(encode_partition, options=options, layout=layout)
+    options = dataclasses.replace(options, device=device)
+    spec = StageSpec(
+        name="encode",
+        device=device,
+        input_col=input_col,
+        input_kind="struct",
+        steps=(Encode(options, columns.output_col),),
+        columns=columns.names,
+        error_col=columns.error_col,
+        prior_error_col=columns.error_col if columns.merge_error else None,
+        rows_per_batch=options.batch_size,
+    )
     return run_stage(
-        df, func, encoded_schema(df, layout), device, conf,
-        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, name="encode",
+        df, spec, encoded_schema(df, columns), conf, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount
     )
 

@@ -1,7 +1,7 @@
 """Writing image files from a Spark task: target names, atomic writes, the existing-file policy.
 
-Executor side (:func:`write_partition` is the ``mapInArrow`` body of ``write_images``), plus two
-small helpers the driver uses (:func:`open_store`, :func:`folder_entries`). Local paths, FUSE mounts
+Executor side (the task's :class:`gpuimages.task.steps.Write` step writes through :class:`_Writer`), plus
+two small helpers the driver uses (:func:`open_store`, :func:`folder_entries`). Local paths, FUSE mounts
 (``/dbfs``, ``/Volumes``) and ``file:`` URIs are written with the standard library; other URIs
 (``s3://``, ``gs://``, ``abfss://``, ...) through fsspec when it is installed.
 
@@ -20,7 +20,6 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -291,71 +290,6 @@ class _Writer:
         if self.store.put(path, data, replace=False) or self.store.read(path) == data:
             return path, "written", None
         return path, "failed", "could not find a free file name"
-
-
-def _column(chunk: pa.RecordBatch, name: str | None) -> list:
-    if name is None:
-        return [None] * chunk.num_rows
-    values = chunk.column(name).to_pylist()
-    return [None if v is None else str(v) for v in values]
-
-
-def write_partition(
-    batches: Iterator[pa.RecordBatch], plan: WritePlan, encode_options=None
-) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body of ``write_images``: one file per row, one report row per input row."""
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    partition = ctx.partitionId() if ctx is not None else 0
-    store = open_store(plan.root)
-    writer = _Writer(plan, store, partition)
-    encoder = None
-    if plan.input_is_struct:
-        from gpuimages.encoders.tasks import encoder_for_task
-
-        encoder = encoder_for_task(encode_options)
-    size = encode_options.batch_size if encode_options is not None else 64
-    row = 0
-    schema = pa.schema(list(REPORT_FIELDS))
-    for batch in batches:
-        for start in range(0, batch.num_rows, size):
-            chunk = batch.slice(start, size)
-            if encoder is not None:
-                from gpuimages.encoders.tasks import struct_images
-
-                origins, images, reasons = struct_images(chunk.column(plan.input_col))
-                encoded = encoder.encode(images)
-                blobs = encoded.data
-                reasons = [r if r is not None else e for r, e in zip(reasons, encoded.errors, strict=True)]
-            else:
-                origins = _column(chunk, plan.origin_col)
-                blobs = chunk.column(plan.input_col).to_pylist()
-                reasons = [None if b else ("no bytes (null value)" if b is None else "no bytes (empty value)")
-                           for b in blobs]
-            if plan.error_col is not None:
-                previous = chunk.column(plan.error_col).to_pylist()
-                reasons = [p if p is not None else r for p, r in zip(previous, reasons, strict=True)]
-            names = _column(chunk, plan.name_col)
-            folders = [None if plan.partition_by is None else (NULL_FOLDER if v is None else safe_part(v))
-                       for v in _column(chunk, plan.partition_by)]
-            out: dict[str, list] = {name: [] for name, _ in REPORT_FIELDS}
-            for i in range(chunk.num_rows):
-                path, status, reason, size_out = None, "failed", reasons[i], None
-                if reason is None:
-                    try:
-                        path, status, reason = writer.write(row, origins[i], names[i], folders[i], blobs[i])
-                        size_out = len(blobs[i]) if status == "written" else None
-                    except Exception as exc:  # noqa: BLE001 - a failed write is a reported reason
-                        status, reason = "failed", f"{type(exc).__name__}: {exc}"
-                if path is not None and isinstance(store, FsspecStore):
-                    path = store.uri(path)
-                for key, value in zip(("origin", "path", "bytes", "status", "reason"),
-                                      (origins[i], path, size_out, status, reason), strict=True):
-                    out[key].append(value)
-                row += 1
-            yield pa.RecordBatch.from_pydict(out, schema=schema)
-    log.info("gpuimages: write task %d wrote %d row(s) under %s", partition, row, plan.root)
 
 
 def now() -> float:

@@ -18,6 +18,8 @@ DEFAULT_MAX_PIXELS = 178_956_970
 DEFAULT_BATCH_SIZE = 16
 #: Decoded pixel bytes per engine call and per Arrow batch returned (an image over it goes alone).
 DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
+#: Images per GPU decode (a DALI device batch), independent of the Arrow batches returned.
+DEFAULT_DEVICE_BATCH_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,9 @@ class DecodeOptions:
                  (an ``int`` means a square).
     max_pixels:  images whose header claims more pixels are refused before decoding.
     apply_exif:  rotate/flip by the EXIF orientation tag (Spark's source does not).
-    batch_size:  images per Arrow batch and per engine call.
+    batch_size:  images per Arrow batch returned to the JVM (and per CPU engine call).
+    device_batch_size: images per GPU engine call (a DALI device batch), bounded by ``max_batch_bytes``
+                 as well; the result is cut into Arrow batches of ``batch_size``.
     device:      "auto", "cpu" or "gpu".
     hw_decoder_load: share of JPEGs sent to the GPU's hardware decoder (DALI mixed mode).
     strict:      a file whose data ends before the image does is an invalid row (default: decoded
@@ -48,6 +52,7 @@ class DecodeOptions:
     hw_decoder_load: float = 0.65
     strict: bool = False
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    device_batch_size: int = DEFAULT_DEVICE_BATCH_SIZE
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """Size ``(height, width)`` after resize (before crop) of an image of the given size."""
@@ -148,6 +153,7 @@ def make_decode_options(
     hw_decoder_load: Any = 0.65,
     strict: Any = False,
     max_batch_bytes: Any = DEFAULT_MAX_BATCH_BYTES,
+    device_batch_size: Any = DEFAULT_DEVICE_BATCH_SIZE,
 ) -> DecodeOptions:
     """Validate user-facing decode options and bundle them for executors."""
     return DecodeOptions(
@@ -160,4 +166,5 @@ def make_decode_options(
         hw_decoder_load=check_hw_decoder_load(hw_decoder_load),
         strict=check_bool("strict", strict),
         max_batch_bytes=_positive_int("max_batch_bytes", max_batch_bytes),
+        device_batch_size=_positive_int("device_batch_size", device_batch_size),
     )

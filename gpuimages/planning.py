@@ -67,6 +67,14 @@ def cpu_slots(conf: Mapping[str, str | None], local_cores: int | None = None) ->
     return _int(conf, "spark.default.parallelism")
 
 
+def executor_cores(conf: Mapping[str, str | None]) -> int | None:
+    """Cores per executor: ``spark.executor.cores``, or ``C`` of ``local-cluster[N,C,M]``; None if unknown."""
+    m = _LOCAL_CLUSTER.match((conf.get("spark.master") or "").strip())
+    if m:
+        return int(m.group(2))
+    return _int(conf, "spark.executor.cores")
+
+
 def cluster_slots(conf: Mapping[str, str | None], local_cores: int | None = None) -> int | None:
     """Concurrent CPU tasks from everything the session knows; None only when nothing tells.
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import listing, planning
-from gpuimages.decode import decode_frame
+from gpuimages.decode import DecodeColumns, decode_frame
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE_BATCH_SIZE,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_PIXELS,
     check_bool,
@@ -23,7 +24,6 @@ from gpuimages.options import (
     make_decode_options,
 )
 from gpuimages.stage import session_conf
-from gpuimages.tasks import DecodeLayout
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -55,6 +55,7 @@ def read_images(
     hw_decoder_load: float = 0.65,
     strict: bool = False,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    device_batch_size: int = DEFAULT_DEVICE_BATCH_SIZE,
 ) -> DataFrame:
     """Read images into a DataFrame with Spark's image schema.
 
@@ -93,6 +94,7 @@ def read_images(
         max_batch_bytes: decoded pixel bytes per engine call and per Arrow batch returned, predicted
             from each file's header after resize/crop (default 128 MiB); an image larger than
             this is decoded alone. Bounds a worker's memory by bytes as ``batch_size`` does by count.
+        device_batch_size: images per GPU decode (a DALI device batch); also bounded by ``max_batch_bytes``.
     """
     paths = listing.normalize_paths(path)
     options = make_decode_options(
@@ -105,6 +107,7 @@ def read_images(
         hw_decoder_load=hw_decoder_load,
         strict=strict,
         max_batch_bytes=max_batch_bytes,
+        device_batch_size=device_batch_size,
     )
     recursive = check_bool("recursive", recursive)
     drop_invalid = check_bool("drop_invalid", drop_invalid)
@@ -120,8 +123,8 @@ def read_images(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
         keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf,
     )
-    layout = DecodeLayout(
-        "content", "path", "image", "error", inputs.passthrough, drop_invalid=drop_invalid, origin_is_hadoop_path=True
+    layout = DecodeColumns(
+        "content", "path", "image", "error", inputs.passthrough, drop_invalid=drop_invalid, origin_is_path=True
     )
     decoded = decode_frame(
         inputs.frame,

@@ -12,24 +12,34 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gpuimages.options import check_device
+
 log = logging.getLogger(__name__)
 
 GPU_EXTRA_HINT = "pip install gpuimages[gpu]"
 
 
-def dali_installed() -> bool:
-    """True when NVIDIA DALI can be imported (checked without importing it)."""
+#: The GPU libraries of the ``gpu`` extra, by module, with the name users know them by.
+GPU_LIBRARIES = {"nvidia.dali": "NVIDIA DALI", "cupy": "cupy", "nvidia.nvimgcodec": "nvImageCodec"}
+#: What decoding on a GPU needs (the default of :func:`resolve_device`).
+DECODE_LIBRARIES = ("nvidia.dali",)
+
+
+def installed(module: str) -> bool:
+    """True when ``module`` can be imported (checked without importing it)."""
     try:
-        return importlib.util.find_spec("nvidia.dali") is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
 
 
-def require_gpu_extra() -> None:
-    """Raise an ImportError naming the extra to install when DALI is missing."""
-    if not dali_installed():
+def require_gpu_extra(modules: tuple[str, ...] = DECODE_LIBRARIES) -> None:
+    """Raise an ImportError naming the missing libraries and the extra to install."""
+    missing = [GPU_LIBRARIES.get(m, m) for m in modules if not installed(m)]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
         raise ImportError(
-            "device='gpu' needs NVIDIA DALI, which is not installed. "
+            f"device='gpu' needs {' and '.join(missing)}, which {verb} not installed. "
             f"Install the GPU extra: {GPU_EXTRA_HINT} (or use device='cpu' / 'auto')."
         )
 
@@ -44,6 +54,7 @@ class ProfileDecision:
     task_gpus: float = 0.0
     task_only: bool = True
     via_rdd: bool = False  # pyspark < 4: attach the profile to the RDD (``RDD.withResources``)
+    task_cpus: int = 1
 
 
 def decide_profile(
@@ -87,36 +98,66 @@ def decide_profile(
             f"task GPU amount: expected a number in (0, {executor_gpus:g}] (GPUs per executor), got {task_gpus!r}"
         )
     dynamic = (conf.get("spark.dynamicAllocation.enabled") or "false").lower() == "true"
+    cpus = gpu_task_cpus(conf, task_gpus, executor_gpus)
     return ProfileDecision(
         True,
-        f"{master}: decode tasks ask for {task_gpus:g} GPU each"
+        f"{master}: tasks ask for {task_gpus:g} GPU and {cpus} CPU(s) each"
         + ("" if dynamic else " (task-level profile: dynamic allocation is off)"),
         executor_gpus=executor_gpus,
         task_gpus=task_gpus,
         task_only=not dynamic,
         via_rdd=via_rdd,
+        task_cpus=cpus,
     )
 
 
-def build_profile(decision: ProfileDecision, task_cpus: int = 1):
+def gpu_task_cpus(conf: Mapping[str, str | None], task_gpus: float, executor_gpus: float) -> int:
+    """CPUs a GPU task asks for: the executor's cores in proportion to its GPU share, at least
+    ``spark.task.cpus``. A GPU task's libraries (DALI's threads, nvImageCodec, ONNX Runtime) size their
+    thread pools from ``TaskContext.cpus()``, so this is what they get; CPU tasks are not starved of
+    cores the GPU tasks' threads use."""
+    from gpuimages.planning import executor_cores
+
+    base = _int_conf(conf, "spark.task.cpus") or 1
+    cores = executor_cores(conf)
+    if not cores or executor_gpus <= 0:
+        return base
+    return max(base, int(cores * task_gpus / executor_gpus))
+
+
+def _int_conf(conf: Mapping[str, str | None], key: str) -> int | None:
+    try:
+        value = conf.get(key)
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def build_profile(decision: ProfileDecision):
     """Build the ``pyspark.resource.ResourceProfile`` for a positive decision."""
     from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
 
     builder = ResourceProfileBuilder()
-    builder.require(TaskResourceRequests().cpus(task_cpus).resource("gpu", decision.task_gpus))
+    builder.require(TaskResourceRequests().cpus(decision.task_cpus).resource("gpu", decision.task_gpus))
     if not decision.task_only:
         builder.require(ExecutorResourceRequests().resource("gpu", decision.executor_gpus))
     return builder.build
 
 
-def resolve_device(device: str, conf: Mapping[str, str | None]) -> str:
-    """Driver-side device resolution: "gpu" needs the extra; "auto" stays "auto" for executors.
+def resolve_device(
+    device: str, conf: Mapping[str, str | None], modules: tuple[str, ...] = DECODE_LIBRARIES
+) -> str:
+    """Driver-side device resolution for a stage whose GPU path needs ``modules``.
 
-    With "auto", each executor picks DALI when it has a GPU and DALI imports, else Pillow.
+    "gpu" needs them installed (an ImportError naming the extra otherwise, the same for every function
+    and stage); "auto" stays "auto" for executors to decide per task, or becomes "cpu" when none of
+    them is installed (said in the log); "cpu" stays "cpu".
     """
+    device = check_device(device)
     if device == "gpu":
-        require_gpu_extra()
-    elif device == "auto" and not dali_installed():
-        log.info("device='auto': DALI is not installed, decoding with Pillow on CPU")
+        require_gpu_extra(modules)
+    elif device == "auto" and modules and not any(installed(m) for m in modules):
+        names = " / ".join(GPU_LIBRARIES.get(m, m) for m in modules)
+        log.info("device='auto': %s not installed; computing on CPU", names)
         return "cpu"
     return device

@@ -1,4 +1,4 @@
-"""Spark's image schema: the struct, the OpenCV modes, the invalid row, and Arrow builders.
+"""Spark's image schema: the struct, the OpenCV modes, the invalid row, and the driver-side column check.
 
 The field order, names and types match ``spark.read.format("image")`` and
 ``pyspark.ml.image.ImageSchema``: ``origin, height, width, nChannels, mode, data``,
@@ -7,7 +7,6 @@ pixels stored row-major in BGR(A) order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +15,6 @@ import pyarrow as pa
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql.types import StructType
 
-    from gpuimages.engines.base import DecodedBatch
 
 #: OpenCV type codes used by Spark's image schema.
 CV_8UC1 = 0
@@ -74,35 +72,19 @@ def invalid_image(origin: str | None) -> dict:
     }
 
 
-def image_array(origins: Sequence[str | None], batch: DecodedBatch) -> pa.StructArray:
-    """Build the Arrow struct column for a decoded batch without copying pixel bytes.
+def image_column_check(schema: StructType, column: str, param: str = "inputCol") -> None:
+    """Raise a clear error unless ``column`` is a struct with Spark's image fields (driver side)."""
+    from pyspark.sql.types import StructType
 
-    Invalid entries (``channels == -1``) get Spark's invalid row: -1 sizes and empty data.
-    """
-    n = len(origins)
-    channels = np.asarray(batch.channels, dtype=np.int32)
-    valid = channels > 0
-    height = np.where(valid, batch.height, -1).astype(np.int32)
-    width = np.where(valid, batch.width, -1).astype(np.int32)
-    nch = np.where(valid, channels, -1).astype(np.int32)
-    modes = np.full(n, UNDEFINED_MODE, dtype=np.int32)
-    for ch, mode in _MODE_FOR_CHANNELS.items():
-        modes[nch == ch] = mode
-    offsets = np.asarray(batch.offsets, dtype=np.int32)
-    data = pa.Array.from_buffers(
-        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(batch.data)]
-    )
-    return pa.StructArray.from_arrays(
-        [
-            pa.array(origins, type=pa.string()),
-            pa.array(height),
-            pa.array(width),
-            pa.array(nch),
-            pa.array(modes),
-            data,
-        ],
-        fields=list(ARROW_IMAGE_TYPE),
-    )
+    if column not in schema.fieldNames():
+        names = ", ".join(schema.fieldNames())
+        raise ValueError(f"{param}: expected a column of the DataFrame ({names}), got {column!r}")
+    data_type = schema[column].dataType
+    names = set(data_type.fieldNames()) if isinstance(data_type, StructType) else set()
+    if not set(IMAGE_FIELDS) <= names:
+        raise ValueError(
+            f"{param} {column!r}: expected an image struct ({', '.join(IMAGE_FIELDS)}), got {data_type.simpleString()}"
+        )
 
 
 def to_ndarray(image) -> np.ndarray:

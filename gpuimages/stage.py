@@ -1,28 +1,25 @@
 """One planned ``mapInArrow`` stage: partitions from slots and bytes, a GPU resource profile where it
-applies, and the in-task function. Shared by every capability that runs decoding inside a task
-(``decode_images``, featurising, encoding), so they plan and schedule alike.
+applies, and the task runtime (:func:`gpuimages.task.runner.run_partition`) with the stage's spec.
+Every in-task capability (decoding, transforming, featurising, encoding, writing) and every ML
+stage goes through :func:`run_stage`, so they plan and schedule alike.
 
 Driver side only, and only the DataFrame API, so it runs on classic and Spark Connect sessions.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from gpuimages import planning, scheduling
+from gpuimages.task.runner import StageSpec, run_partition
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
-
-#: An in-task function: ``mapInArrow``'s body.
-ArrowFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
 _CONF_KEYS = (
     "spark.master",
@@ -70,27 +67,26 @@ def reported_parallelism(spark: SparkSession) -> int | None:
 
 def run_stage(
     df: DataFrame,
-    func: ArrowFn,
+    spec: StageSpec,
     schema: StructType,
-    device: str,
     conf: dict[str, str | None],
     *,
     num_partitions: int | None = None,
     task_gpu_amount: float | None = None,
     total_bytes: int | None = None,
     num_files: int | None = None,
-    name: str = "decode",
 ) -> DataFrame:
-    """Plan the partitions of ``df`` and run ``func`` over it with ``mapInArrow``.
+    """Plan the partitions of ``df`` and run ``spec`` over them: the one way into ``mapInArrow``.
 
     ``num_partitions`` repartitions explicitly; otherwise a batch DataFrame is coalesced (no
     shuffle) to about one partition per slot (GPU slots for ``device="gpu"``), more above the
-    byte cap (see :mod:`gpuimages.planning`). ``device`` is the resolved device
-    (:func:`gpuimages.scheduling.resolve_device`); for "gpu" the stage gets the resource profile
-    :func:`gpuimages.scheduling.decide_profile` allows. ``name`` names the stage in the log.
+    byte cap (see :mod:`gpuimages.planning`). For ``spec.device == "gpu"`` the stage gets the
+    resource profile :func:`gpuimages.scheduling.decide_profile` allows. Every task runs
+    :func:`gpuimages.task.runner.run_partition` with ``spec``.
     """
     import pyspark
 
+    device, name = spec.device, spec.name
     if num_partitions is not None:
         df = df.repartition(num_partitions)
     elif not df.isStreaming:
@@ -99,6 +95,7 @@ def run_stage(
         log.info("gpuimages: %s stage planned as %d partition(s) (%s slots)", name, n, slots)
         df = df.coalesce(n)
 
+    func = functools.partial(run_partition, spec=spec)
     decision = scheduling.decide_profile(
         device, conf, pyspark_version=pyspark.__version__, task_gpu_amount=task_gpu_amount, connect=is_connect(df)
     )

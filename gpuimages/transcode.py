@@ -1,22 +1,22 @@
 """``transcode_images``: encoded files into resized, re-encoded JPEG or PNG bytes in one task.
 
-The decode path plus an encoder: the task decodes with the same engine, slices and options as
-``decode_images`` (:func:`gpuimages.tasks.engine_for_task`, :func:`gpuimages.tasks.decode_slices`),
-encodes each image (:mod:`gpuimages.encoders`), and returns only the compact bytes with their
+The decode path plus an encoder: the task decodes with the same engine, chunks and options as
+``decode_images`` (:class:`gpuimages.task.steps.Decode`), encodes each image
+(:class:`gpuimages.task.steps.Encode`), and returns only the compact bytes with their
 origin, height and width; pixels never reach the JVM. Driver side only here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import scheduling
-from gpuimages.encode import encode_layout, encoded_schema
+from gpuimages.decode import DecodeColumns, check_columns
+from gpuimages.encode import EncodeColumns, encode_columns, encoded_schema
 from gpuimages.encoders import (
     DEFAULT_PNG_LEVEL,
     DEFAULT_QUALITY,
@@ -27,6 +27,7 @@ from gpuimages.encoders import (
 )
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE_BATCH_SIZE,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_PIXELS,
     DecodeOptions,
@@ -37,12 +38,11 @@ from gpuimages.options import (
     make_decode_options,
 )
 from gpuimages.stage import run_stage, session_conf
-from gpuimages.tasks import DecodeLayout
+from gpuimages.task.runner import StageSpec
+from gpuimages.task.steps import Decode, Encode
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
-
-    from gpuimages.encoders.tasks import EncodeLayout
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def transcode_images(
     batch_size: int = DEFAULT_BATCH_SIZE,
     strict: bool = False,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    device_batch_size: int = DEFAULT_DEVICE_BATCH_SIZE,
     keep_input: bool = False,
     num_partitions: int | None = None,
     task_gpu_amount: float | None = None,
@@ -90,30 +91,26 @@ def transcode_images(
         center_crop: ``(height, width)`` (or int) cut from the centre after resizing.
         format, quality, subsampling, optimize, compress_level, encoder: as in :func:`gpuimages.encode_images`.
         device: "auto", "cpu" or "gpu": DALI decodes and nvImageCodec encodes JPEG on a GPU; Pillow otherwise.
-        max_pixels, apply_exif, batch_size, strict, max_batch_bytes, hw_decoder_load: as in
+        max_pixels, apply_exif, batch_size, strict, max_batch_bytes, device_batch_size, hw_decoder_load: as in
             :func:`gpuimages.decode_images`.
         keep_input: keep the input bytes column.
         num_partitions: repartition to this many partitions (default: about one per core or GPU slot).
         task_gpu_amount: GPU share per task in the resource profile (device="gpu" on a cluster).
     """
-    from gpuimages.decode import _check_columns
-
     decode_options = make_decode_options(
         resize=resize, center_crop=center_crop, max_pixels=max_pixels, apply_exif=apply_exif,
         batch_size=batch_size, device=device, hw_decoder_load=hw_decoder_load, strict=strict,
-        max_batch_bytes=max_batch_bytes,
+        max_batch_bytes=max_batch_bytes, device_batch_size=device_batch_size,
     )
     options = make_encode_options(
         format=format, quality=quality, subsampling=subsampling, optimize=optimize,
         compress_level=compress_level, device=device, encoder=encoder, batch_size=batch_size,
     )
     num_partitions = check_num_partitions(num_partitions)
-    layout = encode_layout(df, input_col, output_col, error_col, keep_input)
-    decode_layout = DecodeLayout(input_col, origin_col, output_col, error_col, layout.passthrough)
-    _check_columns(df, decode_layout, keep_input=keep_input)
-
+    columns = encode_columns(df, input_col, output_col, error_col, keep_input)
+    check_columns(df, DecodeColumns(input_col, origin_col, output_col, error_col, columns.passthrough))
     return transcode_frame(
-        df, decode_options, options, decode_layout, layout,
+        df, decode_options, options, columns, origin_col=origin_col,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount,
     )
 
@@ -122,9 +119,10 @@ def transcode_frame(
     df: DataFrame,
     decode_options: DecodeOptions,
     options: EncodeOptions,
-    decode_layout: DecodeLayout,
-    layout: EncodeLayout,
+    columns: EncodeColumns,
     *,
+    origin_col: str | None,
+    origin_is_path: bool = False,
     num_partitions: int | None = None,
     task_gpu_amount: float | None = None,
     total_bytes: int | None = None,
@@ -143,16 +141,23 @@ def transcode_frame(
                 resolve_encode_device("gpu", "nvimgcodec")  # raises the ImportError naming the extra
             log.info("device='gpu': nvImageCodec is not installed; JPEG is encoded with Pillow")
             options = dataclasses.replace(options, encoder="pillow")
-
-    from gpuimages.encoders.tasks import transcode_partition
-
-    func = functools.partial(
-        transcode_partition, decode_options=decode_options, options=options,
-        decode_layout=decode_layout, layout=layout,
+    spec = StageSpec(
+        name="transcode",
+        device=resolved,
+        input_col=columns.input_col,
+        input_kind="bytes",
+        steps=(Decode(decode_options), Encode(options, columns.output_col)),
+        columns=columns.names,
+        origin_col=origin_col,
+        origin_is_path=origin_is_path,
+        error_col=columns.error_col,
+        prior_error_col=columns.error_col if columns.merge_error else None,
+        rows_per_batch=decode_options.batch_size,
+        max_batch_bytes=decode_options.max_batch_bytes,
     )
     return run_stage(
-        df, func, encoded_schema(df, layout), resolved, conf, num_partitions=num_partitions,
-        task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files, name="transcode",
+        df, spec, encoded_schema(df, columns), conf, num_partitions=num_partitions,
+        task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
     )
 
 
@@ -193,11 +198,11 @@ def transcode_files(
         sample_ratio=check_sample_ratio(sample_ratio), seed=check_seed(seed), keep_unread=True,
         label_from_folder=label_from_folder, conf=conf,
     )
-    layout = encode_layout(inputs.frame, "content", "encoded", "error", keep_input=False)
-    decode_layout = DecodeLayout("content", "path", "encoded", "error", layout.passthrough, origin_is_hadoop_path=True)
+    columns = encode_columns(inputs.frame, "content", "encoded", "error", keep_input=False)
     out = transcode_frame(
-        inputs.frame, decode_options, options, decode_layout, layout, num_partitions=num_partitions,
-        task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes, num_files=inputs.num_files, conf=conf,
+        inputs.frame, decode_options, options, columns, origin_col="path", origin_is_path=True,
+        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes,
+        num_files=inputs.num_files, conf=conf,
     )
     return inputs.finish(out, ["origin", "height", "width", "encoded", "error"])
 
@@ -205,6 +210,6 @@ def transcode_files(
 _ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}
 _FILE_OPTIONS = _ENCODE_OPTIONS | {
     "resize", "center_crop", "max_pixels", "apply_exif", "batch_size", "device", "hw_decoder_load", "strict",
-    "max_batch_bytes",
+    "max_batch_bytes", "device_batch_size",
     "num_partitions", "task_gpu_amount",
 }

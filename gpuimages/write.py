@@ -1,14 +1,14 @@
 """``write_images``: one image file per row, written by executors, with a report of what was written.
 
 Driver side only: validate the columns and options, refuse a non-empty destination in
-``mode="error"``, and run one planned ``mapInArrow`` stage with :func:`gpuimages.files.write_partition`.
+``mode="error"``, and run one planned stage whose task encodes image structs where needed and writes
+the files (:class:`gpuimages.task.steps.Encode`, :class:`gpuimages.task.steps.Write`).
 The report is materialised once (the files are written exactly once) and returned as a DataFrame.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,8 @@ from gpuimages.files import MODES, REPORT_FIELDS, WritePlan, folder_entries, now
 from gpuimages.options import check_num_partitions
 from gpuimages.schema import IMAGE_FIELDS
 from gpuimages.stage import run_stage, session_conf
+from gpuimages.task.runner import StageSpec
+from gpuimages.task.steps import Encode, Write
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -170,12 +172,22 @@ def write_images(
         StructField(name, LongType() if kind == "int64" else StringType(), True)
         for name, kind in ((n, str(t)) for n, t in REPORT_FIELDS)
     ])
-    from gpuimages.files import write_partition
-
-    func = functools.partial(write_partition, plan=plan, encode_options=options)
+    steps = (Encode(options), Write(plan, options.batch_size)) if is_struct else (Write(plan, options.batch_size),)
+    spec = StageSpec(
+        name="write",
+        device=device,
+        input_col=input_col,
+        input_kind="struct" if is_struct else "bytes",
+        steps=steps,
+        columns=tuple(name for name, _ in REPORT_FIELDS),
+        origin_col=None if is_struct else origin_col,
+        error_col="reason",
+        prior_error_col=error_col,
+        rows_per_batch=options.batch_size,
+    )
     report = run_stage(
-        df.select(*[f"`{c}`" for c in columns]), func, schema, device, session_conf(df.sparkSession),
-        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, name="write",
+        df.select(*[f"`{c}`" for c in columns]), spec, schema, session_conf(df.sparkSession),
+        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount,
     )
     report = report.localCheckpoint(eager=True)
     counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}

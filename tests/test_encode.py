@@ -115,7 +115,7 @@ needs_nvimgcodec = pytest.mark.skipif(not nvimgcodec_installed(), reason="nvidia
 
 @needs_nvimgcodec
 def test_nvimgcodec_cpu_backend_matches_pillow_within_jpeg_loss():
-    enc = create_encoder(make_encode_options(quality=90), gpu_id=None, encoder="nvimgcodec")
+    enc = create_encoder(make_encode_options(quality=90), encoder="nvimgcodec")
     assert enc.name == "nvimgcodec-cpu"
     image = np.ascontiguousarray(photo(120, 160)[:, :, ::-1])
     grey = image[:, :, :1].copy()
@@ -134,7 +134,7 @@ def test_nvimgcodec_cpu_backend_matches_pillow_within_jpeg_loss():
 
 @needs_nvimgcodec
 def test_nvimgcodec_falls_back_to_pillow_per_file():
-    enc = create_encoder(make_encode_options(), gpu_id=None, encoder="nvimgcodec")
+    enc = create_encoder(make_encode_options(), encoder="nvimgcodec")
     real = enc._encoder
 
     class FirstFails:
@@ -156,38 +156,36 @@ def test_nvimgcodec_falls_back_to_pillow_per_file():
     assert enc.fallbacks == 3 and all(b is not None for b in out.data)
 
 
-def test_task_routing_follows_the_device(monkeypatch):
-    from gpuimages import gpu
-    from gpuimages.encoders import tasks
+def test_task_routing_follows_the_device():
+    from gpuimages.task.device import TaskDevice
+    from gpuimages.task.steps.encode import encoder_name
 
-    choose = tasks._encoder_choice
-    assert choose(make_encode_options(device="cpu")) == ("pillow", None)
-    assert choose(make_encode_options(device="gpu", format="png")) == ("pillow", None)
-    assert choose(make_encode_options(device="cpu", encoder="nvimgcodec")) == ("nvimgcodec", None)
-    monkeypatch.setattr(gpu, "task_gpu_id", lambda context=None: None)
-    monkeypatch.setattr(gpu, "visible_gpu_count", lambda refresh=False: 0)
-    assert choose(make_encode_options(device="auto")) == ("pillow", None)
-    monkeypatch.setattr(gpu, "task_gpu_id", lambda context=None: 3)
-    monkeypatch.setattr(gpu, "resolve_gpu_id", lambda *a, **k: 3)
+    cpu, no_gpu, gpu = TaskDevice("cpu"), TaskDevice("auto", None), TaskDevice("gpu", 3)
+    assert encoder_name(make_encode_options(device="cpu"), cpu) == "pillow"
+    assert encoder_name(make_encode_options(device="gpu", format="png"), gpu) == "pillow"
+    assert encoder_name(make_encode_options(device="cpu", encoder="nvimgcodec"), cpu) == "nvimgcodec"
+    assert encoder_name(make_encode_options(device="auto"), no_gpu) == "pillow"
     if nvimgcodec_installed():
-        assert choose(make_encode_options(device="auto")) == ("nvimgcodec", 3)
-    assert choose(make_encode_options(device="gpu")) == ("nvimgcodec", 3)
-    assert choose(make_encode_options(device="gpu", encoder="pillow")) == ("pillow", None)
+        assert encoder_name(make_encode_options(device="auto"), TaskDevice("auto", 3)) == "nvimgcodec"
+    assert encoder_name(make_encode_options(device="gpu"), gpu) == "nvimgcodec"
+    assert encoder_name(make_encode_options(device="gpu", encoder="pillow"), gpu) == "pillow"
 
 
 def test_gpu_encoder_that_cannot_start_falls_back_to_pillow(monkeypatch):
-    from gpuimages.encoders import tasks
+    import gpuimages.encoders as encoders
+    from gpuimages.task.cache import worker_cache
+    from gpuimages.task.device import TaskDevice
+    from gpuimages.task.steps.encode import task_encoder
 
-    monkeypatch.setattr(tasks, "_encoder_choice", lambda options: ("nvimgcodec", 0))
-    monkeypatch.setattr(tasks, "_ENCODERS", {})
-
-    def broken(options, gpu_id=None, encoder=None):
+    def broken(options, device=None, encoder=None):
         if encoder == "nvimgcodec":
             raise RuntimeError("CUDA Runtime failure")
         return PillowEncoder(options)
 
-    monkeypatch.setattr(tasks, "create_encoder", broken)
-    assert tasks.encoder_for_task(make_encode_options(device="auto")).name == "pillow"
+    monkeypatch.setattr(encoders, "create_encoder", broken)
+    worker_cache().clear()
+    assert task_encoder(make_encode_options(device="gpu"), TaskDevice("gpu", 0)).name == "pillow"
+    worker_cache().clear()
 
 
 # ---------------------------------------------------------------- encode_images on Spark

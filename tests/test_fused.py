@@ -136,8 +136,6 @@ def test_validation_on_the_driver(content, cnn, tmp_path, monkeypatch):
         ImageFeaturizer(inputCol="content", backbone="onnx").transform(content)
     with pytest.raises(ValueError, match="modelPath: expected a local or shared-filesystem path"):
         _onnx("s3a://bucket/model.onnx").transform(content)
-    with pytest.raises(ValueError, match="histogram"):
-        ImageFeaturizer(inputCol="content").transform(content)
     with pytest.raises(ValueError, match=r"std: expected 3 positive numbers"):
         ImageFeaturizer(std=[0.2, 0.0, 0.2])
     with pytest.raises(ValueError, match=r"mean: expected 3 numbers"):
@@ -149,6 +147,25 @@ def test_validation_on_the_driver(content, cnn, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_module, "onnxruntime_installed", lambda: False)
     with pytest.raises(ImportError, match=r'pip install "gpuimages\[onnx\]"'):
         _onnx(cnn).transform(content)
+
+
+def test_histogram_backbone_on_bytes_decodes_in_the_task(spark, files):
+    """The built-in backbone takes encoded bytes too: decoded to imageSize in the task, as structs would be."""
+    import gpuimages
+
+    content = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(files))
+    out = ImageFeaturizer(inputCol="content", imageSize=[16, 16], device="cpu").transform(content)
+    assert out.columns == ["path", "modificationTime", "length", "features", "error"]
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in out.collect()}
+    images = gpuimages.read_images(spark, str(files), recursive=True, device="cpu", resize=(16, 16))
+    structs = ImageFeaturizer(inputCol="image", imageSize=[16, 16]).transform(images).collect()
+    by_name = {r["image"]["origin"].rsplit("/", 1)[-1]: r["features"] for r in structs}
+    for name, row in rows.items():
+        if by_name[name] is None:
+            assert row["features"] is None and row["error"]
+        else:
+            assert row["error"] is None and len(row["features"]) == 250
+            np.testing.assert_allclose(row["features"].toArray(), by_name[name].toArray(), atol=1e-9)
 
 
 def test_onnx_on_image_structs_matches_bytes(spark, files, cnn):

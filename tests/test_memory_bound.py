@@ -20,7 +20,9 @@ import gpuimages
 from gpuimages.engines.base import BatchBuilder
 from gpuimages.engines.pillow import BAND_BYTES, PillowEngine, pack
 from gpuimages.options import DecodeOptions
-from gpuimages.tasks import DecodeLayout, decode_partition, decode_slices, predicted_bytes
+from gpuimages.task.runner import StageSpec, input_chunks, run_partition
+from gpuimages.task.steps import Decode, ReturnImages
+from gpuimages.task.steps.decode import predicted_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives at the repo root
 
@@ -56,6 +58,19 @@ def test_size_found_beyond_the_first_header_bytes():
     assert predicted_bytes(_batch([blob]).column(0)[0], DecodeOptions()) == 10 * 12 * 3
 
 
+def decode_slices(batch: pa.RecordBatch, column: str, options: DecodeOptions):
+    """The chunks the runtime cuts for a CPU decode stage with ``options``."""
+    spec = _spec(options)
+    return input_chunks(batch, spec, options.batch_size)
+
+
+def _spec(options: DecodeOptions) -> StageSpec:
+    return StageSpec(
+        "decode", "cpu", "content", "bytes", (Decode(options), ReturnImages("image")), ("image", "error"),
+        rows_per_batch=options.batch_size, max_batch_bytes=options.max_batch_bytes,
+    )
+
+
 def test_slices_bounded_by_count_and_bytes():
     blobs = [_jpeg(100, 100, seed=i) for i in range(7)]  # 30,000 pixel bytes each
     batch = _batch(blobs)
@@ -75,10 +90,9 @@ def test_an_image_over_the_budget_goes_alone():
 
 def test_partition_output_batches_within_budget_and_unchanged():
     blobs = [_jpeg(60 + i, 80, seed=i) for i in range(9)] + [png16(np.full((30, 30, 3), 1000), 2), None]
-    layout = DecodeLayout("content", None, "image", "error", ())
-    loose = list(decode_partition(iter([_batch(blobs)]), DecodeOptions(device="cpu"), layout))
+    loose = list(run_partition(iter([_batch(blobs)]), _spec(DecodeOptions(device="cpu"))))
     bound = DecodeOptions(device="cpu", max_batch_bytes=40_000)
-    tight = list(decode_partition(iter([_batch(blobs)]), bound, layout))
+    tight = list(run_partition(iter([_batch(blobs)]), _spec(bound)))
     assert len(loose) == 1 and len(tight) > 3
     for out in tight:
         data = out.column("image").field("data")

@@ -104,7 +104,7 @@ def test_image_pipeline_with_train_classifier(spark, class_dir, tmp_path):
     pipeline = Pipeline(
         stages=[
             ImageTransformer(outputCol="small").resize(height=16, width=16),
-            ImageFeaturizer(inputCol="small", imageSize=16, gridSize=4),
+            ImageFeaturizer(inputCol="small", imageSize=[16, 16], gridSize=4),
             TrainClassifier(model=_classifier(), labelCol="label", inputCols=["features"]),
         ]
     )

@@ -69,14 +69,14 @@ def _cases(spark: Any, work: str) -> dict[str, Any]:
     out["unroll_is_vector"] = isinstance(unrolled.schema["vec"].dataType, VectorUDT)
     out["unrolled"] = sorted((r["id"], None if r["vec"] is None else len(r["vec"])) for r in unrolled.collect())
 
-    features = ImageFeaturizer(inputCol="small", imageSize=4, gridSize=2, histogramBins=4).transform(small)
+    features = ImageFeaturizer(inputCol="small", imageSize=[4, 4], gridSize=2, histogramBins=4).transform(small)
     out["feature_metadata"] = features.schema["features"].metadata
     out["feature_sizes"] = sorted({None if r["features"] is None else len(r["features"])
                                    for r in features.collect()}, key=str)
 
     pipeline = Pipeline(stages=[
         ImageTransformer(outputCol="small").resize(4, 4),
-        ImageFeaturizer(inputCol="small", imageSize=4, gridSize=2, histogramBins=4),
+        ImageFeaturizer(inputCol="small", imageSize=[4, 4], gridSize=2, histogramBins=4),
         TrainClassifier(model=RandomForestClassifier(numTrees=3, seed=1), labelCol="label", inputCols=["features"]),
     ])
     model = pipeline.fit(df)

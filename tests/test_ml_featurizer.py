@@ -8,9 +8,9 @@ from test_ml_ops import pillow_two_pass
 from test_ml_transformer import image_frame, sample_images
 
 from gpuimages.ml import ImageFeaturizer, UnrollImage
-from gpuimages.ml.backend import NUMPY
-from gpuimages.ml.executor import histogram_features
-from gpuimages.ml.ops import convert_color
+from gpuimages.transforms.arrays import NUMPY
+from gpuimages.transforms.histogram import histogram_features
+from gpuimages.transforms.ops import convert_color
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_function_backbone_and_save_load(frame, tmp_path):
     def _mean_colour(images: np.ndarray) -> np.ndarray:  # nested: cloudpickled by value for the executors
         return images.mean(axis=(1, 2))
 
-    featurizer = ImageFeaturizer(inputCol="image", outputCol="emb", fn=_mean_colour, imageSize=8, batchSize=3)
+    featurizer = ImageFeaturizer(inputCol="image", outputCol="emb", fn=_mean_colour, imageSize=[8, 8], batchSize=3)
     assert featurizer.getBackbone() == "function" and featurizer.numFeatures() is None
     out = featurizer.transform(frame)
     assert out.schema["emb"].metadata == {}

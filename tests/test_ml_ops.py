@@ -1,4 +1,5 @@
-"""Image operations of the ML stages against Pillow/numpy references (no Spark)."""
+"""Image operations of the ML stages against Pillow/numpy references, and the transform/featurize steps
+on Arrow image columns through the task runtime (no Spark)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import pytest
 from images import rgb_array
 from PIL import Image
 
-from gpuimages.ml import backend as backend_module
-from gpuimages.ml import ops
-from gpuimages.ml.arrow import image_struct, list_column, read_images
-from gpuimages.ml.backend import NUMPY, NUMPY_ARRAYS, resolve_backend
-from gpuimages.ml.executor import FeatureRunner, StageRunner, histogram_features, histogram_size
-from gpuimages.ml.stages import apply_stages, check_stages, color_format, flip_direction
 from gpuimages.schema import ARROW_IMAGE_TYPE
+from gpuimages.task.device import TaskDevice
+from gpuimages.task.images import ImageBatch, batch_of, list_column
+from gpuimages.task.runner import StageSpec, run_partition
+from gpuimages.task.steps import Featurize, Transform
+from gpuimages.transforms import ops
+from gpuimages.transforms.arrays import NUMPY, NUMPY_ARRAYS, arrays_for
+from gpuimages.transforms.histogram import histogram_features, histogram_size
+from gpuimages.transforms.stages import apply_stages, check_stages, color_format, flip_direction
 
 # ---------------------------------------------------------------- references
 
@@ -232,8 +235,22 @@ def test_apply_stages_chain_and_invalid():
 
 
 def _image_column(images: list[np.ndarray | None], origins: list[str]) -> pa.StructArray:
-    present = np.array([True] * len(images))
-    return image_struct(pa.array(origins), present, images)
+    return batch_of(images, [None if im is not None else "invalid" for im in images]).to_struct(pa.array(origins))
+
+
+def read_images(column: pa.Array) -> ImageBatch:
+    return ImageBatch.from_struct(column)
+
+
+def run_step(column: pa.Array, step, device: str = "cpu") -> pa.Array:
+    """Run one step over an image column through the task runtime; the step's output column."""
+    batch = pa.RecordBatch.from_arrays([column], names=["image"])
+    spec = StageSpec("test", device, "image", "struct", (step,), ("image", "out"), error_col=None, rows_per_batch=64)
+    return pa.Table.from_batches(list(run_partition(iter([batch]), spec))).column("out").combine_chunks()
+
+
+def stage_runner(stages: list[dict]):
+    return lambda column: run_step(column, Transform(tuple(check_stages(stages)), "out"))
 
 
 def test_arrow_round_trip_sliced_and_null():
@@ -244,14 +261,18 @@ def test_arrow_round_trip_sliced_and_null():
     batch = read_images(part)
     assert list(batch.valid) == [True, True, False]
     assert list(batch.present) == [True, True, False]
+    assert batch.errors == [None, None, "no image (null value)"]
     np.testing.assert_array_equal(batch.pixels(0), images[2])
     np.testing.assert_array_equal(batch.pixels(1), images[3])
     assert batch.groups() == {(3, 4, 1): [0], (5, 6, 3): [1]}
     assert column.type == ARROW_IMAGE_TYPE
     rebuilt = read_images(column)
     assert rebuilt.valid.tolist() == [True, False, True, True]
+    assert rebuilt.errors[1] == "invalid image (it was not decoded)"
     assert column.field("height").to_pylist() == [5, -1, 3, 5]
     assert column.field("mode").to_pylist() == [16, -1, 0, 16]
+    again = rebuilt.to_struct(column.field("origin"))
+    assert again.equals(column)
     lists = list_column([np.array([1.0, 2.0]), None], pa.float64())
     assert lists.to_pylist() == [[1.0, 2.0], None]
 
@@ -266,22 +287,24 @@ def test_arrow_large_binary_and_wrong_length():
     )
     batch = read_images(column)
     assert batch.valid.tolist() == [True, False]
+    assert batch.errors[1] == "inconsistent image struct: height=4, width=4, nChannels=3 do not match its data"
     np.testing.assert_array_equal(batch.pixels(0), image)
-    out = StageRunner(check_stages([{"action": "flip"}]), "cpu")(column)  # Spark's large var types kept
+    out = stage_runner([{"action": "flip"}])(column)  # Spark's large var types kept
     assert out.type.field("data").type == pa.large_binary()
     np.testing.assert_array_equal(read_images(out).pixels(0), image[:, ::-1])
+    assert out.field("height").to_pylist() == [4, -1]
 
 
 def test_stage_runner_keeps_invalid_and_null_rows():
     images = [bgr(10, 12, seed=1), None, bgr(8, 8, seed=2)]
     column = pa.concat_arrays([_image_column(images, ["a", "bad", "c"]), pa.nulls(1, _image_column([], []).type)])
-    out = StageRunner(check_stages([{"action": "resize", "height": 4, "width": 6}]), "cpu")(column)
+    out = stage_runner([{"action": "resize", "height": 4, "width": 6}])(column)
     rows = out.to_pylist()
     assert [r and (r["origin"], r["height"], r["width"]) for r in rows] == [
         ("a", 4, 6), ("bad", -1, -1), ("c", 4, 6), None
     ]
     assert rows[1]["data"] == b"" and rows[1]["mode"] == -1
-    tensor = StageRunner(check_stages([{"action": "normalize", "layout": "HWC"}]), "cpu")(column)
+    tensor = stage_runner([{"action": "normalize", "layout": "HWC"}])(column)
     assert [None if v is None else len(v) for v in tensor.to_pylist()] == [360, None, 192, None]
 
 
@@ -301,30 +324,31 @@ def test_histogram_features_same_on_both_code_paths():
     np.testing.assert_allclose(texture.sum(axis=1), 1.0)
 
 
-def test_feature_runner_function_receives_rgb_floats():
-    seen = {}
+def test_feature_step_function_receives_rgb_floats_in_slices_of_the_batch_size():
+    from gpuimages.models import ModelSpec
+
+    seen = []
 
     def fn(images: np.ndarray) -> np.ndarray:
-        seen["images"] = images
+        seen.append(images)
         return images.mean(axis=(1, 2))
 
-    image = bgr(10, 10, seed=1)
-    column = _image_column([image, None], ["a", "b"])
-    out = FeatureRunner((10, 10), "cpu", "function", function=fn)(column).to_pylist()
-    assert seen["images"].dtype == np.float32 and seen["images"].shape == (1, 10, 10, 3)
-    np.testing.assert_allclose(seen["images"][0], image[:, :, ::-1] / 255.0, rtol=1e-6)
+    images = [bgr(10, 10, seed=1), None, *[bgr(10, 10, seed=k) for k in range(2, 7)]]
+    column = _image_column(images, list("abcdefg"))
+    step = Featurize("function", (10, 10), "out", model=ModelSpec("function", function=fn), batch_size=2)
+    out = run_step(column, step).to_pylist()
+    assert max(len(x) for x in seen) == 2 and sum(len(x) for x in seen) == 6  # at most batch_size per call
+    assert seen[0].dtype == np.float32 and seen[0].shape == (1, 10, 10, 3)
+    np.testing.assert_allclose(seen[0][0], images[0][:, :, ::-1] / 255.0, rtol=1e-6)
     assert out[1] is None and len(out[0]) == 3
+    bad = Featurize("function", (10, 10), "out", model=ModelSpec("function", function=lambda x: x[:, 0, 0, 0]))
     with pytest.raises(ValueError, match=r"\[N, D\]"):
-        FeatureRunner((10, 10), "cpu", "function", function=lambda x: x[:, 0, 0, 0])(column)
+        run_step(column, bad)
 
 
-def test_gpu_without_cupy_falls_back_to_numpy(monkeypatch, caplog):
-    monkeypatch.setattr(backend_module, "_cupy", lambda: None)
-    backend_module._warn_no_gpu.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="gpuimages.ml.backend"):
-        assert resolve_backend("gpu") is NUMPY
-    assert "numpy/Pillow" in caplog.text
-    assert resolve_backend("auto") is NUMPY
-    assert resolve_backend("cpu") is NUMPY
-    with pytest.raises(ValueError, match="device"):
-        resolve_backend("tpu")
+def test_gpu_without_cupy_or_gpu_computes_with_numpy(caplog):
+    with caplog.at_level(logging.WARNING, logger="gpuimages.transforms.arrays"):
+        assert arrays_for(TaskDevice("gpu", None)) is NUMPY
+    assert "computing with numpy" in caplog.text
+    assert arrays_for(TaskDevice("auto", None)) is NUMPY
+    assert arrays_for(TaskDevice("cpu", 0)) is NUMPY

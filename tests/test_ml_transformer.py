@@ -190,14 +190,21 @@ def test_normalize_gives_float_arrays(frame):
     assert rows[6] is None and rows[7] is None
 
 
-def test_output_replaces_input_in_place_and_gpu_falls_back(frame):
+def test_output_replaces_input_in_place_and_gpu_needs_the_extra(frame, monkeypatch):
+    from gpuimages import scheduling
+
     tr = ImageTransformer(inputCol="image", outputCol="image").resize(height=8, width=8)
     replaced = tr.transform(frame)
     assert replaced.columns == frame.columns
     cpu = tr.copy().setDevice("cpu").transform(frame).collect()
-    gpu = tr.copy().setDevice("gpu").transform(frame).collect()  # no GPU here: numpy, same rows
-    assert cpu == gpu
     assert {row["image"]["height"] for row in cpu if row["image"] is not None} == {8, -1}
+    # device="gpu" needs cupy, with the same error read_images gives without DALI
+    monkeypatch.setattr(scheduling, "installed", lambda module: module != "cupy")
+    with pytest.raises(ImportError, match=r"device='gpu' needs cupy, which is not installed.*gpuimages\[gpu\]"):
+        tr.copy().setDevice("gpu").transform(frame)
+    # with cupy installed but no GPU in the task: numpy, the same rows
+    monkeypatch.setattr(scheduling, "installed", lambda module: True)
+    assert tr.copy().setDevice("gpu").transform(frame).collect() == cpu
 
 
 def test_params_and_errors(frame):

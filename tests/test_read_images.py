@@ -188,7 +188,7 @@ def test_bad_options_fail_on_the_driver(spark, class_dir, kwargs, error, match):
 def test_gpu_without_dali_names_the_extra(spark, class_dir, monkeypatch):
     from gpuimages import scheduling
 
-    monkeypatch.setattr(scheduling, "dali_installed", lambda: False)
+    monkeypatch.setattr(scheduling, "installed", lambda module: module != "nvidia.dali")
     with pytest.raises(ImportError, match=r"pip install gpuimages\[gpu\]"):
         gpuimages.read_images(spark, str(class_dir), device="gpu")
 
@@ -196,8 +196,8 @@ def test_gpu_without_dali_names_the_extra(spark, class_dir, monkeypatch):
 def test_auto_without_dali_uses_pillow(spark, class_dir, monkeypatch, caplog):
     from gpuimages import scheduling
 
-    monkeypatch.setattr(scheduling, "dali_installed", lambda: False)
+    monkeypatch.setattr(scheduling, "installed", lambda module: module != "nvidia.dali")
     with caplog.at_level("INFO", logger="gpuimages"):
         df = gpuimages.read_images(spark, str(class_dir), recursive=True, device="auto")
     assert df.count() == 12
-    assert "decoding with Pillow on CPU" in caplog.text
+    assert "NVIDIA DALI not installed; computing on CPU" in caplog.text

@@ -159,19 +159,25 @@ def test_fsspec_store_writes_through_fsspec():
     assert files.folder_entries("memory://gpuimages-test/none") == 0
 
 
-def test_write_partition_report_in_process(tmp_path):
+def test_write_stage_report_in_process(tmp_path):
     import pyarrow as pa
 
     from gpuimages.encoders import make_encode_options
+    from gpuimages.task.images import batch_of
+    from gpuimages.task.runner import StageSpec, run_partition
+    from gpuimages.task.steps import Encode, Write
 
     plan = files.WritePlan(root=str(tmp_path), input_col="image", input_is_struct=True, origin_col=None,
                            name_col=None, partition_by=None, mode="error", job_start=files.now(), extension="png")
-    from gpuimages.ml.arrow import image_struct
-
     pixels = rgb_array(4, 6)
-    column = image_struct(pa.array(["file:///x/a.png", None]), np.array([True, False]), [pixels, None])
+    images = batch_of([pixels, None], [None, "unused"])
+    images.present = np.array([True, False])
+    column = images.to_struct(pa.array(["file:///x/a.png", None]))
     batch = pa.RecordBatch.from_arrays([column], names=["image"])
-    out = pa.Table.from_batches(list(files.write_partition(iter([batch]), plan, make_encode_options(format="png"))))
+    options = make_encode_options(format="png", device="cpu")
+    spec = StageSpec("write", "cpu", "image", "struct", (Encode(options), Write(plan)),
+                     ("origin", "path", "bytes", "status", "reason"), error_col="reason")
+    out = pa.Table.from_batches(list(run_partition(iter([batch]), spec)))
     report = out.to_pylist()
     assert report[0]["status"] == "written" and report[0]["path"] == str(tmp_path / "a.png")
     assert report[1] == {"origin": None, "path": None, "bytes": None, "status": "failed",

@@ -21,6 +21,7 @@ from gpuimages.encoders.base import (
     Encoder,
 )
 from gpuimages.options import check_bool, check_device
+from gpuimages.task.device import TaskDevice
 
 __all__ = [
     "ENCODERS", "EncodedBatch", "Encoder", "EncodeOptions", "create_encoder", "make_encode_options",
@@ -36,7 +37,7 @@ DEFAULT_ENCODE_BATCH = 64
 ENCODERS = ("pillow", "nvimgcodec")
 
 
-def create_encoder(options: EncodeOptions, gpu_id: int | None = None, encoder: str | None = None) -> Encoder:
+def create_encoder(options: EncodeOptions, device: TaskDevice | None = None, encoder: str | None = None) -> Encoder:
     """Create the encoder for ``options`` on this executor.
 
     ``encoder`` forces "pillow" or "nvimgcodec" (default: ``options.encoder``, else Pillow for
@@ -53,7 +54,7 @@ def create_encoder(options: EncodeOptions, gpu_id: int | None = None, encoder: s
     if name == "nvimgcodec":
         from gpuimages.encoders.nvimgcodec import NvImageCodecEncoder
 
-        return NvImageCodecEncoder(options, gpu_id=gpu_id)
+        return NvImageCodecEncoder(options, gpu_id=(device or TaskDevice(options.device)).gpu_id)
     raise ValueError(f"encoder: expected one of {', '.join(ENCODERS)}, got {name!r}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gpuimages.engines.base import DecodedBatch, Engine
 from gpuimages.options import DecodeOptions
+from gpuimages.task.device import TaskDevice
 
 __all__ = ["DecodedBatch", "Engine", "ENGINES", "create_engine"]
 
@@ -15,12 +16,13 @@ __all__ = ["DecodedBatch", "Engine", "ENGINES", "create_engine"]
 ENGINES = ("pillow", "dali")
 
 
-def create_engine(options: DecodeOptions, gpu_id: int | None = None, engine: str | None = None) -> Engine:
+def create_engine(options: DecodeOptions, device: TaskDevice | None = None, engine: str | None = None) -> Engine:
     """Create the engine for ``options.device`` on this executor.
 
-    ``engine`` forces "pillow" or "dali". ``gpu_id`` is the device the task was assigned
-    (None: DALI's CPU operators). DALI is imported here, never at package import.
+    ``engine`` forces "pillow" or "dali". ``device`` is the task's (its ``gpu_id`` None: DALI's CPU
+    operators). DALI is imported here, never at package import.
     """
+    device = device or TaskDevice(options.device)
     name = engine or ("pillow" if options.device == "cpu" else "dali")
     if name == "pillow":
         from gpuimages.engines.pillow import PillowEngine
@@ -29,5 +31,5 @@ def create_engine(options: DecodeOptions, gpu_id: int | None = None, engine: str
     if name == "dali":
         from gpuimages.engines.dali import DaliEngine
 
-        return DaliEngine(options, gpu_id=gpu_id)
+        return DaliEngine(options, gpu_id=device.gpu_id, num_threads=device.threads)
     raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {name!r}")

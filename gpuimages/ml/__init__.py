@@ -10,7 +10,7 @@
 Every stage uses only the DataFrame API on the driver (so it runs on Spark Connect too) and
 computes per Arrow batch on executors, with cupy on a GPU where asked for and available.
 The classes load on first use, so Python workers that only run the executor side
-(:mod:`gpuimages.ml.executor`) never import ``pyspark.ml``.
+(:mod:`gpuimages.task`) never import ``pyspark.ml``.
 """
 
 from __future__ import annotations

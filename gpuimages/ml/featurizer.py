@@ -1,7 +1,7 @@
 """``ImageFeaturizer``: images to feature vectors with a pluggable backbone.
 
 Built in: ``backbone="histogram"``, cheap hand-made features (see
-:func:`gpuimages.ml.executor.histogram_features`). Or bring a model as a batch function::
+:func:`gpuimages.transforms.histogram.histogram_features`). Or bring a model as a batch function::
 
     import numpy as np
 
@@ -57,8 +57,6 @@ Output: a ``VectorUDT`` column; invalid or null images get a null vector.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -68,13 +66,15 @@ from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLWritable
+from pyspark.ml.util import MLReadable, MLWritable
 
-from gpuimages.ml.arrow import image_column_check, map_column, to_vector_column
-from gpuimages.ml.executor import BatchFunction, FeatureRunner, histogram_size
-from gpuimages.ml.params import HasDevice, HasImageSize
+from gpuimages.ml.columns import replaced_schema, to_vector_column
+from gpuimages.ml.params import HasDecodeParams, HasDevice, HasErrorCol, HasImageSize, to_image_size, to_positive
+from gpuimages.ml.persistence import FeaturizerReader, FeaturizerWriter, local_model_path
 from gpuimages.models import ModelSpec
+from gpuimages.models.function import BatchFunction
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD
+from gpuimages.transforms.histogram import histogram_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -82,7 +82,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 BACKBONES = ("histogram", "function", "onnx")
-_FUNCTION_DIR = "batchFunction"
 #: Default DALI device batch (images decoded, resized and normalised on the GPU at once).
 DEFAULT_DEVICE_BATCH = 256
 
@@ -91,16 +90,6 @@ def _to_backbone(value: Any) -> str:
     if value not in BACKBONES:
         raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {value!r}")
     return value
-
-
-def _to_positive(name: str) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        number = TypeConverters.toInt(value)
-        if number <= 0:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        return number
-
-    return convert
 
 
 def _to_triple(name: str) -> Callable[[Any], list[float]]:
@@ -124,38 +113,10 @@ def _to_model_path(value: Any) -> str:
     return value
 
 
-def local_model_path(value: str) -> str:
-    """``modelPath`` as a local filesystem path (``file:`` URIs accepted); ValueError for other schemes."""
-    if value.startswith("file://"):
-        return value[len("file://") :]
-    if value.startswith("file:"):
-        return value[len("file:") :]
-    head = value.split("/", 1)[0]
-    if head.endswith(":") and len(head) > 2:
-        raise ValueError(
-            f"modelPath: expected a local or shared-filesystem path readable by executors (onnxruntime opens "
-            f"files), got {value!r}"
-        )
-    return value
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _to_size(value: Any) -> list[int]:
-    size = TypeConverters.toListInt([value, value] if isinstance(value, int) else value)
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"imageSize: expected [height, width] of positive integers, got {value!r}")
-    return size
-
-
-class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImageSize, MLReadable, MLWritable):
+class ImageFeaturizer(
+    Transformer, HasInputCol, HasOutputCol, HasDevice, HasImageSize, HasErrorCol, HasDecodeParams, MLReadable,
+    MLWritable,
+):
     """Featurise an image-schema or encoded-bytes column into a ``VectorUDT`` column, one Arrow batch at a time.
 
     ``backbone="histogram"`` (default, image structs only): ``3 * gridSize**2 + 3 * histogramBins + 10``
@@ -185,7 +146,7 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
     deviceBatchSize: Param[int] = Param(
         Params._dummy(), "deviceBatchSize",
         "bytes input on a GPU: images DALI decodes, resizes and normalises on the device at once",
-        typeConverter=_to_positive("deviceBatchSize"),
+        typeConverter=to_positive("deviceBatchSize"),
     )
     keepInput: Param[bool] = Param(
         Params._dummy(), "keepInput",
@@ -193,21 +154,17 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         "travel back to the JVM)",
         typeConverter=TypeConverters.toBoolean,
     )
-    errorCol: Param[str] = Param(
-        Params._dummy(), "errorCol", "bytes input: column with why an image could not be decoded (null when it was)",
-        typeConverter=TypeConverters.toString,
-    )
     gridSize: Param[int] = Param(
         Params._dummy(), "gridSize", "histogram backbone: side of the shrunken image kept as features",
-        typeConverter=_to_positive("gridSize"),
+        typeConverter=to_positive("gridSize"),
     )
     histogramBins: Param[int] = Param(
         Params._dummy(), "histogramBins", "histogram backbone: bins per colour channel",
-        typeConverter=_to_positive("histogramBins"),
+        typeConverter=to_positive("histogramBins"),
     )
     batchSize: Param[int] = Param(
-        Params._dummy(), "batchSize", "images per Arrow batch, and per call of the batch function",
-        typeConverter=_to_positive("batchSize"),
+        Params._dummy(), "batchSize", "images per Arrow batch returned, and at most per call of the model or function",
+        typeConverter=to_positive("batchSize"),
     )
 
     @keyword_only
@@ -217,7 +174,7 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         inputCol: str = "image",
         outputCol: str = "features",
         backbone: str | None = None,
-        imageSize: list[int] | int | None = None,
+        imageSize: list[int] | None = None,
         gridSize: int = 8,
         histogramBins: int = 16,
         batchSize: int = 64,
@@ -229,6 +186,9 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         deviceBatchSize: int = DEFAULT_DEVICE_BATCH,
         errorCol: str = "error",
         keepInput: bool = False,
+        maxPixels: int | None = None,
+        strict: bool = False,
+        applyExif: bool = False,
     ) -> None:
         super().__init__()
         self._function: BatchFunction | None = None
@@ -240,10 +200,10 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         kwargs = dict(self._input_kwargs)
         function = kwargs.pop("fn", None)
         if kwargs.get("imageSize") is not None:
-            kwargs["imageSize"] = _to_size(kwargs["imageSize"])
+            kwargs["imageSize"] = to_image_size(kwargs["imageSize"])
         else:
             kwargs.pop("imageSize", None)
-        for name in ("backbone", "modelPath", "mean", "std"):
+        for name in ("backbone", "modelPath", "mean", "std", "maxPixels"):
             if kwargs.get(name) is None:
                 kwargs.pop(name, None)
         self._set(**kwargs)
@@ -258,9 +218,9 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         """Set the vector column to write (replaced in place if it exists)."""
         return self._set(outputCol=value)
 
-    def setImageSize(self, value: list[int] | int) -> ImageFeaturizer:
-        """Set ``[height, width]`` (an int for a square) images are resized to."""
-        return self._set(imageSize=_to_size(value))
+    def setImageSize(self, value: list[int]) -> ImageFeaturizer:
+        """Set ``[height, width]`` images are resized to (an int is refused: see :func:`to_image_size`)."""
+        return self._set(imageSize=to_image_size(value))
 
     def getBackbone(self) -> str:
         """"histogram", "function" or "onnx"."""
@@ -311,14 +271,6 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
         """Keep (True) or drop (False, default) the encoded bytes column of bytes input."""
         return self._set(keepInput=value)
 
-    def getErrorCol(self) -> str:
-        """The reason column written for bytes input."""
-        return self.getOrDefault(self.errorCol)
-
-    def setErrorCol(self, value: str) -> ImageFeaturizer:
-        """Set the reason column written for bytes input."""
-        return self._set(errorCol=value)
-
     def getGridSize(self) -> int:
         """Histogram backbone: side of the shrunken image."""
         return self.getOrDefault(self.gridSize)
@@ -360,7 +312,7 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
             return histogram_size(self.getGridSize(), self.getHistogramBins())
         return None
 
-    def _model_spec(self, threads: int = 1) -> ModelSpec | None:
+    def _model_spec(self) -> ModelSpec | None:
         """Validate the backbone on the driver and describe its model for executors (None: histogram)."""
         backbone = self.getBackbone()
         if backbone == "function":
@@ -380,65 +332,65 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
                 raise FileNotFoundError(f"modelPath: expected an existing ONNX file, got {path!r}")
             require_onnxruntime()
             mean, std = self.getMean(), self.getStd()
-            return ModelSpec("onnx", os.path.abspath(local), tuple(mean), tuple(std), threads=threads)  # type: ignore[arg-type]
+            return ModelSpec("onnx", os.path.abspath(local), tuple(mean), tuple(std))  # type: ignore[arg-type]
         return None
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        from pyspark.sql.types import ArrayType, BinaryType, DoubleType
-
-        input_col, output_col = self.getInputCol(), self.getOutputCol()
-        if input_col in dataset.columns and isinstance(dataset.schema[input_col].dataType, BinaryType):
-            return self._transform_bytes(dataset)
-        image_column_check(dataset.schema, input_col)
-        spec = self._model_spec(_task_cpus(dataset))
-        height, width = self.getImageSize()
-        runner = FeatureRunner(
-            (height, width), self.getDevice(), self.getBackbone(), self.getGridSize(), self.getHistogramBins(),
-            self._function if self.getBackbone() == "function" else None, model=spec,
-        )
-        arrays = map_column(dataset, input_col, output_col, ArrayType(DoubleType(), True), runner, self.getBatchSize())
-        size = self.numFeatures()
-        metadata = {"ml_attr": {"num_attrs": size}} if size is not None else None
-        return to_vector_column(arrays, output_col, metadata)
-
-    def _transform_bytes(self, dataset: DataFrame) -> DataFrame:
-        """The fused path: decode, resize, normalise and run the model in one task (see :mod:`gpuimages.ml.fused`)."""
-        from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
+        """Featurise image structs (columns kept, ``outputCol`` replaced or added) or encoded bytes (decoded
+        in the same task; the bytes column dropped unless ``keepInput``, ``errorCol`` added)."""
+        from pyspark.sql.types import ArrayType, BinaryType, DoubleType, StringType, StructField, StructType
 
         from gpuimages import scheduling
-        from gpuimages.ml.fused import FeatureLayout, FeatureTask, featurize_partition
         from gpuimages.options import make_decode_options
+        from gpuimages.schema import image_column_check
         from gpuimages.stage import run_stage, session_conf
+        from gpuimages.task.runner import StageSpec
+        from gpuimages.task.steps import Featurize
 
-        output_col, error_col = self.getOutputCol(), self.getErrorCol()
-        if output_col == error_col:
-            raise ValueError(f"errorCol: expected a name other than outputCol, got {error_col!r}")
-        if self.getBackbone() == "histogram":
-            raise ValueError(
-                "backbone: expected 'onnx' or 'function' for a binary inputCol (encoded bytes), got 'histogram'; "
-                "decode with read_images/decode_images first to use the histogram backbone"
-            )
+        input_col, output_col = self.getInputCol(), self.getOutputCol()
+        is_bytes = input_col in dataset.columns and isinstance(dataset.schema[input_col].dataType, BinaryType)
+        if not is_bytes:
+            image_column_check(dataset.schema, input_col)
+        backbone = self.getBackbone()
+        model = self._model_spec()
         conf = session_conf(dataset.sparkSession)
-        spec = self._model_spec(_conf_int(conf.get("spark.task.cpus"), 1))
+        modules = (("nvidia.dali",) if is_bytes else ()) + (("cupy",) if backbone == "histogram" else ())
+        device = scheduling.resolve_device(self.getDevice(), conf, modules)
         height, width = self.getImageSize()
-        options = make_decode_options(
-            resize=(height, width), batch_size=self.getDeviceBatchSize(), device=self.getDevice()
+        decode = None
+        if is_bytes:
+            decode = make_decode_options(
+                resize=(height, width), device=device, device_batch_size=self.getDeviceBatchSize(),
+                batch_size=self.getBatchSize(), **self.decode_kwargs(),
+            )
+        step = Featurize(
+            backbone, (height, width), output_col, model=model, grid_size=self.getGridSize(),
+            bins=self.getHistogramBins(), batch_size=self.getBatchSize(), decode=decode,
         )
-        device = scheduling.resolve_device(options.device, conf)
-        if device != options.device:
-            options = make_decode_options(resize=(height, width), batch_size=options.batch_size, device=device)
-        dropped = {output_col, error_col} | (set() if self.getKeepInput() else {self.getInputCol()})
-        passthrough = tuple(c for c in dataset.columns if c not in dropped)
-        layout = FeatureLayout(self.getInputCol(), output_col, error_col, passthrough)
-        task = FeatureTask(options, spec, layout, self.getBatchSize())  # type: ignore[arg-type]
-        fields = {f.name: f for f in dataset.schema.fields}
-        schema = StructType(
-            [fields[name] for name in passthrough]
-            + [StructField(output_col, ArrayType(DoubleType(), True), True), StructField(error_col, StringType(), True)]
+        vectors = ArrayType(DoubleType(), True)
+        if is_bytes:
+            error_col = self.getErrorCol()
+            if output_col == error_col:
+                raise ValueError(f"errorCol: expected a name other than outputCol, got {error_col!r}")
+            dropped = {output_col, error_col} | (set() if self.getKeepInput() else {input_col})
+            passthrough = tuple(c for c in dataset.columns if c not in dropped)
+            fields = {f.name: f for f in dataset.schema.fields}
+            schema = StructType(
+                [fields[name] for name in passthrough]
+                + [StructField(output_col, vectors, True), StructField(error_col, StringType(), True)]
+            )
+            columns = (*passthrough, output_col, error_col)
+        else:
+            error_col = None
+            schema = replaced_schema(dataset.schema, output_col, vectors)
+            columns = tuple(schema.fieldNames())
+        spec = StageSpec(
+            name="featurize", device=device, input_col=input_col, input_kind="bytes" if is_bytes else "struct",
+            steps=(step,), columns=columns, origin_col=None, error_col=error_col, rows_per_batch=self.getBatchSize(),
         )
-        out = run_stage(dataset, functools.partial(featurize_partition, task=task), schema, device, conf,
-                        name="featurize")
-        return to_vector_column(out, output_col)
+        out = run_stage(dataset, spec, schema, conf)
+        size = self.numFeatures()
+        return to_vector_column(out, output_col, {"ml_attr": {"num_attrs": size}} if size is not None else None)
 
     def copy(self, extra: dict | None = None) -> ImageFeaturizer:
         """A copy with the same batch function."""
@@ -454,68 +406,3 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
     def read(cls) -> FeaturizerReader:
         """Reader for :meth:`write`'s output."""
         return FeaturizerReader(cls)
-
-
-def _conf_int(value: str | None, default: int) -> int:
-    try:
-        return max(1, int(value)) if value is not None else default
-    except ValueError:
-        return default
-
-
-def _task_cpus(dataset: DataFrame) -> int:
-    """``spark.task.cpus`` (ONNX Runtime threads per task), 1 when unset or unreadable."""
-    try:
-        return _conf_int(dataset.sparkSession.conf.get("spark.task.cpus", None), 1)
-    except Exception:  # noqa: BLE001 - some servers refuse reading static confs
-        return 1
-
-
-class FeaturizerWriter(DefaultParamsWriter):
-    """Saves an :class:`ImageFeaturizer`: metadata as JSON, the batch function as a cloudpickle blob."""
-
-    def saveImpl(self, path: str) -> None:
-        """Write ``path/metadata`` and, with a batch function, ``path/batchFunction`` (Parquet)."""
-        from pyspark import cloudpickle
-
-        fn = self.instance.getBatchFunction()
-        extra: dict[str, Any] = {"hasBatchFunction": fn is not None}
-        model_path = self.instance.getModelPath()
-        if model_path is not None:
-            try:
-                extra["modelSha256"] = file_sha256(local_model_path(model_path))
-            except (OSError, ValueError) as exc:
-                log.warning("ImageFeaturizer.save: cannot read modelPath %r (%s); saving the path only",
-                            model_path, exc)
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession, extraMetadata=extra)
-        if fn is not None:
-            blob = bytearray(cloudpickle.dumps(fn))
-            frame = self.sparkSession.createDataFrame([(blob,)], "payload binary")
-            frame.coalesce(1).write.parquet(os.path.join(path, _FUNCTION_DIR))
-
-
-class FeaturizerReader(DefaultParamsReader):
-    """Loads what :class:`FeaturizerWriter` saved."""
-
-    def load(self, path: str) -> ImageFeaturizer:
-        """Rebuild the featurizer, batch function included."""
-        import pickle
-
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        instance = self.cls()
-        instance._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(instance, metadata)
-        expected = metadata.get("modelSha256")
-        if expected is not None:
-            model_path = instance.getModelPath()
-            try:
-                found = file_sha256(local_model_path(model_path))  # type: ignore[arg-type]
-            except (OSError, ValueError) as exc:
-                log.warning("ImageFeaturizer.load: the model file %r is not readable here (%s)", model_path, exc)
-            else:
-                if found != expected:
-                    log.warning("ImageFeaturizer.load: the model file %r changed since the stage was saved", model_path)
-        if metadata.get("hasBatchFunction"):
-            row = self.sparkSession.read.parquet(os.path.join(path, _FUNCTION_DIR)).first()
-            instance._function = pickle.loads(bytes(row[0]))
-        return instance

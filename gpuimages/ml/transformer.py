@@ -7,9 +7,11 @@
     ...       .crop(0, 0, height=180, width=180))
     >>> small = tr.transform(images).select("transformed")
 
-The stages run in order on executors, one Arrow batch at a time (``DataFrame.mapInArrow``):
-same-sized images are stacked and processed together with numpy, or cupy on a GPU. Invalid or
-null input images stay invalid or null; all other columns and every row pass through.
+The stages run in order inside Spark tasks (:class:`gpuimages.task.steps.Transform`, planned by
+:func:`gpuimages.stage.run_stage`): same-sized images are stacked and processed together with numpy,
+or cupy on a task's GPU. The input is an image-struct column or a binary column of encoded files,
+decoded in the same task (as SynapseML's ``ImageTransformer`` accepts binary input). Invalid or null
+input images stay invalid or null; all other columns and every row pass through.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from pyspark.ml.param import Param, Params
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from gpuimages.ml.arrow import image_column_check, map_column
-from gpuimages.ml.executor import StageRunner
-from gpuimages.ml.params import HasDevice
-from gpuimages.ml.stages import check_stages, color_format, flip_direction, outputs_tensor
+from gpuimages.ml.columns import replaced_schema
+from gpuimages.ml.params import HasDecodeParams, HasDevice, HasErrorCol
 from gpuimages.schema import image_struct_type
+from gpuimages.transforms.stages import check_stages, color_format, flip_direction, outputs_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -37,15 +38,23 @@ def _to_stages(value: Any) -> list[dict[str, Any]]:
     return check_stages(value)
 
 
-class ImageTransformer(Transformer, HasInputCol, HasOutputCol, HasDevice, DefaultParamsReadable, DefaultParamsWritable):
-    """Apply image operations in order to an image-schema column (Spark's image struct, BGR(A)).
+class ImageTransformer(
+    Transformer, HasInputCol, HasOutputCol, HasDevice, HasErrorCol, HasDecodeParams, DefaultParamsReadable,
+    DefaultParamsWritable,
+):
+    """Apply image operations in order to an image-schema column (Spark's image struct, BGR(A)), or to a
+    binary column of encoded files (``binaryFile``'s ``content``, a table), decoded in the same task.
 
     Build the chain fluently (``resize``, ``crop``, ``centerCrop``, ``colorFormat``, ``flip``,
     ``gaussianBlur``, ``threshold``, ``normalize``) or pass ``stages`` as a list of dicts (see
-    :mod:`gpuimages.ml.stages`). The output column is an image struct, except after
+    :mod:`gpuimages.transforms.stages`). The output column is an image struct, except after
     ``normalize``: then it is ``array<float>`` (layout in :meth:`normalize`). Images that are
     invalid (Spark's -1 row) or null stay so; an operation that cannot apply to an image (a
     crop box outside it, per-channel values that do not match its channels) makes it invalid.
+
+    With bytes input the files are decoded as ``decode_images`` decodes them (``maxPixels``, ``strict``,
+    ``applyExif``), the origin comes from a ``path`` column where there is one (``binaryFile``'s), and
+    ``errorCol`` says why a row has no image; every other column is kept.
     """
 
     stages: Param[list[dict[str, Any]]] = Param(
@@ -63,6 +72,10 @@ class ImageTransformer(Transformer, HasInputCol, HasOutputCol, HasDevice, Defaul
         outputCol: str = "transformed",
         stages: list[dict[str, Any]] | None = None,
         device: str = "auto",
+        errorCol: str = "error",
+        maxPixels: int | None = None,
+        strict: bool = False,
+        applyExif: bool = False,
     ) -> None:
         super().__init__()
         self._setDefault(inputCol="image", outputCol="transformed", stages=[], device="auto")
@@ -76,6 +89,10 @@ class ImageTransformer(Transformer, HasInputCol, HasOutputCol, HasDevice, Defaul
         outputCol: str = "transformed",
         stages: list[dict[str, Any]] | None = None,
         device: str = "auto",
+        errorCol: str = "error",
+        maxPixels: int | None = None,
+        strict: bool = False,
+        applyExif: bool = False,
     ) -> ImageTransformer:
         """Set any of the params by keyword."""
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
@@ -107,7 +124,7 @@ class ImageTransformer(Transformer, HasInputCol, HasOutputCol, HasDevice, Defaul
         """Resize to ``height`` x ``width``, or so the shorter side is ``size`` (aspect kept).
 
         Pillow's bilinear filter (antialiased when shrinking), horizontal pass first; see
-        :mod:`gpuimages.ml.ops`.
+        :mod:`gpuimages.transforms.ops`.
         """
         if size is not None:
             return self._add({"action": "resize", "size": size, "height": height, "width": width})
@@ -178,11 +195,47 @@ class ImageTransformer(Transformer, HasInputCol, HasOutputCol, HasDevice, Defaul
     # ------------------------------------------------------------ transform
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        from pyspark.sql.types import ArrayType, FloatType
+        from pyspark.sql.types import ArrayType, BinaryType, FloatType, StringType
 
-        stages = self.getStages()
-        input_col = self.getInputCol()
-        image_column_check(dataset.schema, input_col)
+        from gpuimages import scheduling
+        from gpuimages.options import make_decode_options
+        from gpuimages.schema import image_column_check
+        from gpuimages.stage import run_stage, session_conf
+        from gpuimages.task.runner import StageSpec
+        from gpuimages.task.steps import Decode, Transform
+
+        stages = tuple(self.getStages())
+        input_col, output_col = self.getInputCol(), self.getOutputCol()
+        is_bytes = input_col in dataset.columns and isinstance(dataset.schema[input_col].dataType, BinaryType)
+        if not is_bytes:
+            image_column_check(dataset.schema, input_col)
+        conf = session_conf(dataset.sparkSession)
+        device = scheduling.resolve_device(self.getDevice(), conf, (("nvidia.dali",) if is_bytes else ()) + ("cupy",))
         data_type = ArrayType(FloatType(), True) if outputs_tensor(stages) else image_struct_type()
-        runner = StageRunner(stages, self.getDevice())
-        return map_column(dataset, input_col, self.getOutputCol(), data_type, runner)
+        schema = replaced_schema(dataset.schema, output_col, data_type)
+        transform = Transform(stages, output_col)
+        if is_bytes:
+            error_col = self.getErrorCol()
+            if error_col in (output_col, input_col):
+                raise ValueError(f"errorCol: expected a name other than inputCol and outputCol, got {error_col!r}")
+            schema = replaced_schema(schema, error_col, StringType())
+        columns = tuple(schema.fieldNames())
+        if is_bytes:
+            options = make_decode_options(device=device, **self.decode_kwargs())
+            origin = "path" if "path" in dataset.columns and isinstance(
+                dataset.schema["path"].dataType, StringType) else None
+            spec = StageSpec(
+                name="transform", device=device, input_col=input_col, input_kind="bytes",
+                steps=(Decode(options), transform), columns=columns, origin_col=origin, origin_is_path=True,
+                error_col=error_col, rows_per_batch=ROWS_PER_BATCH, max_batch_bytes=options.max_batch_bytes,
+            )
+        else:
+            spec = StageSpec(
+                name="transform", device=device, input_col=input_col, input_kind="struct", steps=(transform,),
+                columns=columns, error_col=None, rows_per_batch=ROWS_PER_BATCH,
+            )
+        return run_stage(dataset, spec, schema, conf)
+
+
+#: Rows per Arrow batch the stage returns.
+ROWS_PER_BATCH = 64

@@ -9,8 +9,7 @@ from pyspark.ml import Transformer
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from gpuimages.ml.arrow import image_column_check, map_column, to_vector_column
-from gpuimages.ml.executor import unroll_column
+from gpuimages.ml.columns import replaced_schema, to_vector_column
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -25,8 +24,9 @@ class UnrollImage(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
     resize/crop images to one size first (e.g. with :class:`ImageTransformer`) when the vectors
     feed a model. Invalid or null images give a null vector.
 
-    Computed per Arrow batch on executors as ``array<double>``, then turned into vectors with
-    ``pyspark.ml.functions.array_to_vector`` (works on Spark Connect).
+    Computed in Spark tasks as ``array<double>`` (:class:`gpuimages.task.steps.Unroll`, planned by
+    :func:`gpuimages.stage.run_stage`), then turned into vectors with ``pyspark.ml.functions.array_to_vector``
+    (works on Spark Connect).
     """
 
     @keyword_only
@@ -51,7 +51,16 @@ class UnrollImage(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.sql.types import ArrayType, DoubleType
 
+        from gpuimages.schema import image_column_check
+        from gpuimages.stage import run_stage, session_conf
+        from gpuimages.task.runner import StageSpec
+        from gpuimages.task.steps import Unroll
+
         input_col, output_col = self.getInputCol(), self.getOutputCol()
         image_column_check(dataset.schema, input_col)
-        arrays = map_column(dataset, input_col, output_col, ArrayType(DoubleType(), True), unroll_column)
-        return to_vector_column(arrays, output_col)
+        schema = replaced_schema(dataset.schema, output_col, ArrayType(DoubleType(), True))
+        spec = StageSpec(
+            name="unroll", device="cpu", input_col=input_col, input_kind="struct", steps=(Unroll(output_col),),
+            columns=tuple(schema.fieldNames()), error_col=None, rows_per_batch=64,
+        )
+        return to_vector_column(run_stage(dataset, spec, schema, session_conf(dataset.sparkSession)), output_col)

@@ -11,19 +11,17 @@ Backends are created on executors only, by :func:`create_model`, from a picklabl
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from gpuimages.models.base import InputFormat, Model
+from gpuimages.task.device import TaskDevice
 
 __all__ = ["InputFormat", "Model", "ModelSpec", "MODELS", "create_model"]
 
 #: Backend names :func:`create_model` accepts.
 MODELS = ("onnx", "function")
 
-_CACHE: dict[tuple, Model] = {}
-_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -46,21 +44,23 @@ class ModelSpec:
     function: Any = None
 
 
-def create_model(spec: ModelSpec, gpu_id: int | None = None) -> Model:
-    """The model for ``spec`` on this worker; ONNX models are built once per worker, file and device."""
+def create_model(spec: ModelSpec, device: TaskDevice | None = None) -> Model:
+    """The model for ``spec`` on ``device``; ONNX models are built once per worker, file and device
+    (in the worker cache)."""
     if spec.kind == "function":
         from gpuimages.models.function import FunctionModel
 
         return FunctionModel(spec.function)
     if spec.kind != "onnx":
         raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {spec.kind!r}")
-    key = (spec, gpu_id)
-    with _LOCK:
-        model = _CACHE.get(key)
-    if model is None:
+    from gpuimages.task.cache import worker_cache
+
+    device = device or TaskDevice()
+    threads = device.threads if device.gpu_id is None else spec.threads
+
+    def build() -> Model:
         from gpuimages.models.onnx import OnnxModel
 
-        model = OnnxModel(spec.path, spec.mean, spec.std, threads=spec.threads, gpu_id=gpu_id)  # type: ignore[arg-type]
-        with _LOCK:
-            _CACHE[key] = model
-    return model
+        return OnnxModel(spec.path, spec.mean, spec.std, threads=threads, gpu_id=device.gpu_id)  # type: ignore[arg-type]
+
+    return worker_cache().get(("model", spec, device.gpu_id, threads), build)

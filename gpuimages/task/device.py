@@ -264,6 +264,11 @@ def _partition(context: Any) -> int:
         return 0
 
 
+def task_partition() -> int:
+    """The running task's partition id (0 outside a task)."""
+    return _partition(_task_context())
+
+
 # --------------------------------------------------------------------------- GPU slots under "auto"
 
 

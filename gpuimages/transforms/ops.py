@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuimages.ml.backend import Backend
+from gpuimages.transforms.arrays import Arrays
 
 #: Pillow's fixed-point precision for 8-bit resampling.
 _PRECISION_BITS = 32 - 8 - 2
@@ -116,12 +116,12 @@ def pillow_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.dstack([one(image[:, :, :3]), one(image[:, :, 3])])
 
 
-def resize(stack: Any, height: int, width: int, backend: Backend) -> Any:
+def resize(stack: Any, height: int, width: int, arrays: Arrays) -> Any:
     """Resize a stack to ``(height, width)``: Pillow bilinear on CPU, its matrix twin elsewhere."""
     if stack.shape[1:3] == (height, width):
         return stack
-    if not backend.use_pillow:
-        return resize_arrays(stack, height, width, backend.xp)
+    if not arrays.use_pillow:
+        return resize_arrays(stack, height, width, arrays.xp)
     out = np.empty((stack.shape[0], height, width, stack.shape[3]), dtype=np.uint8)
     for i in range(stack.shape[0]):
         out[i] = pillow_resize(stack[i], height, width)

@@ -25,13 +25,13 @@ normalize       ``mean``, ``std`` (one value or one per channel), ``scale``, ``t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from gpuimages.ml import ops
-from gpuimages.ml.backend import Backend
+from gpuimages.transforms import ops
+from gpuimages.transforms.arrays import Arrays
 
 #: OpenCV ``cv::ColorConversionCodes`` accepted as integers by ``colorFormat``.
 OPENCV_COLOR_CODES = {
@@ -187,41 +187,72 @@ def _per_channel(values: list[float], channels: int) -> list[float] | None:
     return values if len(values) == channels else None
 
 
-def apply_stages(stack: Any, stages: Sequence[Mapping[str, Any]], backend: Backend) -> Any | None:
+def _resize(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any:
+    _, height, width, _ = stack.shape
+    if "size" in stage:
+        h, w = ops.shorter_side_size(height, width, stage["size"])
+    else:
+        h, w = stage["height"], stage["width"]
+    return ops.resize(stack, h, w, arrays)
+
+
+def _crop(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any | None:
+    _, height, width, _ = stack.shape
+    box = ops.crop_box(height, width, stage["x"], stage["y"], stage["height"], stage["width"])
+    return None if box is None else ops.crop(stack, *box)
+
+
+def _center_crop(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any:
+    _, height, width, _ = stack.shape
+    return ops.crop(stack, *ops.center_box(height, width, stage["height"], stage["width"]))
+
+
+def _color_format(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any:
+    source, target = stage["format"].split("2")
+    return ops.convert_color(stack, source, target, arrays.xp)
+
+
+def _flip(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any:
+    return ops.flip(stack, stage["direction"])
+
+
+def _gaussian_blur(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any:
+    return ops.gaussian_blur(stack, stage["kernelSize"], stage["sigma"], arrays.xp)
+
+
+def _threshold(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any:
+    return ops.threshold(stack, stage["threshold"], stage["maxVal"], stage["type"], arrays.xp)
+
+
+def _normalize(stack: Any, stage: Mapping[str, Any], arrays: Arrays) -> Any | None:
+    channels = stack.shape[3]
+    mean = _per_channel(stage["mean"], channels)
+    std = _per_channel(stage["std"], channels)
+    if mean is None or std is None:
+        return None
+    return ops.normalize(stack, mean, std, stage["scale"], stage["toRGB"], stage["layout"], arrays.xp)
+
+
+#: One function per action: ``(stack, stage, arrays) -> stack``, or None when the images become invalid.
+OPERATIONS: dict[str, Callable[[Any, Mapping[str, Any], Arrays], Any | None]] = {
+    "resize": _resize,
+    "crop": _crop,
+    "centerCrop": _center_crop,
+    "colorFormat": _color_format,
+    "flip": _flip,
+    "gaussianBlur": _gaussian_blur,
+    "threshold": _threshold,
+    "normalize": _normalize,
+}
+
+
+def apply_stages(stack: Any, stages: Sequence[Mapping[str, Any]], arrays: Arrays) -> Any | None:
     """Run ``stages`` over ``[N, H, W, C]`` uint8 images of one size; None if they become invalid.
 
     Returns uint8 ``[N, H', W', C']`` images, or float32 ``[N, L]`` after "normalize".
     """
-    xp = backend.xp
     for stage in stages:
-        action = stage["action"]
-        _, height, width, channels = stack.shape
-        if action == "resize":
-            if "size" in stage:
-                h, w = ops.shorter_side_size(height, width, stage["size"])
-            else:
-                h, w = stage["height"], stage["width"]
-            stack = ops.resize(stack, h, w, backend)
-        elif action == "crop":
-            box = ops.crop_box(height, width, stage["x"], stage["y"], stage["height"], stage["width"])
-            if box is None:
-                return None
-            stack = ops.crop(stack, *box)
-        elif action == "centerCrop":
-            stack = ops.crop(stack, *ops.center_box(height, width, stage["height"], stage["width"]))
-        elif action == "colorFormat":
-            source, target = stage["format"].split("2")
-            stack = ops.convert_color(stack, source, target, xp)
-        elif action == "flip":
-            stack = ops.flip(stack, stage["direction"])
-        elif action == "gaussianBlur":
-            stack = ops.gaussian_blur(stack, stage["kernelSize"], stage["sigma"], xp)
-        elif action == "threshold":
-            stack = ops.threshold(stack, stage["threshold"], stage["maxVal"], stage["type"], xp)
-        elif action == "normalize":
-            mean = _per_channel(stage["mean"], channels)
-            std = _per_channel(stage["std"], channels)
-            if mean is None or std is None:
-                return None
-            return ops.normalize(stack, mean, std, stage["scale"], stage["toRGB"], stage["layout"], xp)
+        stack = OPERATIONS[stage["action"]](stack, stage, arrays)
+        if stack is None:
+            return None
     return stack

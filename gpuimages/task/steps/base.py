@@ -1,0 +1,84 @@
+"""What a step is: a small capability run on each bounded chunk of a partition.
+
+A step is a picklable description made on the driver (options, model spec, write plan). Inside the
+task the runner :meth:`~Step.open`\\ s it on the task's device, calls :meth:`~Step.run` on each chunk's
+:class:`Work` in turn, and :meth:`~Step.close`\\ s it at the end. Steps read what earlier steps left in
+the work (encoded bytes, an :class:`~gpuimages.task.images.ImageBatch`), leave their own results
+(images, bytes, output columns) and record why a row has no result; they never raise for bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from gpuimages.task.device import TaskDevice
+from gpuimages.task.images import ImageBatch
+
+
+@dataclass
+class Work:
+    """One chunk on its way through the steps.
+
+    ``chunk``: the input rows (the source of pass-through columns). ``origins``: each row's image
+    origin (an Arrow string column). ``pixel_type``: the Arrow type of pixel data written back
+    (``binary``, or ``large_binary`` as the input struct had it). ``blobs``: encoded bytes (bytes
+    input, or what an encoding step made). ``images``: decoded
+    pixels. ``reasons``: why a row has no result (the first reason recorded wins). ``columns``: output
+    columns made by the steps. ``row_bytes``: the size of each row's largest output, which bounds the
+    returned Arrow batches.
+    """
+
+    chunk: pa.RecordBatch
+    origins: pa.Array
+    blobs: list[bytes | None] | None = None
+    images: ImageBatch | None = None
+    reasons: list[str | None] = field(default_factory=list)
+    columns: dict[str, pa.Array] = field(default_factory=dict)
+    row_bytes: np.ndarray | None = None
+    pixel_type: pa.DataType = field(default_factory=pa.binary)
+    device_images: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.reasons:
+            self.reasons = [None] * self.chunk.num_rows
+
+    def __len__(self) -> int:
+        return self.chunk.num_rows
+
+    def note(self, reasons: Sequence[str | None]) -> None:
+        """Record ``reasons[i]`` for rows that have none yet."""
+        self.reasons = [r if r is not None else new for r, new in zip(self.reasons, reasons, strict=True)]
+
+
+class Step:
+    """One capability of the runtime. Subclasses are frozen dataclasses (picklable driver specs)."""
+
+    #: Short name for logs and the task log.
+    name = "step"
+
+    def open(self, device: TaskDevice) -> None:
+        """Build (or fetch from the worker cache) what the step needs on ``device``."""
+
+    def chunk_rows(self, rows_per_batch: int) -> int:
+        """Rows per chunk this step wants when it is the first step (a device batch, say)."""
+        return rows_per_batch
+
+    def predicted_bytes(self, value: pa.Scalar) -> int:
+        """Bytes the step will hold for one input value (bounds chunks by bytes); 0 when unknown."""
+        return 0
+
+    def run(self, work: Work) -> None:
+        """Process one chunk."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End of the task: drop per-task state (cached objects stay in the worker cache)."""
+
+    def engine(self) -> str | None:
+        """The engine, encoder or model doing the work, for logs and the task log."""
+        return None

@@ -1,0 +1,98 @@
+"""Encoding: pixels (``work.images``) to JPEG or PNG bytes, with their origin, height and width.
+
+The encoder is chosen as engines are: nvImageCodec for JPEG where the task's device uses it (or when
+asked for by name), Pillow otherwise, built once per worker through the worker cache; a GPU encoder
+that cannot start falls back to Pillow with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from gpuimages.encoders.base import EncodeOptions
+from gpuimages.task.cache import worker_cache
+from gpuimages.task.device import TaskDevice
+from gpuimages.task.steps.base import Step, Work
+
+log = logging.getLogger(__name__)
+
+#: The module GPU JPEG encoding needs.
+NVIMGCODEC_MODULE = "nvidia.nvimgcodec"
+#: Columns every encoding stage adds before the bytes and the reason.
+META_COLUMNS = ("origin", "height", "width")
+
+
+def encoder_name(options: EncodeOptions, device: TaskDevice) -> str:
+    """"nvimgcodec" or "pillow" for ``options`` on ``device`` (PNG is always Pillow's)."""
+    if options.format != "jpeg" or options.encoder == "pillow":
+        return "pillow"
+    if options.encoder == "nvimgcodec":
+        return "nvimgcodec"
+    return "nvimgcodec" if device.uses(NVIMGCODEC_MODULE) else "pillow"
+
+
+def task_encoder(options: EncodeOptions, device: TaskDevice):
+    """The worker's encoder for ``options`` on ``device``, built once and kept in the worker cache."""
+    from gpuimages.encoders import create_encoder
+
+    name = encoder_name(options, device)
+    key = ("encoder", name, device.gpu_id if name != "pillow" else None, device.threads, options)
+
+    def build():
+        try:
+            return create_encoder(options, device, name)
+        except ImportError:
+            if options.encoder == "nvimgcodec" or device.mode == "gpu":
+                raise
+            return create_encoder(options, device, "pillow")
+        except Exception as exc:  # noqa: BLE001 - a GPU that cannot start must not fail the job
+            if name != "nvimgcodec":
+                raise
+            log.warning("gpuimages: nvImageCodec could not start on %s (%s); encoding with Pillow",
+                        device.describe(), exc)
+            return create_encoder(options, device, "pillow")
+
+    return worker_cache().get(key, build)
+
+
+@dataclass
+class Encode(Step):
+    """Pixels to encoded bytes in ``output_col`` (also left in ``work.blobs`` for a write step), with the
+    ``origin``, ``height`` and ``width`` columns; a row without an image or that fails to encode gets null
+    bytes, null sizes and its reason."""
+
+    options: EncodeOptions
+    output_col: str = "encoded"
+    name = "encode"
+    _encoder: object = field(default=None, init=False, repr=False, compare=False)
+
+    def open(self, device: TaskDevice) -> None:
+        self._encoder = task_encoder(self.options, device)
+
+    def chunk_rows(self, rows_per_batch: int) -> int:
+        return self.options.batch_size
+
+    def run(self, work: Work) -> None:
+        images = work.images.images()
+        encoded = self._encoder.encode(images)
+        work.note(encoded.errors)
+        data = encoded.data
+        work.blobs = data
+        work.columns["origin"] = work.origins
+        heights = [None if b is None else int(im.shape[0]) for im, b in zip(images, data, strict=True)]
+        widths = [None if b is None else int(im.shape[1]) for im, b in zip(images, data, strict=True)]
+        work.columns["height"] = pa.array(heights, type=pa.int32())
+        work.columns["width"] = pa.array(widths, type=pa.int32())
+        work.columns[self.output_col] = pa.array(data, type=pa.binary())
+        work.row_bytes = np.array([0 if b is None else len(b) for b in data], dtype=np.int64)
+        work.images = None
+
+    def engine(self) -> str | None:
+        return None if self._encoder is None else self._encoder.name
+
+    def close(self) -> None:
+        self._encoder = None
