@@ -148,7 +148,7 @@ def _write(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from gpuimages.inspect import summarize
+    from gpuimages.info import summarize
     from gpuimages.session import local_session
 
     spark = local_session(args.master, "gpuimages-info")

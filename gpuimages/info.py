@@ -3,44 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-
-import pyarrow as pa
-
-from gpuimages.engines.formats import sniff
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 
-def _formats(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side: the format each file's header names, without decoding it."""
-    from PIL import Image
-
-    for batch in batches:
-        names = []
-        for blob in batch.column("content").to_pylist():
-            info = sniff(blob or b"")
-            if info.format == "other":
-                import io
-
-                try:
-                    info_name = (Image.open(io.BytesIO(blob)).format or "unknown").lower() if blob else "empty"
-                except Exception:  # noqa: BLE001 - not an image
-                    info_name = "unknown"
-                names.append(info_name)
-            else:
-                names.append(info.format)
-        yield pa.RecordBatch.from_arrays([pa.array(names, pa.string())], names=["format"])
-
-
 def summarize(spark: SparkSession, path: Any, *, recursive: bool = False, device: str = "cpu") -> dict:
     """Decode everything under ``path`` and summarise it (a dict, ready for JSON)."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
 
     import gpuimages
     from gpuimages.listing import binary_reader, normalize_paths
+    from gpuimages.stage import run_stage, session_conf
+    from gpuimages.task.runner import StageSpec
+    from gpuimages.task.steps.sniff import Sniff
 
     images: DataFrame = gpuimages.read_images(spark, path, recursive=recursive, device=device)
     stats = images.select(
@@ -67,7 +45,9 @@ def summarize(spark: SparkSession, path: Any, *, recursive: bool = False, device
     finally:
         stats.unpersist()
     raw = binary_reader(spark, recursive, None).load(normalize_paths(path)).select("content")
-    by_format = raw.mapInArrow(_formats, "format string").groupBy("format").count().collect()
+    spec = StageSpec("sniff", "cpu", "content", "bytes", (Sniff(),), ("format",), error_col=None, rows_per_batch=256)
+    formats_df = run_stage(raw, spec, StructType([StructField("format", StringType(), True)]), session_conf(spark))
+    by_format = formats_df.groupBy("format").count().collect()
     formats = {r["format"]: int(r["count"]) for r in by_format}
     unread = total - sum(formats.values())  # zero-byte files: the binary scan skips them
     if unread > 0:
