@@ -18,6 +18,7 @@ from gpuimages.engines.formats import sniff
 from gpuimages.listing import to_origin
 from gpuimages.options import DecodeOptions
 from gpuimages.schema import image_array
+from gpuimages.task.device import TaskDevice, task_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,14 @@ def engine_for_task(options: DecodeOptions) -> Engine:
     engine = _ENGINES.get(key)
     if engine is None:
         try:
-            engine = create_engine(options, gpu_id=gpu_id, engine=name)
+            engine = create_engine(options, TaskDevice(options.device, gpu_id, task_threads(None)), engine=name)
         except ImportError:
             raise
         except Exception as exc:  # noqa: BLE001 - a GPU that cannot start must not fail the job
             if name != "dali":
                 raise
             log.warning("gpuimages: the DALI engine could not start on gpu=%s (%s); decoding with Pillow", gpu_id, exc)
-            engine = create_engine(options, engine="pillow")
+            engine = create_engine(options, TaskDevice("cpu"), engine="pillow")
         log.info("gpuimages: decoding with %s (gpu=%s)", engine.name, gpu_id)
         _ENGINES[key] = engine
     return engine

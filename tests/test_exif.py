@@ -23,7 +23,7 @@ SWAPS = {5, 6, 7, 8}
 #: Largest per-channel difference allowed between two JPEG decoders (IDCT/upsampling rounding).
 JPEG_TOLERANCE = 2
 
-DALI_ENGINE = Path(gpuimages.__path__[0]) / "engines" / "dali.py"
+DALI_ENGINE = Path(gpuimages.__path__[0]) / "engines" / "dali" / "engine.py"
 
 
 def _name(origin: str) -> str:
@@ -116,10 +116,10 @@ def dali_engine_module():
 @pytest.mark.parametrize("apply_exif", [False, True])
 def test_dali_engine_decodes_exif_like_pillow(dali_engine_module, exif_files, apply_exif):
     """The DALI engine itself (not its Pillow fallback) gives Pillow's dimensions and pixels."""
-    from gpuimages import gpu
+    from gpuimages.task.device import TaskDevice, visible_gpu_count
 
-    gpu_id = 0 if gpu.visible_gpu_count() > 0 else None
-    engine = dali_engine_module.DaliEngine(make_decode_options(device="gpu", apply_exif=apply_exif), gpu_id=gpu_id)
+    device = TaskDevice("gpu", 0 if visible_gpu_count() > 0 else None, 2)
+    engine = dali_engine_module.DaliEngine(make_decode_options(device="gpu", apply_exif=apply_exif), device)
     names = sorted(exif_files)
     batch = engine.decode([exif_files[n] for n in names])
     assert engine.last_routes == ["dali"] * len(names)  # decoded by DALI, not routed to Pillow

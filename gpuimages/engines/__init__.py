@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gpuimages.engines.base import DecodedBatch, Engine
 from gpuimages.options import DecodeOptions
+from gpuimages.task.device import TaskDevice
 
 __all__ = ["DecodedBatch", "Engine", "ENGINES", "create_engine"]
 
@@ -15,13 +16,16 @@ __all__ = ["DecodedBatch", "Engine", "ENGINES", "create_engine"]
 ENGINES = ("pillow", "dali")
 
 
-def create_engine(options: DecodeOptions, gpu_id: int | None = None, engine: str | None = None) -> Engine:
-    """Create the engine for ``options.device`` on this executor.
+def create_engine(options: DecodeOptions, device: TaskDevice, engine: str | None = None) -> Engine:
+    """Create the decode engine for a task on ``device``.
 
-    ``engine`` forces "pillow" or "dali". ``gpu_id`` is the device the task was assigned
-    (None: DALI's CPU operators). DALI is imported here, never at package import.
+    ``engine`` forces "pillow" or "dali"; by default DALI when ``device.uses("nvidia.dali")`` (the
+    stage's device is "gpu", or "auto" with a GPU and DALI importable), else Pillow. The DALI engine
+    decodes on ``device.gpu_id`` (DALI's CPU operators when it is None) with ``device.threads`` threads.
+    A missing or too old DALI raises an ImportError naming the extra. DALI is imported here, never at
+    package import.
     """
-    name = engine or ("pillow" if options.device == "cpu" else "dali")
+    name = engine or ("dali" if device.uses("nvidia.dali") else "pillow")
     if name == "pillow":
         from gpuimages.engines.pillow import PillowEngine
 
@@ -29,5 +33,5 @@ def create_engine(options: DecodeOptions, gpu_id: int | None = None, engine: str
     if name == "dali":
         from gpuimages.engines.dali import DaliEngine
 
-        return DaliEngine(options, gpu_id=gpu_id)
+        return DaliEngine(options, device)
     raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {name!r}")

@@ -70,15 +70,12 @@ def _tensor_decoder(engine: Engine, task: FeatureTask, model: Model) -> Any:
     """The worker's :class:`TensorDecoder` for a DALI engine (built once per configuration)."""
     from gpuimages.engines.dali_tensors import TensorDecoder
 
-    config = engine.config  # type: ignore[attr-defined]
-    key = (task.options, model.input_format, config.gpu_id, config.num_threads, config.fancy_upsampling)
+    device = engine.device  # type: ignore[attr-defined]
+    key = (task.options, model.input_format, device)
     with _LOCK:
         decoder = _DECODERS.get(key)
         if decoder is None:
-            decoder = TensorDecoder(
-                task.options, model.input_format, config.gpu_id, num_threads=config.num_threads,
-                fancy_upsampling=config.fancy_upsampling,
-            )
+            decoder = TensorDecoder(task.options, model.input_format, device)
             _DECODERS[key] = decoder
     return decoder
 
