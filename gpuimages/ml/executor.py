@@ -19,6 +19,7 @@ from gpuimages.ml.backend import Backend, resolve_backend
 from gpuimages.ml.stages import apply_stages, outputs_tensor
 from gpuimages.models import ModelSpec, create_model
 from gpuimages.models.function import BatchFunction
+from gpuimages.task.device import TaskDevice
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,11 @@ class FeatureRunner:
         if self.backbone == "onnx":
             if self.model is None:
                 raise ValueError("ImageFeaturizer: backbone 'onnx' needs a model spec")
-            model = create_model(self.model)
+            model = create_model(self.model, TaskDevice("cpu"))
             return model.run(model.input_format.prepare(backend.to_numpy(rgb)))
         if self.function is None:
             raise ValueError("ImageFeaturizer: backbone 'function' needs a batch function (setBatchFunction)")
-        model = create_model(ModelSpec("function", function=self.function))
+        model = create_model(ModelSpec("function", function=self.function), TaskDevice("cpu"))
         return model.run(backend.to_numpy(rgb).astype(np.float32) / np.float32(255.0))
 
     def __call__(self, column: pa.Array) -> pa.Array:

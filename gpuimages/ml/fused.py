@@ -31,6 +31,7 @@ from gpuimages.ml.arrow import list_column
 from gpuimages.models import Model, ModelSpec, create_model
 from gpuimages.models.base import to_rgb
 from gpuimages.options import DecodeOptions
+from gpuimages.task.device import TaskDevice
 from gpuimages.tasks import decode_slices, engine_for_task, record_task
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,7 @@ def featurize_partition(batches: Iterator[pa.RecordBatch], task: FeatureTask) ->
     """``mapInArrow`` body: encoded bytes in, ``passthrough + [vector, reason]`` out, one row per row."""
     engine = engine_for_task(task.options)
     on_dali = engine.name.startswith("dali")
-    gpu_id = getattr(engine, "gpu_id", None) if on_dali else None
-    model = create_model(task.model, gpu_id=gpu_id)
+    model = create_model(task.model, engine.device if on_dali else TaskDevice("cpu"))  # type: ignore[attr-defined]
     decoder = _tensor_decoder(engine, task, model) if on_dali else None
     rows_per_slice = task.options.batch_size * DEVICE_BATCHES_PER_SLICE if on_dali else task.batch_size
     slicing = dataclasses.replace(task.options, batch_size=rows_per_slice)
