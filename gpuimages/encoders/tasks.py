@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from gpuimages.encoders import EncodedBatch, EncodeOptions, Encoder, create_encoder
 from gpuimages.options import DecodeOptions
+from gpuimages.task.device import TaskDevice, task_threads
 from gpuimages.tasks import DecodeLayout, chunk_origins, decode_slices, engine_for_task, record_task
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,16 @@ def encoder_for_task(options: EncodeOptions) -> Encoder:
     encoder = _ENCODERS.get(key)
     if encoder is None:
         try:
-            encoder = create_encoder(options, gpu_id=gpu_id, encoder=name)
+            encoder = create_encoder(options, TaskDevice(options.device, gpu_id, task_threads(None)), encoder=name)
         except ImportError:
             if options.encoder == "nvimgcodec" or options.device == "gpu":
                 raise
-            encoder = create_encoder(options, encoder="pillow")
+            encoder = create_encoder(options, TaskDevice("cpu"), encoder="pillow")
         except Exception as exc:  # noqa: BLE001 - a GPU that cannot start must not fail the job
             if name != "nvimgcodec":
                 raise
             log.warning("gpuimages: nvImageCodec could not start on gpu=%s (%s); encoding with Pillow", gpu_id, exc)
-            encoder = create_encoder(options, encoder="pillow")
+            encoder = create_encoder(options, TaskDevice("cpu"), encoder="pillow")
         log.info("gpuimages: encoding %s with %s (gpu=%s)", options.format, encoder.name, gpu_id)
         _ENCODERS[key] = encoder
     return encoder
