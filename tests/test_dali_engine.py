@@ -486,6 +486,9 @@ def test_image_keys():
     # CPU operators: one host graph whatever output was asked (no duplicate pipelines)
     assert pipelines.ImageKey(cpu, 3, 8, False, False, "device") == pipelines.ImageKey(cpu, 3, 8, False, False)
     assert pipelines.ImageKey(gpu, 4, 8, False, False, "device", drop_alpha=True).out_channels == 3
+    # drop_alpha only changes 4-channel graphs
+    assert pipelines.ImageKey(gpu, 3, 8, False, False, "device", drop_alpha=True) == pipelines.ImageKey(
+        gpu, 3, 8, False, False, "device")
     with pytest.raises(ValueError, match="output"):
         pipelines.ImageKey(gpu, 3, 8, False, False, "pageable")
 
@@ -583,6 +586,17 @@ def test_decode_device_gives_the_same_pixels_as_decode():
         assert images.shape(i) == host.pixels(i).shape, name
         assert np.array_equal(images.host(i), host.pixels(i)), name
     assert "dali" in images.routes and any(r.startswith("pillow") for r in images.routes)
+
+
+def test_an_engine_for_device_output_builds_only_what_it_uses(monkeypatch):
+    worker_cache().clear()
+    built = []
+    real = pipelines.build_image_pipeline
+    monkeypatch.setattr(pipelines, "build_image_pipeline", lambda key: built.append(key) or real(key))
+    gpu_like = pipelines.DecoderSettings.of(DecodeOptions(), CPU)
+    engine = DaliEngine(DecodeOptions(), CPU, device_output=True)
+    engine.decode_device([odd_files()["rgb.jpg"]])
+    assert len(built) == 1 and built[0].decoder == gpu_like  # the up-front pipeline is the one decode_device uses
 
 
 def test_decode_device_drops_alpha_for_jpeg():

@@ -161,7 +161,9 @@ class DaliEngine(Engine):
     ordinal; DALI threads: ``device.threads``, or ``$GPUIMAGES_DALI_THREADS``). ``fancy_upsampling``: on
     the GPU, upsample JPEG chroma as libjpeg-turbo does (closer to Pillow and Spark's reader); False uses
     nvJPEG's default. ``host_copy``: how :meth:`decode` brings GPU pixels to host memory, one of
-    :data:`HOST_COPIES` ("pinned", the default, or "as_cpu" for comparison).
+    :data:`HOST_COPIES` ("pinned", the default, or "as_cpu" for comparison). ``device_output``: the
+    engine serves :meth:`decode_device` (the transcode path), so the pipeline built up front to fail
+    early is the device-output one, not a host-copy pipeline that would sit unused in the cache.
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class DaliEngine(Engine):
         *,
         fancy_upsampling: bool = True,
         host_copy: str = "pinned",
+        device_output: bool = False,
     ) -> None:
         super().__init__(options)
         if host_copy not in HOST_COPIES:
@@ -195,7 +198,8 @@ class DaliEngine(Engine):
         self._rebuilds = 0
         self._runs_ok = 0
         self._keys: set[ImageKey] = set()
-        get_pipeline(self._key(3, self.host_copy))  # fail early on a broken installation or device
+        # fail early on a broken installation or device, with the pipeline this engine will use first
+        get_pipeline(self._key(3, "device") if device_output else self._key(3, self.host_copy))
 
     # -- pipelines -------------------------------------------------------------------------------
 

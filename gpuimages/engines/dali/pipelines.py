@@ -139,6 +139,8 @@ class ImageKey:
             raise ValueError(f"output: expected one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if self.decoder.gpu_id is None and self.output != "pinned":
             object.__setattr__(self, "output", "pinned")  # CPU operators: one host graph whatever was asked
+        if self.channels != 4 and self.drop_alpha:
+            object.__setattr__(self, "drop_alpha", False)  # only 4-channel graphs have an alpha plane to drop
 
     @property
     def device_output(self) -> bool:
