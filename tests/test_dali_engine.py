@@ -410,6 +410,31 @@ def test_closing_a_running_pipeline_waits_for_the_run():
             pass
 
 
+def test_a_half_fed_pipeline_is_dropped(monkeypatch):
+    """A submit that fails after feeding some inputs would misalign the next batches: the pipeline is rebuilt."""
+    worker_cache().clear()
+    options = DecodeOptions(resize=(10, 12))
+    engine = DaliEngine(options, CPU)
+    blobs = [encode(rgb_array(20, 30, seed=i), "JPEG", quality=90) for i in range(3)]
+    real_feed = pipelines.job_feed
+
+    def bad_feed(jobs, resize, crop):
+        feed = real_feed(jobs, resize, crop)
+        feed["size"] = "not a batch"  # feed_input("encoded") succeeds, feed_input("size") raises
+        return feed
+
+    monkeypatch.setattr(dali_engine, "job_feed", bad_feed)
+    before = pipeline_stats()["built"]
+    assert engine.decode(blobs).errors == [None] * 3  # Pillow
+    assert all(r.startswith("pillow after dali") for r in engine.last_routes)
+    monkeypatch.undo()
+    ours = engine.decode(blobs)
+    assert engine.last_routes == ["dali"] * 3 and pipeline_stats()["built"] > before  # a fresh, aligned pipeline
+    ref = PillowEngine(options).decode(blobs)
+    for i in range(3):
+        assert diff(ours.pixels(i), ref.pixels(i)).mean() <= RESIZE_MEAN_DIFF
+
+
 def test_create_engine_follows_the_task_device():
     assert isinstance(create_engine(DecodeOptions(), CPU), DaliEngine)
     assert create_engine(DecodeOptions(), CPU).name == "dali-cpu"

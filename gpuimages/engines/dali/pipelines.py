@@ -318,12 +318,23 @@ class PipelineRun:
     def __init__(self, pipeline: Any) -> None:
         self.pipeline = pipeline
         self.pending = 0
+        #: True when a submit failed after feeding some inputs: the inputs' queues may be misaligned,
+        #: so :func:`open_pipeline` drops the pipeline when the run ends.
+        self.broken = False
 
     def submit(self, feed: dict[str, list[Any]]) -> None:
         """Feed one batch to the named inputs and start its iteration (returns at once)."""
-        for name, data in feed.items():
-            self.pipeline.feed_input(name, data)
-        self.pipeline.schedule_run()
+        if self.broken:  # the inputs' queues no longer line up: nothing more goes through this pipeline
+            raise RuntimeError("the DALI pipeline's inputs are misaligned after a failed feed")
+        fed = False
+        try:
+            for name, data in feed.items():
+                self.pipeline.feed_input(name, data)
+                fed = True
+            self.pipeline.schedule_run()
+        except BaseException:
+            self.broken = self.broken or fed
+            raise
         self.pending += 1
 
     def collect(self) -> Any:
@@ -375,8 +386,13 @@ def open_pipeline(key: ImageKey | TensorKey) -> Iterator[PipelineRun]:
             run = stack.enter_context(holder.running())
         except PipelineClosed:
             continue
-        with stack:
-            yield run
+        try:
+            with stack:
+                yield run
+        finally:
+            if run.broken:
+                log.warning("a DALI pipeline was left with unmatched inputs; dropping it (rebuilt on next use)")
+                discard_pipelines([key])
         return
     raise RuntimeError(f"the DALI pipeline {key} kept being dropped from the worker cache while in use")
 
