@@ -64,6 +64,24 @@ def test_bgr_grey_and_bgra_are_encoded_by_nvimgcodec_with_the_right_colours():
     assert np.abs(decoded_rgb(out.data[2])[20, 30].astype(int) - [200, 50, 10]).max() <= 3  # alpha dropped
 
 
+def test_host_arrays_of_any_kind_are_encoded_by_nvimgcodec():
+    """A host array that is not numpy (a DALI TensorCPU exposes __array_interface__), BGRA included."""
+
+    class HostArray:
+        def __init__(self, array):
+            self.keep = array
+            self.__array_interface__ = array.__array_interface__
+
+    enc = encoder(quality=95)
+    image = np.empty((48, 64, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 10, 50, 200  # BGR: distinct channels
+    bgra = np.concatenate([image, np.full((48, 64, 1), 3, np.uint8)], axis=2)
+    out = enc.encode([HostArray(image), HostArray(bgra)])
+    assert out.errors == [None, None] and enc.fallbacks == 0
+    for blob in out.data:
+        assert np.abs(decoded_rgb(blob).reshape(-1, 3).mean(axis=0) - [200, 50, 10]).max() < 3
+
+
 def test_images_are_wrapped_as_bgr_without_an_rgb_copy(monkeypatch):
     enc = encoder()
     wrapped = []

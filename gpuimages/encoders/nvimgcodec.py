@@ -163,7 +163,8 @@ class NvImageCodecEncoder(Encoder):
 
     def _wrap(self, image: Any, grey: bool) -> Any:
         """An nvImageCodec image over ``image`` (no copy, except cutting alpha off a host BGRA array)."""
-        if isinstance(image, np.ndarray):
+        if not hasattr(image, "__cuda_array_interface__"):  # host memory: numpy, or a host DALI tensor
+            image = np.asarray(image)
             if image.shape[2] == 4:
                 image = image[:, :, :3]
             image = np.ascontiguousarray(image)
