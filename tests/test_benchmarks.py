@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -121,11 +122,17 @@ def test_gpu_check_cpu_smoke_with_the_fused_path(tmp_path):
     from benchmarks import gpu_check
 
     out = tmp_path / "gpu.json"
-    code = gpu_check.main(["--cpu", "--count", "24", "--repeat", "1", "--pillow-count", "8", "--batch-size", "8",
-                           "--fused-batch-size", "8", "--fused-sample", "8", "--json", str(out)])
+    code = gpu_check.main(["--cpu-smoke", "--skip", "spark", "--fused-sample", "8", "--out", str(out)])
     result = json.loads(out.read_text())
-    assert code == 0 and result["pixel_check"] == "ok"
-    fused = result["fused"]
-    assert fused["check"] == "ok" and fused["cosine_median"] >= 0.999
-    assert fused["batches"]["host"] >= 3 and fused["batches"]["device"] == 0  # DALI CPU operators: host tensors
-    assert fused["img_per_s"] > 0
+    rows = result["rows"]
+    assert code == 0 and result["failed"] == []
+    assert rows["decode"]["status"] == "ok" and rows["decode"]["pipeline_reused"] and rows["decode"]["png_exact"]
+    assert rows["exif"]["status"] == "ok"
+    fused = rows["fused"]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert fused["status"] == "ok" and fused["cosine_median"] >= 0.999
+        assert [c["batch"] for c in fused["calls"]] == [8, 8, 3, 5, 8]
+        assert not any(c["on_device"] for c in fused["calls"])  # DALI CPU operators: host tensors
+    assert rows["encode"]["status"].startswith(("ok", "skipped"))
+    assert rows["throughput"]["img_per_s"]["gpuimages_pinned"] > 0
+    assert rows["hw_decoder_load"]["status"].startswith("skipped") and rows["spark"]["status"] == "skipped: --skip"

@@ -1,4 +1,5 @@
-"""The DALI engine on CPU operators (``gpu_id=None``) against the Pillow engine, plus gpu.py helpers.
+"""The DALI engine on CPU operators (a task device without a GPU) against the Pillow engine; its pipelines
+(keys, worker cache, eviction, windowed runs) and the device-output API.
 
 DALI's CPU decoder and Pillow both use libjpeg-turbo (fancy upsampling, islow IDCT) and zlib,
 so decoded pixels are expected to match exactly; the tolerances below leave room for a
@@ -11,7 +12,7 @@ import io
 import logging
 import subprocess
 import sys
-from types import SimpleNamespace
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -21,13 +22,18 @@ pytest.importorskip("nvidia.dali")
 from images import bad_huffman_jpeg, encode, exif_jpeg, odd_files, rgb_array  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from gpuimages import gpu  # noqa: E402
-from gpuimages.engines import create_engine, dali  # noqa: E402
-from gpuimages.engines.dali import DaliEngine, pipeline_stats, route  # noqa: E402
+from gpuimages.engines import create_engine  # noqa: E402
+from gpuimages.engines.dali import DaliEngine, pipeline_stats, pipelines, route, routing  # noqa: E402  # noqa: E402
+from gpuimages.engines.dali import engine as dali_engine  # noqa: E402
 from gpuimages.engines.pillow import PillowEngine  # noqa: E402
 from gpuimages.options import DecodeOptions  # noqa: E402
+from gpuimages.task.cache import worker_cache  # noqa: E402
+from gpuimages.task.device import TaskDevice  # noqa: E402
 
 pytestmark = pytest.mark.dali
+
+#: A task without a GPU under device="gpu": DALI's CPU operators, two threads.
+CPU = TaskDevice("gpu", None, 2)
 
 #: Max abs difference allowed for JPEG pixels decoded without resizing (measured: 0).
 JPEG_MAX_DIFF = 2
@@ -77,7 +83,7 @@ def diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def decode_both(options: DecodeOptions, blobs: list[bytes | None]):
-    engine = DaliEngine(options)
+    engine = DaliEngine(options, CPU)
     return engine, engine.decode(blobs), PillowEngine(options).decode(blobs)
 
 
@@ -120,7 +126,7 @@ def test_odd_files_match_pillow():
 
 
 def test_missing_values_and_empty_batch():
-    engine = DaliEngine(DecodeOptions())
+    engine = DaliEngine(DecodeOptions(), CPU)
     assert len(engine.decode([])) == 0
     batch = engine.decode([None, b"", odd_files()["rgb.jpg"]])
     assert batch.errors[0] and batch.errors[1] and batch.errors[2] is None
@@ -249,35 +255,68 @@ def test_route():
     assert route(files["image.bmp"], opts) == "not jpeg/png"
 
 
+def failing_collect(engine, fail):
+    """Wrap ``engine._collect``: take DALI's real output (as DALI does), then raise when ``fail(jobs)`` says so."""
+    real = engine._collect
+    sizes = []
+
+    def collect(run, key, jobs):
+        sizes.append(len(jobs))
+        result = real(run, key, jobs)
+        message = fail(jobs)
+        if message:
+            raise RuntimeError(message)
+        return result
+
+    return collect, sizes
+
+
 def test_dali_failures_fall_back_to_pillow(monkeypatch):
-    engine = DaliEngine(DecodeOptions())
-    calls = []
-
-    def broken(pipe, jobs):
-        calls.append(len(jobs))
-        raise RuntimeError("Critical error in pipeline: something went wrong")
-
-    monkeypatch.setattr(engine, "_run", broken)
+    engine = DaliEngine(DecodeOptions(), CPU)
+    collect, sizes = failing_collect(engine, lambda jobs: "Critical error in pipeline: something went wrong")
+    monkeypatch.setattr(engine, "_collect", collect)
     blobs = [encode(rgb_array(20, 30, seed=i), "JPEG", quality=90) for i in range(4)]
     ours = engine.decode(blobs)
     ref = PillowEngine(DecodeOptions()).decode(blobs)
     assert ours.errors == [None] * 4
     assert all(r.startswith("pillow after dali: RuntimeError: Critical error") for r in engine.last_routes)
-    assert calls == [4, 2, 1, 1, 2, 1, 1]  # halves until each file stands alone
+    assert Counter(sizes) == {4: 1, 2: 2, 1: 4}  # halves until each file stands alone
     for i in range(4):
         assert np.array_equal(ours.pixels(i), ref.pixels(i))
 
 
+def test_a_failed_batch_leaves_the_pipeline_aligned(monkeypatch):
+    """Batches in flight behind a failed one still get their own outputs (DALI keeps them in order)."""
+    engine = DaliEngine(DecodeOptions(batch_size=2), CPU)
+    bad = {1}
+    collect, _ = failing_collect(engine, lambda jobs: "broken" if any(j.index in bad for j in jobs) else None)
+    monkeypatch.setattr(engine, "_collect", collect)
+    blobs = [encode(rgb_array(10 + 3 * i, 12, seed=i), "PNG") for i in range(7)]
+    ours = engine.decode(blobs)
+    ref = PillowEngine(DecodeOptions()).decode(blobs)
+    assert engine.last_routes[1].startswith("pillow after dali: RuntimeError: broken")
+    assert [r == "dali" for r in engine.last_routes] == [True, False, True, True, True, True, True]
+    for i in range(7):
+        assert np.array_equal(ours.pixels(i), ref.pixels(i)), i
+    monkeypatch.undo()
+    again = engine.decode(blobs)  # the pipeline is reused after the failure, outputs still aligned
+    assert engine.last_routes == ["dali"] * 7
+    for i in range(7):
+        assert np.array_equal(again.pixels(i), ref.pixels(i)), i
+
+
 def test_dali_that_keeps_failing_is_rebuilt_then_switched_off(monkeypatch, caplog):
-    engine = DaliEngine(DecodeOptions())
-    monkeypatch.setattr(engine, "_run", lambda pipe, jobs: (_ for _ in ()).throw(RuntimeError("Critical error")))
+    worker_cache().clear()
+    engine = DaliEngine(DecodeOptions(), CPU)
+    collect, _ = failing_collect(engine, lambda jobs: "Critical error")
+    monkeypatch.setattr(engine, "_collect", collect)
     blobs = [encode(rgb_array(20, 30, seed=i), "JPEG", quality=90) for i in range(2)]
     built = pipeline_stats()["built"]
-    with caplog.at_level(logging.WARNING, logger="gpuimages.engines.dali"):
-        for _ in range(3 * (dali._MAX_REBUILDS + 1)):
+    with caplog.at_level(logging.WARNING, logger="gpuimages.engines.dali.engine"):
+        for _ in range(3 * (dali_engine._MAX_REBUILDS + 1)):
             assert engine.decode(blobs).errors == [None, None]
-    assert caplog.text.count("rebuilding its pipelines") == dali._MAX_REBUILDS
-    assert pipeline_stats()["built"] - built == dali._MAX_REBUILDS
+    assert caplog.text.count("rebuilding its pipelines") == dali_engine._MAX_REBUILDS
+    assert pipeline_stats()["built"] - built == dali_engine._MAX_REBUILDS
     assert engine.disabled and "decoding the rest with Pillow" in caplog.text
     batch = engine.decode(blobs)
     assert batch.errors == [None, None]
@@ -285,22 +324,16 @@ def test_dali_that_keeps_failing_is_rebuilt_then_switched_off(monkeypatch, caplo
 
 
 def test_out_of_memory_shrinks_the_batch(monkeypatch, caplog):
-    engine = DaliEngine(DecodeOptions(batch_size=8))
-    real = engine._run
-    sizes = []
-
-    def tight(pipe, jobs):
-        sizes.append(len(jobs))
-        if len(jobs) > 2:
-            raise RuntimeError("Critical error in pipeline: CUDA error: out of memory")
-        return real(pipe, jobs)
-
-    monkeypatch.setattr(engine, "_run", tight)
+    engine = DaliEngine(DecodeOptions(batch_size=8), CPU)
+    collect, sizes = failing_collect(
+        engine, lambda jobs: "Critical error in pipeline: CUDA error: out of memory" if len(jobs) > 2 else None
+    )
+    monkeypatch.setattr(engine, "_collect", collect)
     blobs = [encode(rgb_array(20, 30, seed=i), "PNG") for i in range(7)]
-    with caplog.at_level(logging.WARNING, logger="gpuimages.engines.dali"):
+    with caplog.at_level(logging.WARNING, logger="gpuimages.engines.dali.pipelines"):
         ours = engine.decode(blobs)
-    assert engine.chunk_size == 2
-    assert "out of GPU memory" in caplog.text
+    assert engine.chunk_size == 2 and engine.window == 1
+    assert "out of memory" in caplog.text
     assert engine.last_routes == ["dali"] * 7
     ref = PillowEngine(DecodeOptions()).decode(blobs)
     for i in range(7):
@@ -312,129 +345,299 @@ def test_out_of_memory_shrinks_the_batch(monkeypatch, caplog):
 
 def test_unexpected_dali_shape_goes_to_pillow(monkeypatch):
     blob = odd_files()["rgb.png"]
-    real_route = dali.route
-    monkeypatch.setattr(dali, "route", lambda b, o: (30, 20, 3) if b is blob else real_route(b, o))
-    engine = DaliEngine(DecodeOptions())
+    real_route = routing.route
+    monkeypatch.setattr(routing, "route", lambda b, o: (30, 20, 3) if b is blob else real_route(b, o))
+    engine = DaliEngine(DecodeOptions(), CPU)
     ours = engine.decode([blob, odd_files()["rgb.jpg"]])
     assert engine.last_routes[0].startswith("pillow after dali: DALI gave shape (20, 30, 3)")
     assert engine.last_routes[1] == "dali"
     assert np.array_equal(ours.pixels(0), PillowEngine(DecodeOptions()).decode([blob]).pixels(0))
 
 
-def test_pipeline_built_once_per_configuration():
-    dali.clear_pipelines()
+def test_pipeline_built_once_per_key_and_keyed_only_by_what_builds_it():
+    worker_cache().clear()
     options = DecodeOptions(resize=(12, 12), batch_size=5)
     files = odd_files()
     blobs = [files["rgb.jpg"], files["gray.jpg"], files["rgb.png"]]
     before = pipeline_stats()["built"]
-    engine = DaliEngine(options)
+    engine = DaliEngine(options, CPU)
     engine.decode(blobs)
     built = pipeline_stats()["built"] - before
     assert built == 2  # 3-channel and 1-channel pipelines
     for _ in range(3):
         engine.decode(blobs)
-    DaliEngine(options).decode(blobs)  # a new engine (next task) reuses them
+    DaliEngine(options, CPU).decode(blobs)  # a new engine (next task) reuses them
     assert pipeline_stats()["built"] - before == built
     assert pipeline_stats()["cached"] == 2
-    DaliEngine(DecodeOptions(resize=(13, 13), batch_size=5))
+    # the resize target is fed per sample, max_pixels and strict are not read by the graph: same pipelines
+    DaliEngine(DecodeOptions(resize=(13, 40), batch_size=5, max_pixels=10**6, strict=True), CPU).decode(blobs)
+    assert pipeline_stats()["built"] - before == built
+    DaliEngine(DecodeOptions(resize=(12, 12), batch_size=6), CPU)  # another max batch size: another pipeline
     assert pipeline_stats()["built"] - before == built + 1
+    DaliEngine(options, TaskDevice("gpu", None, 1))  # other thread count: another pipeline
+    assert pipeline_stats()["built"] - before == built + 2
 
 
-def test_create_engine_gives_dali_cpu():
-    engine = create_engine(DecodeOptions(), gpu_id=None, engine="dali")
-    assert isinstance(engine, DaliEngine) and engine.name == "dali-cpu"
+def test_evicted_pipeline_is_closed_and_rebuilt():
+    worker_cache().clear()
+    engine = DaliEngine(DecodeOptions(), CPU)
+    blob = odd_files()["rgb.jpg"]
+    engine.decode([blob])
+    (key,) = [k for k in worker_cache().keys() if isinstance(k, pipelines.ImageKey)]
+    holder = pipelines.get_pipeline(key)
+    worker_cache().discard(key)
+    assert holder.closed and holder.pipeline is None  # idle: dropped at once
+    before = pipeline_stats()["built"]
+    assert engine.decode([blob]).errors == [None] and engine.last_routes == ["dali"]
+    assert pipeline_stats()["built"] == before + 1
+
+
+def test_closing_a_running_pipeline_waits_for_the_run():
+    worker_cache().clear()
+    key = pipelines.ImageKey(pipelines.DecoderSettings(None, 1), 3, 2, False, False)
+    holder = pipelines.get_pipeline(key)
+    with holder.running() as run:
+        worker_cache().discard(key)
+        assert holder.closed and holder.pipeline is not None  # still in use
+        run.submit({"encoded": [np.frombuffer(odd_files()["rgb.jpg"], np.uint8)]})
+        assert run.collect().shape() == [(20, 30, 3)]
+        with pytest.raises(RuntimeError, match="already running"):
+            with holder.running():
+                pass
+    assert holder.pipeline is None
+    with pytest.raises(pipelines.PipelineClosed):
+        with holder.running():
+            pass
+
+
+def test_a_half_fed_pipeline_is_dropped(monkeypatch):
+    """A submit that fails after feeding some inputs would misalign the next batches: the pipeline is rebuilt."""
+    worker_cache().clear()
+    options = DecodeOptions(resize=(10, 12))
+    engine = DaliEngine(options, CPU)
+    blobs = [encode(rgb_array(20, 30, seed=i), "JPEG", quality=90) for i in range(3)]
+    real_feed = pipelines.job_feed
+
+    def bad_feed(jobs, resize, crop):
+        feed = real_feed(jobs, resize, crop)
+        feed["size"] = "not a batch"  # feed_input("encoded") succeeds, feed_input("size") raises
+        return feed
+
+    monkeypatch.setattr(dali_engine, "job_feed", bad_feed)
+    before = pipeline_stats()["built"]
+    assert engine.decode(blobs).errors == [None] * 3  # Pillow
+    assert all(r.startswith("pillow after dali") for r in engine.last_routes)
+    monkeypatch.undo()
+    ours = engine.decode(blobs)
+    assert engine.last_routes == ["dali"] * 3 and pipeline_stats()["built"] > before  # a fresh, aligned pipeline
+    ref = PillowEngine(options).decode(blobs)
+    for i in range(3):
+        assert diff(ours.pixels(i), ref.pixels(i)).mean() <= RESIZE_MEAN_DIFF
+
+
+def test_create_engine_follows_the_task_device():
+    assert isinstance(create_engine(DecodeOptions(), CPU), DaliEngine)
+    assert create_engine(DecodeOptions(), CPU).name == "dali-cpu"
+    assert create_engine(DecodeOptions(), TaskDevice("cpu")).name == "pillow"
+    assert create_engine(DecodeOptions(), TaskDevice("auto", None, 1)).name == "pillow"  # auto without a GPU
+    assert create_engine(DecodeOptions(), TaskDevice("cpu"), engine="dali").name == "dali-cpu"
 
 
 def test_host_copy_is_validated():
     with pytest.raises(ValueError, match="host_copy"):
-        DaliEngine(DecodeOptions(), host_copy="dlpack")
+        DaliEngine(DecodeOptions(), CPU, host_copy="dlpack")
 
 
 def test_missing_dali_is_a_clear_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)
-    with pytest.raises(ImportError, match=r"pip install gpuimages\[gpu\]"):
-        DaliEngine(DecodeOptions())
+    with pytest.raises(ImportError, match=r'pip install "gpuimages\[gpu\]"'):
+        DaliEngine(DecodeOptions(), CPU)
+
+
+def test_old_dali_fails_loudly_with_the_version_needed(monkeypatch):
+    import nvidia.dali
+
+    from gpuimages.engines.versions import LibraryVersionError
+
+    monkeypatch.setattr(nvidia.dali, "__version__", "1.43.0")
+    with pytest.raises(LibraryVersionError, match=r"DALI \(nvidia-dali-cuda120\) >= 1.44, found 1.43.0"):
+        DaliEngine(DecodeOptions(), CPU)
+    assert issubclass(LibraryVersionError, ImportError)  # the task code re-raises ImportErrors: no quiet Pillow
 
 
 def test_importing_gpuimages_does_not_import_dali():
     code = (
-        "import sys, gpuimages, gpuimages.engines, gpuimages.engines.dali, gpuimages.gpu\n"
+        "import sys, gpuimages, gpuimages.engines, gpuimages.engines.dali, gpuimages.engines.dali_tensors\n"
+        "import gpuimages.encoders.nvimgcodec, gpuimages.models.onnx\n"
         "from gpuimages.engines import create_engine\n"
-        "bad = [m for m in ('nvidia.dali', 'cupy') if m in sys.modules]\n"
+        "bad = [m for m in ('nvidia.dali', 'nvidia.nvimgcodec', 'onnxruntime', 'cupy') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # --------------------------------------------------------------------------------------------
-# gpu.py
+# Settings, keys and the windowed runner
 # --------------------------------------------------------------------------------------------
 
 
-def fake_context(*addresses: str) -> SimpleNamespace:
-    resources = {"gpu": SimpleNamespace(name="gpu", addresses=list(addresses))} if addresses else {}
-    return SimpleNamespace(resources=lambda: resources)
+def test_decoder_settings_come_from_the_task_device(monkeypatch):
+    monkeypatch.delenv(pipelines.THREADS_ENV, raising=False)
+    options = DecodeOptions(apply_exif=True, hw_decoder_load=0.3)
+    gpu = pipelines.DecoderSettings.of(options, TaskDevice("gpu", 1, 4, address="3"), fancy_upsampling=False)
+    assert (gpu.gpu_id, gpu.threads, gpu.apply_exif, gpu.hw_decoder_load, gpu.fancy_upsampling) == (1, 4, True, 0.3,
+                                                                                                    False)
+    cpu = pipelines.DecoderSettings.of(options, TaskDevice("gpu", None, 3), fancy_upsampling=False)
+    assert (cpu.gpu_id, cpu.threads, cpu.hw_decoder_load, cpu.fancy_upsampling) == (None, 3, 0.0, True)
+    monkeypatch.setenv(pipelines.THREADS_ENV, "7")
+    assert pipelines.DecoderSettings.of(options, TaskDevice("gpu", 0, 2)).threads == 7
 
 
-def test_parse_gpu_address():
-    assert gpu.parse_gpu_address("0") == 0
-    assert gpu.parse_gpu_address(" 3 ") == 3
-    for bad in ("GPU-1234", "", "-1", "0.5", None):
-        with pytest.raises(ValueError, match="expected a CUDA device index"):
-            gpu.parse_gpu_address(bad)
+def test_decoder_arguments_on_a_gpu():
+    from nvidia.dali import types
+
+    args = pipelines.decoder_args(pipelines.DecoderSettings(2, 4, True, 0.65, True), types.RGB)
+    assert args == {"output_type": types.RGB, "adjust_orientation": True, "device": "mixed", "hw_decoder_load": 0.65,
+                    "jpeg_fancy_upsampling": True, "affine": False}
+    assert pipelines.decoder_args(pipelines.DecoderSettings(None, 4), types.RGB)["device"] == "cpu"
 
 
-def test_task_gpu_id():
-    assert gpu.task_gpu_id(fake_context("2", "3")) == 2
-    assert gpu.task_gpu_id(fake_context()) is None
-    assert gpu.task_gpu_addresses(fake_context("1")) == ["1"]
-    assert gpu.task_gpu_id() is None  # not inside a Spark task
-    with pytest.raises(ValueError):
-        gpu.task_gpu_id(fake_context("gpu0"))
+def test_image_keys():
+    gpu = pipelines.DecoderSettings(0, 2)
+    cpu = pipelines.DecoderSettings(None, 2)
+    assert pipelines.ImageKey(gpu, 3, 8, False, False, "device").device_output
+    assert pipelines.ImageKey(gpu, 3, 8, False, False, "as_cpu").device_output
+    assert not pipelines.ImageKey(gpu, 3, 8, False, False, "pinned").device_output
+    # CPU operators: one host graph whatever output was asked (no duplicate pipelines)
+    assert pipelines.ImageKey(cpu, 3, 8, False, False, "device") == pipelines.ImageKey(cpu, 3, 8, False, False)
+    assert pipelines.ImageKey(gpu, 4, 8, False, False, "device", drop_alpha=True).out_channels == 3
+    # drop_alpha only changes 4-channel graphs
+    assert pipelines.ImageKey(gpu, 3, 8, False, False, "device", drop_alpha=True) == pipelines.ImageKey(
+        gpu, 3, 8, False, False, "device")
+    with pytest.raises(ValueError, match="output"):
+        pipelines.ImageKey(gpu, 3, 8, False, False, "pageable")
 
 
-def test_resolve_gpu_id(caplog):
-    with caplog.at_level(logging.INFO, logger="gpuimages.gpu"):
-        assert gpu.resolve_gpu_id(["1"], visible=2) == 1
-        assert gpu.resolve_gpu_id([], visible=2) == 0
-        assert "no GPU assigned" in caplog.text
-        caplog.clear()
-        assert gpu.resolve_gpu_id([], visible=0) is None
-        assert "CPU operators" in caplog.text
-        caplog.clear()
-        assert gpu.resolve_gpu_id(["3"], visible=0) is None
-        assert "no CUDA device is visible" in caplog.text
-        assert gpu.resolve_gpu_id(["5"], visible=1) == 0  # isolated container
-    with pytest.raises(ValueError, match="only 2 CUDA devices"):
-        gpu.resolve_gpu_id(["5"], visible=2)
-    with pytest.raises(ValueError, match="expected a CUDA device index"):
-        gpu.resolve_gpu_id(["x"], visible=2)
+class Sizing:
+    def __init__(self, chunk_size, window):
+        self.chunk_size = chunk_size
+        self.window = window
 
 
-def test_visible_devices_limit():
-    assert gpu.visible_devices_limit(None, 4) == 4
-    assert gpu.visible_devices_limit("", 4) == 0
-    assert gpu.visible_devices_limit("-1", 4) == 0
-    assert gpu.visible_devices_limit("1,2", 4) == 2
-    assert gpu.visible_devices_limit("0,-1,1", 4) == 1
-    assert gpu.visible_devices_limit("0,7", 4) == 1
-    assert gpu.visible_devices_limit("GPU-8f2a,GPU-11c3", 4) == 2
+def jobs_of(n):
+    return [routing.Job(i, np.zeros(1, np.uint8), (1, 1, 3)) for i in range(n)]
 
 
-def test_visible_gpu_count_is_probed_once(monkeypatch):
-    calls = []
-    monkeypatch.setattr(gpu, "_visible_count", None)
-    monkeypatch.setattr(gpu, "_count_from_driver", lambda: calls.append("driver"))
-    monkeypatch.setattr(gpu, "_count_from_nvidia_smi", lambda: calls.append("smi") or 2)
-    assert gpu.visible_gpu_count() == 2
-    assert gpu.visible_gpu_count() == 2
-    assert calls == ["driver", "smi"]
-    assert gpu.visible_gpu_count(refresh=True) == 2 and len(calls) == 4
+def test_run_windowed_keeps_a_window_in_flight_and_overlaps_idle_work():
+    events = []
+    inflight = []
+
+    def submit(chunk):
+        inflight.append(chunk[0].index)
+        events.append(("submit", chunk[0].index, len(inflight)))
+        return chunk[0].index
+
+    def collect(chunk, ticket):
+        assert inflight.pop(0) == ticket  # in submission order
+        events.append(("collect", ticket))
+        return [j.index for j in chunk]
+
+    done = [i for _, result in pipelines.run_windowed(jobs_of(7), submit, collect, Sizing(2, 2), {},
+                                                       idle=lambda: events.append(("idle",))) for i in result]
+    assert done == list(range(7))
+    assert max(e[2] for e in events if e[0] == "submit") == 2  # never more than the window
+    assert events[:3] == [("submit", 0, 1), ("submit", 2, 2), ("idle",)]  # host work while two batches run
+    assert events.count(("idle",)) == 1
+    idle = []
+    assert list(pipelines.run_windowed([], submit, collect, Sizing(2, 2), {}, idle=lambda: idle.append(1))) == []
+    assert idle == [1]  # nothing for DALI: the idle work still runs
 
 
-def test_visible_gpu_count_real_probe():
-    count = gpu.visible_gpu_count(refresh=True)
-    assert isinstance(count, int) and count >= 0
+def test_run_windowed_isolates_failures_and_halves_on_oom():
+    def run(chunk):
+        if any(j.index in (2, 7) for j in chunk):
+            raise RuntimeError("Critical error in pipeline: bad file")
+        return [j.index for j in chunk]
+
+    retry: dict[int, str] = {}
+    results = pipelines.run_windowed(jobs_of(10), run, lambda chunk, result: result, Sizing(4, 2), retry)
+    done = [i for _, result in results for i in result]
+    assert sorted(done) == [0, 1, 3, 4, 5, 6, 8, 9]
+    assert sorted(retry) == [2, 7] and retry[2].startswith("RuntimeError: Critical error")
+    sizing = Sizing(4, 2)
+    oom = iter([True])
+
+    def run_oom(chunk):
+        if len(chunk) == 4 and next(oom, False):
+            raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY")
+        return chunk
+
+    assert sum(len(c) for c, _ in pipelines.run_windowed(jobs_of(4), run_oom, lambda c, r: r, sizing, {})) == 4
+    assert sizing.chunk_size == 2 and sizing.window == 1
+
+
+def test_run_windowed_collects_what_is_in_flight_when_the_consumer_leaves():
+    collected = []
+
+    def collect(chunk, ticket):
+        collected.append(ticket)
+        return ticket
+
+    stream = pipelines.run_windowed(jobs_of(6), lambda chunk: chunk[0].index, collect, Sizing(1, 2), {})
+    assert next(stream)[1] == 0
+    stream.close()
+    assert collected == [0, 1]  # the second batch in flight was collected and dropped, nothing else submitted
+
+
+# --------------------------------------------------------------------------------------------
+# Device output (the transcode hand-off), on CPU operators
+# --------------------------------------------------------------------------------------------
+
+
+def test_decode_device_gives_the_same_pixels_as_decode():
+    files = {**odd_files(), **extra_files()}
+    names = list(files)
+    blobs = [files[n] for n in names]
+    engine = DaliEngine(DecodeOptions(batch_size=8), CPU)
+    host = engine.decode(blobs)
+    images = engine.decode_device(blobs, drop_alpha=False)
+    assert len(images) == len(blobs) and images.routes == engine.last_routes
+    for i, name in enumerate(names):
+        assert (images.errors[i] is None) == (host.errors[i] is None), name
+        if host.errors[i] is not None:
+            assert images.images[i] is None and images.shape(i) is None
+            continue
+        assert not images.is_device(images.images[i])  # CPU operators: host arrays
+        assert images.shape(i) == host.pixels(i).shape, name
+        assert np.array_equal(images.host(i), host.pixels(i)), name
+    assert "dali" in images.routes and any(r.startswith("pillow") for r in images.routes)
+
+
+def test_an_engine_for_device_output_builds_only_what_it_uses(monkeypatch):
+    worker_cache().clear()
+    built = []
+    real = pipelines.build_image_pipeline
+    monkeypatch.setattr(pipelines, "build_image_pipeline", lambda key: built.append(key) or real(key))
+    gpu_like = pipelines.DecoderSettings.of(DecodeOptions(), CPU)
+    engine = DaliEngine(DecodeOptions(), CPU, device_output=True)
+    engine.decode_device([odd_files()["rgb.jpg"]])
+    assert len(built) == 1 and built[0].decoder == gpu_like  # the up-front pipeline is the one decode_device uses
+
+
+def test_decode_device_drops_alpha_for_jpeg():
+    files = extra_files()
+    blobs = [files["rgba_big.png"], encode(np.dstack([rgb_array(9, 7, seed=3), np.full((9, 7), 5, np.uint8)]),
+                                           "PNG", mode="RGBA")]
+    engine = DaliEngine(DecodeOptions(), CPU)
+    host = engine.decode(blobs)
+    images = engine.decode_device(blobs)
+    for i in range(2):
+        assert host.pixels(i).shape[2] == 4
+        assert images.shape(i) == (*host.pixels(i).shape[:2], 3)
+        assert np.array_equal(images.host(i), host.pixels(i)[:, :, :3])
+        assert images.host(i).flags.c_contiguous
+    images.release()
+    assert images.images == [None, None]
 
 
 def test_jpeg_with_non_srgb_profile_goes_to_pillow_for_colour_management():
@@ -445,17 +648,3 @@ def test_jpeg_with_non_srgb_profile_goes_to_pillow_for_colour_management():
     assert engine.last_routes[0] == "pillow: jpeg with a non-sRGB ICC profile"
     assert engine.last_routes[1] == "dali"
     assert np.array_equal(ours.pixels(0), ref.pixels(0))
-
-
-def test_library_gpu_follows_the_device(monkeypatch, caplog):
-    monkeypatch.setattr(gpu, "task_gpu_id", lambda context=None: None)
-    monkeypatch.setattr(gpu, "visible_gpu_count", lambda refresh=False: 0)
-    monkeypatch.setattr(gpu, "resolve_gpu_id", lambda *a, **k: 1)
-    assert gpu.library_gpu("cpu", "nvidia.dali", "DALI") == (False, None)
-    assert gpu.library_gpu("auto", "nvidia.dali", "DALI") == (False, None)  # no GPU seen
-    assert gpu.library_gpu("gpu", "nvidia.dali", "DALI") == (True, 1)
-    monkeypatch.setattr(gpu, "visible_gpu_count", lambda refresh=False: 1)
-    assert gpu.library_gpu("auto", "nvidia.dali", "DALI") == (True, 1)
-    with caplog.at_level("WARNING", logger="gpuimages.gpu"):
-        assert gpu.library_gpu("auto", "no_such_gpu_library", "NoSuchLib") == (False, None)
-    assert "NoSuchLib does not import" in caplog.text

@@ -12,6 +12,7 @@ from PIL import Image
 from gpuimages.encoders import EncodeOptions, create_encoder, make_encode_options, nvimgcodec_installed
 from gpuimages.encoders.pillow import PillowEncoder
 from gpuimages.schema import image_struct_type
+from gpuimages.task.device import TaskDevice
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,7 +108,7 @@ def test_option_errors(kwargs, message):
 
 def test_jpg_is_an_alias_and_png_never_uses_nvimgcodec():
     assert make_encode_options(format="JPG").format == "jpeg"
-    assert create_encoder(make_encode_options(format="png"), encoder="nvimgcodec").name == "pillow"
+    assert create_encoder(make_encode_options(format="png"), TaskDevice("cpu"), encoder="nvimgcodec").name == "pillow"
 
 
 needs_nvimgcodec = pytest.mark.skipif(not nvimgcodec_installed(), reason="nvidia-nvimgcodec-cu12 is not installed")
@@ -115,7 +116,7 @@ needs_nvimgcodec = pytest.mark.skipif(not nvimgcodec_installed(), reason="nvidia
 
 @needs_nvimgcodec
 def test_nvimgcodec_cpu_backend_matches_pillow_within_jpeg_loss():
-    enc = create_encoder(make_encode_options(quality=90), encoder="nvimgcodec")
+    enc = create_encoder(make_encode_options(quality=90), TaskDevice("gpu", None, 1), encoder="nvimgcodec")
     assert enc.name == "nvimgcodec-cpu"
     image = np.ascontiguousarray(photo(120, 160)[:, :, ::-1])
     grey = image[:, :, :1].copy()
@@ -132,32 +133,7 @@ def test_nvimgcodec_cpu_backend_matches_pillow_within_jpeg_loss():
     assert np.abs(rgb.astype(int) - pillow.astype(int)).mean() < 2
 
 
-@needs_nvimgcodec
-def test_nvimgcodec_falls_back_to_pillow_per_file():
-    enc = create_encoder(make_encode_options(), encoder="nvimgcodec")
-    real = enc._encoder
-
-    class FirstFails:
-        def encode(self, arrays, **kw):
-            return [None, *real.encode(arrays[1:], **kw)]
-
-    enc._encoder = FirstFails()
-    images = [bgr(seed=1), bgr(seed=2)]
-    out = enc.encode(images)
-    assert enc.fallbacks == 1 and out.errors == [None, None]
-    assert all(open_rgb(b).size == (64, 48) for b in out.data)
-
-    class Broken:
-        def encode(self, arrays, **kw):
-            raise RuntimeError("device lost")
-
-    enc._encoder = Broken()  # a batch that raises goes to Pillow as a whole
-    out = enc.encode(images)
-    assert enc.fallbacks == 3 and all(b is not None for b in out.data)
-
-
 def test_task_routing_follows_the_device():
-    from gpuimages.task.device import TaskDevice
     from gpuimages.task.steps.encode import encoder_name
 
     cpu, no_gpu, gpu = TaskDevice("cpu"), TaskDevice("auto", None), TaskDevice("gpu", 3)
@@ -174,7 +150,6 @@ def test_task_routing_follows_the_device():
 def test_gpu_encoder_that_cannot_start_falls_back_to_pillow(monkeypatch):
     import gpuimages.encoders as encoders
     from gpuimages.task.cache import worker_cache
-    from gpuimages.task.device import TaskDevice
     from gpuimages.task.steps.encode import task_encoder
 
     def broken(options, device=None, encoder=None):

@@ -162,11 +162,12 @@ def test_resize_and_crop_apply_to_rescued_files(files):
 def test_dali_engine_matches_pillow_on_every_parity_file(files):
     pytest.importorskip("nvidia.dali")
     from gpuimages.engines.dali import DaliEngine, route
+    from gpuimages.task.device import TaskDevice
 
     names = sorted(files)
     blobs = [files[n] for n in names]
     pillow = PillowEngine(DecodeOptions()).decode(blobs)
-    engine = DaliEngine(DecodeOptions(), gpu_id=None, num_threads=1)
+    engine = DaliEngine(DecodeOptions(), TaskDevice("gpu", None, 1))
     dali = engine.decode(blobs)
     assert [e is None for e in dali.errors] == [e is None for e in pillow.errors]
     for i, name in enumerate(names):

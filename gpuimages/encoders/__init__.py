@@ -1,7 +1,7 @@
 """Encoders: one interface (:mod:`.base`), a CPU encoder (Pillow) and a GPU JPEG encoder (nvImageCodec).
 
-Encoders are created on executors only, by :func:`create_encoder`, chosen the way decode engines are
-(:mod:`gpuimages.encoders.tasks`); importing this package imports neither nvImageCodec nor CUDA.
+Encoders are created on executors only, by :func:`create_encoder`, for the task's
+:class:`~gpuimages.task.device.TaskDevice`; importing this package imports neither nvImageCodec nor CUDA.
 :func:`make_encode_options` validates the user-facing options on the driver.
 """
 
@@ -37,14 +37,17 @@ DEFAULT_ENCODE_BATCH = 64
 ENCODERS = ("pillow", "nvimgcodec")
 
 
-def create_encoder(options: EncodeOptions, device: TaskDevice | None = None, encoder: str | None = None) -> Encoder:
-    """Create the encoder for ``options`` on this executor.
+def create_encoder(options: EncodeOptions, device: TaskDevice, encoder: str | None = None) -> Encoder:
+    """Create the encoder for a task on ``device``.
 
-    ``encoder`` forces "pillow" or "nvimgcodec" (default: ``options.encoder``, else Pillow for
-    ``device="cpu"`` and for PNG, nvImageCodec otherwise). ``gpu_id`` is the device the task was
-    assigned (None: nvImageCodec's CPU-only backend). nvImageCodec is imported here, never at import.
+    ``encoder`` forces "pillow" or "nvimgcodec" (default: ``options.encoder``, else nvImageCodec when
+    ``device.uses("nvidia.nvimgcodec")``, else Pillow); PNG always uses Pillow. nvImageCodec encodes on
+    ``device.gpu_id`` (its CPU-only backend when None) with at most ``device.threads`` CPU threads, and
+    takes host or device images (:class:`gpuimages.encoders.nvimgcodec.NvImageCodecEncoder`). A missing
+    or too old nvImageCodec raises an ImportError naming the extra. nvImageCodec is imported here, never
+    at package import.
     """
-    name = encoder or options.encoder or ("pillow" if options.device == "cpu" else "nvimgcodec")
+    name = encoder or options.encoder or ("nvimgcodec" if device.uses("nvidia.nvimgcodec") else "pillow")
     if name == "nvimgcodec" and options.format != "jpeg":
         name = "pillow"
     if name == "pillow":
@@ -54,7 +57,7 @@ def create_encoder(options: EncodeOptions, device: TaskDevice | None = None, enc
     if name == "nvimgcodec":
         from gpuimages.encoders.nvimgcodec import NvImageCodecEncoder
 
-        return NvImageCodecEncoder(options, gpu_id=(device or TaskDevice(options.device)).gpu_id)
+        return NvImageCodecEncoder(options, device)
     raise ValueError(f"encoder: expected one of {', '.join(ENCODERS)}, got {name!r}")
 
 

@@ -1,101 +1,214 @@
 """The GPU JPEG encoder: NVIDIA nvImageCodec (nvJPEG on a GPU), with a per-file Pillow fallback.
 
-DALI has no encoder operator; nvImageCodec's ``Encoder().encode(images, codec="jpeg", params=...)``
-encodes a whole batch and returns ``None`` for an image it could not encode instead of failing the
-batch; those images (and any batch that raises) are encoded by Pillow with the same options. Without
-a GPU (``gpu_id=None``) nvImageCodec runs its CPU-only backend, which is what CI exercises. PNG is
-always encoded by Pillow (nvImageCodec's PNG path is a CPU codec too). nvImageCodec is imported when
-the encoder is created, on executors only.
+DALI has no encoder operator; nvImageCodec's ``Encoder.encode(images, "jpeg", params=...)`` encodes a
+whole batch and returns ``None`` for an image it could not encode instead of failing the batch; those
+images (and any batch that raises) are encoded by Pillow with the same options.
+
+Images are handed over as they are, in Spark's channel order (checked against nvImageCodec 0.8/0.9's
+sources):
+
+* ``nvimgcodec.as_image(array, sample_format=I_BGR)`` wraps interleaved BGR without a copy (``I_Y`` for
+  grey); nvJPEG's CUDA encoder takes ``I_BGR`` directly (``NVJPEG_INPUT_BGRI``), so there is no RGB copy.
+* The array may be in host memory (``__array_interface__``: numpy) or in GPU memory
+  (``__cuda_array_interface__``: a DALI ``TensorGPU`` from
+  :meth:`gpuimages.engines.dali.DaliEngine.decode_device`, a cupy array). nvImageCodec's generic encoder
+  copies host images to the device for a GPU backend and device images to the host for the CPU-only
+  backend (``ImageGenericEncoder::copyToTempBuffers``), so a device image goes to nvJPEG without a host
+  round trip, and the same call works on the CPU-only backend in CI.
+* JPEG has no alpha: a BGRA host image is cut to BGR (a host copy, since nvImageCodec only accepts
+  padding between rows); a BGRA device image is copied to the host and encoded by Pillow. Decode with
+  ``decode_device(..., drop_alpha=True)`` to have DALI drop alpha on the device.
+
+Without a GPU (``device.gpu_id`` None) nvImageCodec runs its CPU-only backend
+(``NVIMGCODEC_DEVICE_CPU_ONLY``), which is what CI exercises. The native encoder is built once per
+worker, GPU and thread count, in the worker cache (:func:`gpuimages.task.cache.worker_cache`), and fetched
+for every batch so eviction frees it. nvImageCodec >= 0.9 is required (``QualityType``, the
+``NVIMGCODEC_DEVICE_CPU_ONLY`` constant); it is imported when the encoder is created, on executors only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from gpuimages.encoders.base import EncodedBatch, EncodeOptions, Encoder, check_image, for_format
+from gpuimages.encoders.base import EncodedBatch, EncodeOptions, Encoder, check_image
 from gpuimages.encoders.pillow import PillowEncoder
+from gpuimages.engines.versions import require_version
+from gpuimages.task.cache import worker_cache
+from gpuimages.task.device import TaskDevice
 
 log = logging.getLogger(__name__)
 
 NVIMGCODEC_HINT = 'pip install "gpuimages[gpu]"'
+#: nvImageCodec 0.9: the Python module exports NVIMGCODEC_DEVICE_CPU_ONLY (0.8 had it in the C header only).
+NVIMGCODEC_FLOOR = "0.9"
 
 _SUBSAMPLING = {"4:4:4": "CSS_444", "4:2:2": "CSS_422", "4:2:0": "CSS_420"}
 
 
-def import_nvimgcodec():
-    """``nvidia.nvimgcodec``, or an ImportError naming the extra to install."""
+def import_nvimgcodec() -> Any:
+    """``nvidia.nvimgcodec``, or an ImportError naming the extra (also when it is older than 0.9)."""
     try:
         from nvidia import nvimgcodec
     except ImportError as exc:
         raise ImportError(f"the nvimgcodec encoder needs nvidia-nvimgcodec-cu12: {NVIMGCODEC_HINT}") from exc
+    require_version("nvImageCodec (nvidia-nvimgcodec-cu12)", getattr(nvimgcodec, "__version__", None),
+                    NVIMGCODEC_FLOOR, f'pip install -U "nvidia-nvimgcodec-cu12[nvjpeg]>={NVIMGCODEC_FLOOR}"')
     return nvimgcodec
 
 
-class NvImageCodecEncoder(Encoder):
-    """JPEG encoding with nvImageCodec on ``gpu_id`` (None: its CPU-only backend)."""
+class NvCodec:
+    """The worker's native nvImageCodec encoder for one device and thread count; :meth:`close` lets it go."""
 
-    def __init__(self, options: EncodeOptions, gpu_id: int | None = None) -> None:
+    def __init__(self, gpu_id: int | None, threads: int) -> None:
+        nvimgcodec = import_nvimgcodec()
+        device = nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY if gpu_id is None else int(gpu_id)
+        # max_num_cpu_threads=0 would mean "every core"; a task has device.threads of them.
+        self.encoder: Any = nvimgcodec.Encoder(device_id=device, max_num_cpu_threads=max(1, int(threads)))
+        self.gpu_id = gpu_id
+
+    def close(self) -> None:
+        """Drop the native encoder (freed with its last reference)."""
+        self.encoder = None
+
+
+def _interface(image: Any) -> dict[str, Any] | None:
+    for name in ("__cuda_array_interface__", "__array_interface__"):
+        iface = getattr(image, name, None)
+        if isinstance(iface, dict):
+            return iface
+    return None
+
+
+def describe(image: Any) -> tuple[tuple[int, ...], str, bool] | None:
+    """``(shape, numpy dtype string, in GPU memory)`` of an image of any kind, or None if it is not an array."""
+    if image is None:
+        return None
+    if isinstance(image, np.ndarray):
+        return tuple(image.shape), image.dtype.str, False
+    iface = _interface(image)
+    if iface is None:
+        return None
+    on_device = hasattr(image, "__cuda_array_interface__")
+    return tuple(int(d) for d in iface["shape"]), np.dtype(iface["typestr"]).str, on_device
+
+
+def why_not(image: Any) -> str | None:
+    """Why ``image`` (host or device) cannot be encoded as JPEG, or None when it can."""
+    if image is None or isinstance(image, np.ndarray):
+        return check_image(image, "jpeg")
+    info = describe(image)
+    if info is None:
+        return f"cannot encode a {type(image).__name__}: expected an array (numpy, or on a GPU)"
+    shape, dtype, _ = info
+    # the same checks as a host array, on a zero-stride stand-in of the same shape and type (no memory)
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.dtype(dtype)), shape=shape, strides=(0,) * len(shape))
+    return check_image(stand_in, "jpeg")
+
+
+def to_host(image: Any) -> np.ndarray:
+    """Any image as a numpy array (a copy for a device image)."""
+    if isinstance(image, np.ndarray):
+        return image
+    if hasattr(image, "__cuda_array_interface__"):
+        from gpuimages.engines.dali.engine import host_copy
+
+        return host_copy(image)
+    return np.asarray(image)
+
+
+class NvImageCodecEncoder(Encoder):
+    """JPEG encoding with nvImageCodec on ``device.gpu_id`` (its CPU-only backend when None).
+
+    :meth:`encode` takes host numpy arrays and device arrays alike, grey/BGR/BGRA in Spark's order (see
+    the module docstring). ``device.threads`` bounds nvImageCodec's CPU threads.
+    """
+
+    def __init__(self, options: EncodeOptions, device: TaskDevice) -> None:
         super().__init__(options)
         if options.format != "jpeg":
             raise ValueError(f"nvimgcodec encoder: expected format 'jpeg', got {options.format!r} (PNG uses Pillow)")
         nvimgcodec = import_nvimgcodec()
-        self.gpu_id = gpu_id
-        device = nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY if gpu_id is None else int(gpu_id)
-        self.name = "nvimgcodec-cpu" if gpu_id is None else "nvimgcodec-gpu"
-        self._encoder = nvimgcodec.Encoder(device_id=device)
+        self.device = device
+        self.gpu_id = device.gpu_id
+        self.threads = max(1, int(device.threads))
+        self.name = "nvimgcodec-cpu" if device.gpu_id is None else "nvimgcodec-gpu"
+        self._key = ("nvimgcodec-encoder", self.gpu_id, self.threads)
         jpeg = nvimgcodec.JpegEncodeParams(progressive=False, optimized_huffman=options.optimize)
-        self._colour = nvimgcodec.EncodeParams(
-            quality_type=nvimgcodec.QualityType.QUALITY,
-            quality_value=float(options.quality),
-            chroma_subsampling=getattr(nvimgcodec.ChromaSubsampling, _SUBSAMPLING[options.subsampling]),
-            jpeg_encode_params=jpeg,
-        )
+        quality = {"quality_type": nvimgcodec.QualityType.QUALITY, "quality_value": float(options.quality)}
+        css = getattr(nvimgcodec.ChromaSubsampling, _SUBSAMPLING[options.subsampling])
+        self._colour = nvimgcodec.EncodeParams(chroma_subsampling=css, jpeg_encode_params=jpeg, **quality)
         self._grey = nvimgcodec.EncodeParams(
-            quality_type=nvimgcodec.QualityType.QUALITY,
-            quality_value=float(options.quality),
-            chroma_subsampling=nvimgcodec.ChromaSubsampling.CSS_GRAY,
-            jpeg_encode_params=jpeg,
+            chroma_subsampling=nvimgcodec.ChromaSubsampling.CSS_GRAY, jpeg_encode_params=jpeg, **quality
         )
+        self._bgr = nvimgcodec.SampleFormat.I_BGR
+        self._y = nvimgcodec.SampleFormat.I_Y
+        self._as_image = nvimgcodec.as_image
         self._fallback = PillowEncoder(options)
         self.fallbacks = 0  # images handed to Pillow so far (tests and logs)
+        self._codec()  # fail early on a broken installation or device
 
-    def _encode_group(self, arrays: list[np.ndarray], params) -> list[bytes | None]:
+    def _codec(self) -> Any:
+        cache = worker_cache()
+        for _ in range(3):
+            codec = cache.get(self._key, lambda: NvCodec(self.gpu_id, self.threads))
+            encoder = codec.encoder
+            if encoder is not None:
+                return encoder
+            cache.discard(self._key)
+        raise RuntimeError("the nvImageCodec encoder kept being dropped from the worker cache while in use")
+
+    def _wrap(self, image: Any, grey: bool) -> Any:
+        """An nvImageCodec image over ``image`` (no copy, except cutting alpha off a host BGRA array)."""
+        if not hasattr(image, "__cuda_array_interface__"):  # host memory: numpy, or a host DALI tensor
+            image = np.asarray(image)
+            if image.shape[2] == 4:
+                image = image[:, :, :3]
+            image = np.ascontiguousarray(image)
+        return self._as_image(image, sample_format=self._y if grey else self._bgr)
+
+    def _encode_group(self, images: list[Any], params: Any, grey: bool) -> list[bytes | None]:
         try:
-            streams = self._encoder.encode(arrays, codec="jpeg", params=params)
+            wrapped = [self._wrap(image, grey) for image in images]
+            streams = self._codec().encode(wrapped, "jpeg", params=params)
         except Exception as exc:  # noqa: BLE001 - the batch goes to Pillow instead
-            log.warning("gpuimages: nvImageCodec failed a batch of %d (%s); encoding it with Pillow", len(arrays), exc)
-            return [None] * len(arrays)
+            log.warning("gpuimages: nvImageCodec failed a batch of %d (%s); encoding it with Pillow", len(images), exc)
+            return [None] * len(images)
         return [None if s is None else bytes(s) for s in streams]
 
-    def encode(self, images: Sequence[np.ndarray | None]) -> EncodedBatch:
+    def encode(self, images: Sequence[Any]) -> EncodedBatch:
+        """Encode a batch of host or device images; a failed image gets ``None`` and a reason, never an exception."""
         n = len(images)
         data: list[bytes | None] = [None] * n
         errors: list[str | None] = [None] * n
         colour: list[int] = []
         grey: list[int] = []
+        late: list[int] = []  # BGRA in GPU memory: no device-side alpha cut here, Pillow encodes it
         for i, image in enumerate(images):
-            reason = check_image(image, "jpeg")
+            reason = why_not(image)
             if reason is not None:
                 errors[i] = reason
-            elif image.shape[2] == 1:
+                continue
+            shape, _, on_device = describe(image)  # type: ignore[misc]
+            if shape[2] == 1:
                 grey.append(i)
+            elif shape[2] == 4 and on_device:
+                late.append(i)
             else:
                 colour.append(i)
-        for rows, params in ((colour, self._colour), (grey, self._grey)):
-            if not rows:
-                continue
-            # nvImageCodec reads interleaved RGB (or Y): reorder Spark's BGR, drop alpha
-            arrays = [np.ascontiguousarray(for_format(images[i], "jpeg")[:, :, ::-1]) for i in rows]
-            for i, blob in zip(rows, self._encode_group(arrays, params), strict=True):
-                data[i] = blob
-        missing = [i for i in colour + grey if data[i] is None]
+        for rows, params, is_grey in ((colour, self._colour, False), (grey, self._grey, True)):
+            if rows:
+                blobs = self._encode_group([images[i] for i in rows], params, is_grey)
+                for i, blob in zip(rows, blobs, strict=True):
+                    data[i] = blob
+        missing = [i for i in colour + grey if data[i] is None] + late
         if missing:
             self.fallbacks += len(missing)
             log.info("gpuimages: %d image(s) not encoded by nvImageCodec; encoding them with Pillow", len(missing))
-            redo = self._fallback.encode([images[i] for i in missing])
+            redo = self._fallback.encode([to_host(images[i]) for i in missing])
             for i, blob, reason in zip(missing, redo.data, redo.errors, strict=True):
                 data[i], errors[i] = blob, reason
         return EncodedBatch(data, errors)

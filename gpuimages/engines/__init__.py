@@ -16,14 +16,16 @@ __all__ = ["DecodedBatch", "Engine", "ENGINES", "create_engine"]
 ENGINES = ("pillow", "dali")
 
 
-def create_engine(options: DecodeOptions, device: TaskDevice | None = None, engine: str | None = None) -> Engine:
-    """Create the engine for ``options.device`` on this executor.
+def create_engine(options: DecodeOptions, device: TaskDevice, engine: str | None = None) -> Engine:
+    """Create the decode engine for a task on ``device``.
 
-    ``engine`` forces "pillow" or "dali". ``device`` is the task's (its ``gpu_id`` None: DALI's CPU
-    operators). DALI is imported here, never at package import.
+    ``engine`` forces "pillow" or "dali"; by default DALI when ``device.uses("nvidia.dali")`` (the
+    stage's device is "gpu", or "auto" with a GPU and DALI importable), else Pillow. The DALI engine
+    decodes on ``device.gpu_id`` (DALI's CPU operators when it is None) with ``device.threads`` threads.
+    A missing or too old DALI raises an ImportError naming the extra. DALI is imported here, never at
+    package import.
     """
-    device = device or TaskDevice(options.device)
-    name = engine or ("pillow" if options.device == "cpu" else "dali")
+    name = engine or ("dali" if device.uses("nvidia.dali") else "pillow")
     if name == "pillow":
         from gpuimages.engines.pillow import PillowEngine
 
@@ -31,5 +33,5 @@ def create_engine(options: DecodeOptions, device: TaskDevice | None = None, engi
     if name == "dali":
         from gpuimages.engines.dali import DaliEngine
 
-        return DaliEngine(options, gpu_id=device.gpu_id, num_threads=device.threads)
+        return DaliEngine(options, device)
     raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {name!r}")

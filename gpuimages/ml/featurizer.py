@@ -320,7 +320,7 @@ class ImageFeaturizer(
                 raise ValueError(
                     "ImageFeaturizer: backbone 'function' needs a batch function (setBatchFunction or fn=)"
                 )
-            return ModelSpec("function", function=self._function)
+            return ModelSpec("function", function=self._function, max_batch=self.getBatchSize())
         if backbone == "onnx":
             from gpuimages.models.onnx import require_onnxruntime
 

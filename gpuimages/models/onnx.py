@@ -1,31 +1,68 @@
-"""ONNX Runtime as a model backend: one ``InferenceSession`` per Python worker and model.
+"""ONNX Runtime as a model backend: one ``InferenceSession`` per Python worker, model file and device.
 
-The session uses the CPU execution provider, and CUDA where the executor has a GPU and
-onnxruntime's CUDA provider is installed (``onnxruntime-gpu``). On CPU it runs
-``intra_op_num_threads`` threads (default 1: Spark already runs one task per core). On a GPU,
-:meth:`OnnxModel.run_device` binds DALI's device batch as the model input through DLPack and IO
-binding, so pixels never travel to host memory; only the outputs are copied back.
+Sessions live in the worker cache (:func:`gpuimages.task.cache.worker_cache`), keyed by the file's
+identity (path, modification time, size), the GPU, the thread count and the provider options; the
+model fetches its session for every call, so evicting it frees the session and its CUDA arena.
+
+* **Providers.** On a task with a GPU (``device.gpu_id``, a CUDA ordinal), the CUDA execution provider
+  on that device, then CPU. The CUDA provider comes with ``onnxruntime-gpu`` (``gpuimages[onnx-gpu]``,
+  which also brings the CUDA 12 and cuDNN 9 wheels it loads); before the first CUDA session
+  :func:`preload_cuda_libraries` calls ``onnxruntime.preload_dlls()`` (onnxruntime-gpu >= 1.21), which
+  loads those libraries from the ``nvidia-*`` wheels. When a GPU is requested and the session does not
+  run on the CUDA provider, a warning says so once, with the fix: every batch then goes through host
+  memory to the CPU provider.
+* **CUDA provider options** (names and values as ONNX Runtime's ``cuda_execution_provider_info.cc``
+  parses them): ``device_id``; ``gpu_mem_limit`` (the arena's bound, :func:`gpu_mem_limit`:
+  ``$GPUIMAGES_ORT_GPU_MEM_LIMIT``, default a quarter of the GPU's memory, since several Python workers
+  and DALI share it); ``arena_extend_strategy=kSameAsRequested`` (grow by what is asked, not to the
+  next power of two); ``cudnn_conv_algo_search=HEURISTIC`` (the default, EXHAUSTIVE, benchmarks every
+  convolution again for every new input shape, and batch sizes vary at slice ends and after a split).
+* **Threads.** ``intra_op_num_threads`` is the task's threads (``device.threads``, or the spec's).
+* **Device batches.** :meth:`OnnxModel.run_device` binds DALI's device batch as the model input with
+  IO binding: no pixel copy; only the outputs are copied to the host. DALI's outputs are complete when
+  its ``outputs()`` returns without a stream ("synchronized with the host"), so no stream wait is
+  needed; other producers go through DLPack with cupy, synchronised on the tensor's own device.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.util
 import logging
 import os
+import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from gpuimages.models.base import InputFormat, Model, as_features, host_array, in_device_memory
+from gpuimages.task.cache import worker_cache
+from gpuimages.task.device import TaskDevice
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "gpuimages[onnx]"'
+#: The fix for a GPU task whose sessions run on the CPU provider (the two wheels share the module name).
+GPU_INSTALL_HINT = 'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "gpuimages[onnx-gpu]"'
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
 
-_SESSIONS: dict[tuple, Any] = {}
-_LOCK = threading.Lock()
+#: Environment variable: the CUDA arena's bound per session, in bytes ("8589934592"), with a unit
+#: ("8GiB", "512MB") or as a share of the GPU's memory ("25%"); "0" or "none" for no bound.
+GPU_MEM_LIMIT_ENV = "GPUIMAGES_ORT_GPU_MEM_LIMIT"
+#: Default bound: this share of the GPU's memory...
+DEFAULT_GPU_MEM_SHARE = 0.25
+#: ...or this many bytes when the GPU's memory cannot be read.
+FALLBACK_GPU_MEM_LIMIT = 4 << 30
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+_state_lock = threading.Lock()
+_preloaded = False
+_warned: set[str] = set()
 
 
 def onnxruntime_installed() -> bool:
@@ -50,40 +87,219 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
-def providers_for(gpu_id: int | None, available: list[str]) -> list[Any]:
+# --------------------------------------------------------------------------- memory bound
+
+
+@functools.lru_cache(maxsize=16)
+def device_total_memory(gpu_id: int) -> int | None:
+    """Bytes of memory of CUDA device ``gpu_id`` (an ordinal in this process), from the driver; None if unknown."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    try:
+        if lib.cuInit(0) != 0:
+            return None
+        dev = ctypes.c_int(0)
+        if lib.cuDeviceGet(ctypes.byref(dev), int(gpu_id)) != 0:
+            return None
+        total = ctypes.c_size_t(0)
+        if lib.cuDeviceTotalMem_v2(ctypes.byref(total), dev) != 0:
+            return None
+        return int(total.value)
+    except (AttributeError, OSError):
+        return None
+
+
+def parse_mem_limit(text: str, total: int | None) -> int | None:
+    """Bytes from ``"8589934592"``, ``"8GiB"``, ``"512 MB"`` or ``"25%"`` (of ``total``); None for no bound.
+
+    Raises ``ValueError`` for anything else, or for a share when ``total`` is unknown.
+    """
+    value = text.strip().lower()
+    if value in ("0", "none", "unlimited"):
+        return None
+    if value.endswith("%"):
+        share = float(value[:-1]) / 100.0
+        if not 0 < share <= 1:
+            raise ValueError(f"{GPU_MEM_LIMIT_ENV}: expected a share in (0%, 100%], got {text!r}")
+        if total is None:
+            raise ValueError(f"{GPU_MEM_LIMIT_ENV}={text!r}: the GPU's memory is unknown, give bytes instead")
+        return int(total * share)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value)
+    if match is None or match.group(2) not in _UNITS:
+        raise ValueError(f"{GPU_MEM_LIMIT_ENV}: expected bytes, a size such as '8GiB', or a share such as '25%', "
+                         f"got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def gpu_mem_limit(gpu_id: int, env: Mapping[str, str] | None = None) -> int | None:
+    """The CUDA arena bound for sessions on ``gpu_id`` (see :data:`GPU_MEM_LIMIT_ENV`); None: no bound."""
+    env = os.environ if env is None else env
+    text = env.get(GPU_MEM_LIMIT_ENV)
+    total = device_total_memory(gpu_id)
+    if text:
+        try:
+            return parse_mem_limit(text, total)
+        except ValueError as exc:
+            log.warning("%s; using the default", exc)
+    return int(total * DEFAULT_GPU_MEM_SHARE) if total else FALLBACK_GPU_MEM_LIMIT
+
+
+# --------------------------------------------------------------------------- providers
+
+
+def cuda_provider_options(gpu_id: int, mem_limit: int | None) -> dict[str, str]:
+    """The CUDA execution provider's options for a session on ``gpu_id`` (see the module docstring)."""
+    options = {
+        "device_id": str(int(gpu_id)),
+        "arena_extend_strategy": "kSameAsRequested",
+        "cudnn_conv_algo_search": "HEURISTIC",
+    }
+    if mem_limit is not None:
+        options["gpu_mem_limit"] = str(int(mem_limit))
+    return options
+
+
+def providers_for(gpu_id: int | None, available: list[str], cuda_options: Mapping[str, str] | None = None) -> list[Any]:
     """Execution providers for a session: CUDA on ``gpu_id`` first when available, then CPU."""
-    if gpu_id is not None and "CUDAExecutionProvider" in available:
-        return [("CUDAExecutionProvider", {"device_id": int(gpu_id)}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    if gpu_id is not None and CUDA_PROVIDER in available:
+        options = dict(cuda_options) if cuda_options is not None else cuda_provider_options(gpu_id, None)
+        return [(CUDA_PROVIDER, options), CPU_PROVIDER]
+    return [CPU_PROVIDER]
 
 
-def session_for(path: str, threads: int, gpu_id: int | None) -> Any:
-    """The cached ``InferenceSession`` of ``path`` for this worker (rebuilt when the file changes)."""
-    ort = _import_ort()
+def preload_cuda_libraries(ort: Any) -> None:
+    """``onnxruntime.preload_dlls()`` once per process (onnxruntime-gpu >= 1.21), before the first CUDA session.
+
+    It loads the CUDA 12 and cuDNN 9 libraries from the ``nvidia-*`` wheels, which the dynamic loader
+    does not find by itself; older releases lack it and need them on ``LD_LIBRARY_PATH``.
+    """
+    global _preloaded
+    with _state_lock:
+        if _preloaded:
+            return
+        _preloaded = True
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        log.info("onnxruntime %s has no preload_dlls(); CUDA and cuDNN must be on the library path",
+                 getattr(ort, "__version__", "?"))
+        return
+    try:
+        preload()
+    except Exception as exc:  # noqa: BLE001 - session creation reports what is really missing
+        log.warning("onnxruntime.preload_dlls() failed: %s", exc)
+
+
+def warn_once(key: str, message: str) -> bool:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process; True if it was logged."""
+    with _state_lock:
+        if key in _warned:
+            return False
+        _warned.add(key)
+    log.warning(message)
+    return True
+
+
+def _cuda_inactive(path: str, gpu_id: int, available: list[str], active: list[str]) -> None:
+    if CUDA_PROVIDER not in available:
+        why = f"this onnxruntime has no CUDA provider (available: {', '.join(available)})"
+    else:
+        why = f"the CUDA provider did not start (session providers: {', '.join(active)}; see onnxruntime's error above)"
+    warn_once(
+        "cuda-inactive",
+        f"gpuimages: a GPU was requested (CUDA device {gpu_id}) but the ONNX model {path} runs on ONNX Runtime's "
+        f"CPU provider: {why}. Every device batch is copied to host memory and run on the CPU. Fix: "
+        f"{GPU_INSTALL_HINT} (onnxruntime-gpu >= 1.21 with the CUDA 12 and cuDNN 9 wheels; keep only one of "
+        "onnxruntime / onnxruntime-gpu installed).",
+    )
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class OrtSession:
+    """A cached ``InferenceSession`` and what it was built for; :meth:`close` lets it go."""
+
+    def __init__(self, session: Any, gpu_id: int | None) -> None:
+        self.session: Any = session
+        self.gpu_id = gpu_id
+        self.providers: list[str] = list(session.get_providers())
+        self.on_cuda = CUDA_PROVIDER in self.providers
+        self.input_name: str = session.get_inputs()[0].name
+        self.output_name: str = session.get_outputs()[0].name
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees it, and its arena, with the last reference)."""
+        self.session = None
+
+
+def session_key(path: str, gpu_id: int | None, threads: int, cuda_options: Mapping[str, str] | None) -> tuple:
+    """The worker-cache key of a session: file identity, GPU, threads and provider options."""
     stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size, int(threads), gpu_id)
-    with _LOCK:
-        session = _SESSIONS.get(key)
-        if session is None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-            providers = providers_for(gpu_id, ort.get_available_providers())
-            session = ort.InferenceSession(path, sess_options=options, providers=providers)
-            log.info("gpuimages: ONNX session for %s on %s (%d threads)", path, session.get_providers(), threads)
-            _SESSIONS[key] = session
-        return session
+    options = tuple(sorted(cuda_options.items())) if cuda_options else ()
+    return ("onnx-session", os.path.abspath(path), stat.st_mtime_ns, stat.st_size, gpu_id, int(threads), options)
 
 
-def clear_sessions() -> None:
-    """Drop the cached sessions (tests)."""
-    with _LOCK:
-        _SESSIONS.clear()
+def _build_session(path: str, gpu_id: int | None, threads: int, cuda_options: Mapping[str, str] | None) -> OrtSession:
+    ort = _import_ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    available = list(ort.get_available_providers())
+    if gpu_id is not None and CUDA_PROVIDER in available:
+        preload_cuda_libraries(ort)
+    providers = providers_for(gpu_id, available, cuda_options)
+    holder = OrtSession(ort.InferenceSession(path, sess_options=options, providers=providers), gpu_id)
+    log.info("gpuimages: ONNX session for %s on %s (%d threads)", path, holder.providers, threads)
+    if gpu_id is not None and not holder.on_cuda:
+        _cuda_inactive(path, gpu_id, available, holder.providers)
+    return holder
 
 
-@functools.lru_cache(maxsize=1)
-def _warn_host_copy(reason: str) -> None:
-    log.warning("gpuimages: the ONNX model reads DALI's batch through host memory: %s", reason)
+def get_session(path: str, device: TaskDevice, threads: int | None = None) -> tuple[OrtSession, Any]:
+    """The worker's session holder for ``path`` on ``device`` and its live ``InferenceSession``.
+
+    Built on first use and rebuilt when the file changes or the cache dropped it; hold on to the returned
+    session (not the holder's attribute) for the length of a run.
+    """
+    gpu_id = device.gpu_id
+    threads = int(threads or device.threads)
+    cuda_options = cuda_provider_options(gpu_id, gpu_mem_limit(gpu_id)) if gpu_id is not None else None
+    key = session_key(path, gpu_id, threads, cuda_options)
+    cache = worker_cache()
+    for _ in range(3):
+        holder = cache.get(key, lambda: _build_session(path, gpu_id, threads, cuda_options))
+        session = holder.session
+        if session is not None:
+            return holder, session
+        cache.discard(key)  # closed while still listed: build it again
+    raise RuntimeError(f"the ONNX session for {path} kept being dropped from the worker cache while in use")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def device_buffer(tensor: Any) -> tuple[int, int, tuple[int, ...], Any]:
+    """``(pointer, CUDA ordinal, shape, owner)`` of a float32 batch in GPU memory, ready to read.
+
+    A DALI ``TensorGPU`` from a pipeline's ``outputs()`` is complete already (host-synchronous outputs):
+    its own pointer and device are used. Anything else goes through DLPack with cupy, inside
+    ``cupy.cuda.Device(<the tensor's device>)``: ``cupy.from_dlpack`` hands the producer the current
+    stream *of that device* to wait on, then restores the previous device, so the synchronisation must
+    happen on that device too. ``owner`` must be kept alive until the model has run.
+    """
+    if callable(getattr(tensor, "data_ptr", None)) and callable(getattr(tensor, "device_id", None)):
+        return int(tensor.data_ptr()), int(tensor.device_id()), tuple(int(d) for d in tensor.shape()), tensor
+    import cupy
+
+    _, device = tensor.__dlpack_device__()
+    with cupy.cuda.Device(int(device)):
+        array = cupy.from_dlpack(tensor)
+        if array.dtype != np.float32 or not array.flags.c_contiguous:
+            array = cupy.ascontiguousarray(array, dtype=cupy.float32)
+        cupy.cuda.get_current_stream().synchronize()
+    return int(array.data.ptr), int(device), tuple(int(d) for d in array.shape), array
 
 
 class OnnxModel(Model):
@@ -96,50 +312,69 @@ class OnnxModel(Model):
         path: str,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
-        threads: int = 1,
-        gpu_id: int | None = None,
+        device: TaskDevice,
+        threads: int | None = None,
     ) -> None:
         self.path = path
         self.input_format = InputFormat("NCHW", tuple(mean), tuple(std))  # type: ignore[arg-type]
-        self.gpu_id = gpu_id
-        self.session = session_for(path, threads, gpu_id)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        self.device = device
+        self.gpu_id = device.gpu_id
+        self.threads = threads
+        holder, _ = self._session()  # fail early: a missing file or a broken model
+        self.input_name = holder.input_name
+        self.output_name = holder.output_name
+
+    def _session(self) -> tuple[OrtSession, Any]:
+        return get_session(self.path, self.device, self.threads)
+
+    @property
+    def session(self) -> Any:
+        """The worker's ``InferenceSession`` for this model (from the worker cache)."""
+        return self._session()[1]
 
     @property
     def on_cuda(self) -> bool:
         """True when the session runs on the CUDA provider."""
-        return "CUDAExecutionProvider" in self.session.get_providers()
+        return self._session()[0].on_cuda
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        session = self.session
+        (out,) = session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})
         return as_features(out, batch.shape[0], f"ONNX model {self.path}")
 
     def run_device(self, tensor: Any, n: int) -> np.ndarray:
-        """Run on a DALI tensor: host tensors in place; device tensors through IO binding (no pixel copy)."""
-        if not in_device_memory(tensor):  # a host tensor: a numpy view of DALI's buffer
-            return self.run(host_array(tensor))
-        if not self.on_cuda:
-            _warn_host_copy("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
-            return self.run(host_array(tensor))
-        try:
-            import cupy
-        except ImportError:
-            _warn_host_copy("cupy is not installed (pip install \"gpuimages[gpu]\")")
-            return self.run(host_array(tensor))
-        array = cupy.from_dlpack(tensor)  # waits for DALI's stream; no copy
-        cupy.cuda.get_current_stream().synchronize()
-        return self.run_pointer(int(array.data.ptr), tuple(int(d) for d in array.shape), array)
+        """Run on a DALI tensor: host tensors in place; device tensors through IO binding (no pixel copy).
 
-    def run_pointer(self, pointer: int, shape: tuple[int, ...], owner: Any = None) -> np.ndarray:
-        """Run on a float32 batch already in GPU memory at ``pointer`` (``owner`` keeps it alive)."""
-        binding = self.session.io_binding()
+        On a session that is not on the CUDA provider (see the warning logged when it was built), a
+        device tensor is copied to host memory first.
+        """
+        if not in_device_memory(tensor) and not hasattr(tensor, "__cuda_array_interface__"):
+            return self.run(host_array(tensor))
+        holder, session = self._session()
+        if not holder.on_cuda:
+            return self.run(host_array(tensor) if in_device_memory(tensor) else np.asarray(tensor))
+        pointer, device, shape, owner = device_buffer(tensor)
+        if holder.gpu_id is not None and device != holder.gpu_id:
+            raise ValueError(f"ONNX model {self.path}: the batch is on CUDA device {device}, the session on "
+                             f"{holder.gpu_id}")
+        return self.run_pointer(pointer, shape, device, owner, session)
+
+    def run_pointer(
+        self, pointer: int, shape: tuple[int, ...], device: int, owner: Any = None, session: Any = None
+    ) -> np.ndarray:
+        """Run on a complete float32 batch in GPU memory at ``pointer`` on CUDA device ``device``.
+
+        ``owner`` keeps the memory alive until the run has finished (ONNX Runtime synchronises its
+        stream at the end of a run, and the outputs are copied to the host).
+        """
+        session = session if session is not None else self.session
+        binding = session.io_binding()
         binding.bind_input(
-            self.input_name, device_type="cuda", device_id=int(self.gpu_id or 0), element_type=np.float32,
-            shape=shape, buffer_ptr=pointer,
+            self.input_name, device_type="cuda", device_id=int(device), element_type=np.float32,
+            shape=tuple(int(d) for d in shape), buffer_ptr=int(pointer),
         )
         binding.bind_output(self.output_name, "cpu")
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         (out,) = binding.copy_outputs_to_cpu()
         del owner
         return as_features(out, shape[0], f"ONNX model {self.path}")

@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 #: Environment variable: objects one Python worker keeps built.
 CAPACITY_ENV = "GPUIMAGES_WORKER_CACHE_SIZE"
-DEFAULT_CAPACITY = 8
+DEFAULT_CAPACITY = 16
 
 
 def _close(value: Any) -> None:

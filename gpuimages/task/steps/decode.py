@@ -74,24 +74,29 @@ def engine_name(device: TaskDevice) -> str:
     return "dali" if device.uses(DALI_MODULE) else "pillow"
 
 
-def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None = None):
+def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None = None, device_output: bool = False):
     """The worker's engine for ``options`` on ``device``, built once and kept in the worker cache.
 
-    The DALI engine's pipelines take ``options.device_batch_size`` images per run. A DALI engine
-    that cannot start (no usable GPU, a broken installation) falls back to Pillow with a warning;
-    a missing DALI under ``device="gpu"`` raises the ImportError naming the extra.
+    The DALI engine's pipelines take ``options.device_batch_size`` images per run; ``device_output``
+    builds it for :meth:`~gpuimages.engines.dali.DaliEngine.decode_device` (images left in GPU memory).
+    A DALI engine that cannot start (no usable GPU, a broken installation) falls back to Pillow with a
+    warning; a missing DALI under ``device="gpu"`` raises the ImportError naming the extra.
     """
     from gpuimages.engines import create_engine
 
     name = name or engine_name(device)
     if name == "dali":
         options = dataclasses.replace(options, batch_size=options.device_batch_size)
-        key = ("engine", name, device.gpu_id, device.threads, options)
+        key = ("engine", name, device.gpu_id, device.threads, device_output, options)
     else:
         key = ("engine", name, options)
 
     def build():
         try:
+            if name == "dali" and device_output:
+                from gpuimages.engines.dali import DaliEngine
+
+                return DaliEngine(options, device, device_output=True)
             return create_engine(options, device, name)
         except ImportError:
             raise
@@ -107,14 +112,23 @@ def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None =
 
 @dataclass
 class Decode(Step):
-    """Encoded bytes (``work.blobs``) to pixels (``work.images``); undecodable files get their reason."""
+    """Encoded bytes (``work.blobs``) to pixels (``work.images``); undecodable files get their reason.
+
+    ``to_device``: on a task with a GPU and the DALI engine, leave the images in GPU memory
+    (``work.device_images``, alpha dropped) for an :class:`~gpuimages.task.steps.Encode` step that encodes
+    JPEG there (the GPU transcode: no host round trip). Elsewhere it has no effect.
+    """
 
     options: DecodeOptions
+    to_device: bool = False
     name = "decode"
     _engine: object = field(default=None, init=False, repr=False, compare=False)
+    _device_output: bool = field(default=False, init=False, repr=False, compare=False)
 
     def open(self, device: TaskDevice) -> None:
-        self._engine = decode_engine(self.options, device)
+        self._device_output = self.to_device and device.on_gpu and engine_name(device) == "dali"
+        self._engine = decode_engine(self.options, device, device_output=self._device_output)
+        self._device_output = self._device_output and self._engine.name.startswith("dali")
 
     @property
     def on_gpu_engine(self) -> bool:
@@ -128,6 +142,12 @@ class Decode(Step):
         return predicted_bytes(value, self.options)
 
     def run(self, work: Work) -> None:
+        if self._device_output:
+            decoded = self._engine.decode_device(work.blobs, drop_alpha=True)
+            work.blobs = None
+            work.device_images = decoded
+            work.note(decoded.errors)
+            return
         images = self._engine.decode(work.blobs)
         work.blobs = None  # the encoded copies are not needed once decoded
         work.images = images

@@ -77,14 +77,25 @@ class Encode(Step):
         return self.options.batch_size
 
     def run(self, work: Work) -> None:
-        images = work.images.images()
-        encoded = self._encoder.encode(images)
+        if work.device_images is not None:  # the GPU transcode: images still in GPU memory
+            decoded = work.device_images
+            shapes = [decoded.shape(i) for i in range(len(decoded))]
+            on_device = self._encoder.name.startswith("nvimgcodec")
+            encoded = self._encoder.encode(
+                decoded.images if on_device else [decoded.host(i) for i in range(len(decoded))]
+            )
+            decoded.release()
+            work.device_images = None
+        else:
+            images = work.images.images()
+            shapes = [None if im is None else im.shape for im in images]
+            encoded = self._encoder.encode(images)
         work.note(encoded.errors)
         data = encoded.data
         work.blobs = data
         work.columns["origin"] = work.origins
-        heights = [None if b is None else int(im.shape[0]) for im, b in zip(images, data, strict=True)]
-        widths = [None if b is None else int(im.shape[1]) for im, b in zip(images, data, strict=True)]
+        heights = [None if b is None else int(sh[0]) for sh, b in zip(shapes, data, strict=True)]
+        widths = [None if b is None else int(sh[1]) for sh, b in zip(shapes, data, strict=True)]
         work.columns["height"] = pa.array(heights, type=pa.int32())
         work.columns["width"] = pa.array(widths, type=pa.int32())
         work.columns[self.output_col] = pa.array(data, type=pa.binary())

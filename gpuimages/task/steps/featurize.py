@@ -167,4 +167,4 @@ def tensor_decoder(options: DecodeOptions, input_format: Any, device: TaskDevice
 
     options = dataclasses.replace(options, batch_size=options.device_batch_size)
     key = ("tensors", device.gpu_id, device.threads, options, input_format)
-    return worker_cache().get(key, lambda: TensorDecoder(options, input_format, device.gpu_id, num_threads=device.threads))
+    return worker_cache().get(key, lambda: TensorDecoder(options, input_format, device))
