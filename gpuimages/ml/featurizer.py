@@ -371,6 +371,7 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
             return ModelSpec("function", function=self._function)
         if backbone == "onnx":
             from gpuimages.models.onnx import require_onnxruntime
+            from gpuimages.models.onnx_inputs import check_featurizer_model
 
             path = self.getModelPath()
             if path is None:
@@ -379,6 +380,8 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, HasDevice, HasImag
             if not os.path.isfile(local):
                 raise FileNotFoundError(f"modelPath: expected an existing ONNX file, got {path!r}")
             require_onnxruntime()
+            check_featurizer_model(local, self.getImageSize(), self.getBatchSize(),
+                                   None if self.getDevice() == "cpu" else self.getDeviceBatchSize(), shown=path)
             mean, std = self.getMean(), self.getStd()
             return ModelSpec("onnx", os.path.abspath(local), tuple(mean), tuple(std), threads=threads)  # type: ignore[arg-type]
         return None
