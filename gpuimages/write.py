@@ -100,8 +100,13 @@ def check_path(path: Any) -> str:
     if not value.strip() or "\x00" in value:
         raise ValueError(f"path: expected a folder path or URI, got {value!r}")
     if not is_local(value):
-        store = FsspecStore(value)
-        if store.fs.isfile(store.root):
+        store = FsspecStore(value)  # ImportError naming the extra when fsspec is missing
+        try:
+            is_file = store.fs.isfile(store.root)
+        except Exception as exc:  # noqa: BLE001 - e.g. no credentials on the driver: the executors may have them
+            log.info("gpuimages: could not check %s on the driver (%s)", value, exc)
+            return value
+        if is_file:
             raise ValueError(f"path: expected a folder (missing or existing), got {value!r}, which is a file")
         return value
     local = local_path(value)

@@ -426,3 +426,42 @@ def test_spark_a_retried_write_task_writes_each_file_once(tmp_path):
     names = _tree(out)
     assert len(names) == 12 and sorted(n for n in names if "-" not in n) == [f"{i}.jpg" for i in range(6)]
     assert not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+# ---------------------------------------------------------------- object stores (fsspec) and the driver's path check
+
+
+def test_fsspec_store_follows_the_same_claims(tmp_path):
+    pytest.importorskip("fsspec")
+    import fsspec
+
+    root = f"memory://gpuimages-hostile/{tmp_path.name}"
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"{root}/old.jpg".replace("memory://", "/"), b"old")
+    plan = _plan(root, mode="skip")
+    data = _jpeg(1)
+    one = _writer(plan, 0).write(0, "file:///a/x.jpg", None, None, data)
+    two = _writer(plan, 1).write(0, "file:///b/x.jpg", None, None, data)
+    again = _writer(plan, 0).write(0, "file:///a/x.jpg", None, None, data)  # the retried task
+    old = _writer(plan, 2).write(0, "file:///c/old.jpg", None, None, data)
+    assert one[1] == two[1] == again[1] == "written" and one[0] == again[0] != two[0]
+    assert old[1] == "skipped" and fs.cat(old[0]) == b"old"
+    files.remove_claims(root, plan.job_id)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(root.replace("memory://", "/")))
+    assert names == sorted(["old.jpg", "x.jpg", os.path.basename(two[0])])
+
+
+def test_check_path_refuses_a_file_uri_on_an_object_store():
+    pytest.importorskip("fsspec")
+    import fsspec
+
+    from gpuimages.write import check_destination, check_path
+
+    fsspec.filesystem("memory").pipe("/gpuimages-hostile/a-file.jpg", b"x")
+    with pytest.raises(ValueError, match="path: expected a folder .*which is a file"):
+        check_path("memory://gpuimages-hostile/a-file.jpg")
+    assert check_path("memory://gpuimages-hostile/new") == "memory://gpuimages-hostile/new"
+    with pytest.raises(FileExistsError, match="mode='error'"):
+        check_destination("memory://gpuimages-hostile", "error")
+    with pytest.raises(ValueError, match="mode: expected one of error, overwrite, skip, got 'replace'"):
+        check_destination("memory://gpuimages-hostile/new", "replace")
