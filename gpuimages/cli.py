@@ -1,16 +1,39 @@
-"""Command line: ``gpuimages convert``, ``gpuimages write``, ``gpuimages info`` and ``gpuimages demo``."""
+"""Command line: ``gpuimages convert``, ``gpuimages write``, ``gpuimages info`` and ``gpuimages demo``.
+
+Every option is checked with the library's own checks before a Spark session starts; a bad option is
+a one-line usage error with exit status 2. ``convert`` and ``write`` exit with 1 when rows failed (and
+print them), 0 when every row was written (or skipped).
+"""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 log = logging.getLogger("gpuimages.cli")
+
+#: Exit statuses.
+EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE = 0, 1, 2
+
+EXIT_HELP = (
+    "exit status: 0 when every row was written (or skipped), 1 when rows failed (they are printed), "
+    "2 for a usage error (reported before Spark starts)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_read_options(p: argparse.ArgumentParser) -> None:
@@ -66,14 +89,55 @@ class _Progress:
 
 
 def _resize(args: argparse.Namespace) -> int | tuple[int, int] | None:
-    """``--resize S`` (shorter side) or ``--resize H W``."""
+    """``--resize S`` (shorter side) or ``--resize H W``, checked as ``read_images`` checks ``resize``."""
+    from gpuimages.options import check_size_pair
+
     if not args.resize:
         return None
-    if len(args.resize) == 1:
-        return args.resize[0]
-    if len(args.resize) == 2:
-        return tuple(args.resize)
-    raise SystemExit(f"gpuimages: --resize: expected one size (shorter side) or H W, got {len(args.resize)} values")
+    if len(args.resize) > 2:
+        raise ValueError(f"--resize: expected one size (shorter side) or H W, got {len(args.resize)} values")
+    value = args.resize[0] if len(args.resize) == 1 else tuple(args.resize)
+    return check_size_pair("--resize", value, allow_int=True)
+
+
+def _check_source(src: str, name: str = "src") -> None:
+    """A local source (plain path or ``file:`` URI) must exist or, as a glob, match something."""
+    from gpuimages.files import is_local, local_path
+
+    if not is_local(src):
+        return  # another filesystem: Spark lists it
+    local = local_path(src)
+    found = glob.glob(local) if glob.has_magic(local) else os.path.exists(local)
+    if not found:
+        what = "glob matching nothing" if glob.has_magic(local) else "nothing there"
+        raise ValueError(f"{name}: expected an existing file, folder or glob, got {src!r} ({what})")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every option of ``args``, with the checks the library runs (raises ValueError, TypeError, ...)."""
+    from gpuimages.encoders import make_encode_options
+    from gpuimages.options import check_num_partitions
+    from gpuimages.scheduling import require_gpu_extra
+
+    _check_source(*((args.path, "path") if args.command == "info" else (args.src, "src")))
+    if args.device == "gpu":
+        require_gpu_extra()
+    if args.command == "info":
+        return
+    _resize(args)
+    make_encode_options(format="jpeg" if args.format == "raw" else args.format, quality=args.quality)
+    check_num_partitions(args.num_partitions)
+    if args.show_failures < 0:
+        raise ValueError(f"--show-failures: expected a count of 0 or more, got {args.show_failures}")
+    if args.command == "write":
+        from gpuimages.write import check_destination
+
+        check_destination(args.dest, args.mode)
+    elif not args.overwrite:
+        from gpuimages.files import is_local, local_path
+
+        if is_local(args.dest) and os.path.lexists(local_path(args.dest)):
+            raise FileExistsError(f"dest: expected a path that does not exist (or --overwrite), got {args.dest!r}")
 
 
 def _transcoded(spark, args: argparse.Namespace):
@@ -117,11 +181,15 @@ def _convert(args: argparse.Namespace) -> int:
         df.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.dest)
     written = spark.read.parquet(args.dest)
     total = written.count()
-    failed = written.filter("error IS NOT NULL").count()
+    invalid = written.filter("error IS NOT NULL")
+    failed = invalid.count()
     seconds = time.perf_counter() - start
+    origin = "image.origin" if args.format == "raw" else "origin"
+    for row in invalid.selectExpr(f"{origin} AS origin", "error").limit(args.show_failures).collect():
+        print(f"failed: {row.origin}: {row.error}", file=sys.stderr)
     what = "images" if args.format == "raw" else f"{args.format.upper()} images"
     print(f"wrote {total} {what} ({failed} invalid) to {args.dest} in {seconds:.1f} s ({total / seconds:.0f} images/s)")
-    return 0
+    return EXIT_FAILED_ROWS if failed else EXIT_OK
 
 
 def _write(args: argparse.Namespace) -> int:
@@ -138,13 +206,13 @@ def _write(args: argparse.Namespace) -> int:
     counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
     seconds = time.perf_counter() - start
     for row in report.filter("status = 'failed'").limit(args.show_failures).collect():
-        print(f"failed: {row.origin}: {row.reason}", file=sys.stderr)
+        print(f"failed: {row.origin or row.path}: {row.reason}", file=sys.stderr)
     written = counts.get("written", 0)
     print(
         f"wrote {written} files ({counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped) "
         f"to {args.dest} in {seconds:.1f} s ({written / seconds:.0f} files/s)"
     )
-    return 0
+    return EXIT_FAILED_ROWS if counts.get("failed", 0) else EXIT_OK
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -158,24 +226,28 @@ def _info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``gpuimages`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="gpuimages", description="Images into Spark DataFrames, decoded on GPU or CPU."
+    parser = _Parser(
+        prog="gpuimages", description="Images into Spark DataFrames, decoded on GPU or CPU.", epilog=EXIT_HELP
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what gpuimages decides")
     sub = parser.add_subparsers(dest="command", required=True)
 
     convert = sub.add_parser(
-        "convert", help="read images and write them to Parquet: Spark's image schema (raw) or JPEG/PNG bytes"
+        "convert", help="read images and write them to Parquet: Spark's image schema (raw) or JPEG/PNG bytes",
+        epilog=EXIT_HELP.replace("rows failed", "images were invalid").replace("written (or skipped)", "valid")
+        + "; with --drop-invalid invalid images are dropped, not failures",
     )
     convert.add_argument("src", help="file, folder or glob (any filesystem Spark reads)")
     convert.add_argument("dest", help="output Parquet path")
     _add_read_options(convert)
     _add_image_options(convert, default_format="raw")
-    convert.add_argument("--drop-invalid", action="store_true")
-    convert.add_argument("--overwrite", action="store_true")
+    convert.add_argument("--drop-invalid", action="store_true", help="leave images that cannot be decoded out")
+    convert.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
+    convert.add_argument("--show-failures", type=int, default=20, metavar="N", help="print up to N invalid images")
     convert.set_defaults(func=_convert)
 
-    write = sub.add_parser("write", help="read images and write them as JPEG/PNG files (ImageFolder layout by label)")
+    write = sub.add_parser("write", help="read images and write them as JPEG/PNG files (ImageFolder layout by label)",
+                           epilog=EXIT_HELP)
     write.add_argument("src", help="file, folder or glob (any filesystem Spark reads)")
     write.add_argument("dest", help="output folder (local, /dbfs, /Volumes, or a URI fsspec writes)")
     _add_read_options(write)
@@ -201,13 +273,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gpuimages import demo
 
         return int(demo.main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
-    if getattr(args, "resize", None):
-        _resize(args)  # a usage error before any Spark session starts
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    return int(args.func(args) or 0)
+    try:
+        _check_args(args)  # before any Spark session starts
+    except (ValueError, TypeError, FileExistsError, ImportError) as exc:
+        _usage_error(args.command, exc)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError) as exc:
+        if args.verbose:
+            raise
+        _usage_error(args.command, exc)  # an option the library refused once Spark was up
+
+
+#: The library's names for what the command line calls these.
+_OPTION_NAMES = {"path": "dest", "quality": "--quality", "format": "--format", "mode": "--mode",
+                 "num_partitions": "--num-partitions", "device": "--device"}
+
+
+def _usage_error(command: str, exc: BaseException) -> NoReturn:
+    message = " ".join(str(exc).split())  # one line
+    name, colon, rest = message.partition(": ")
+    if colon and name in _OPTION_NAMES and (name != "path" or command == "write"):
+        message = f"{_OPTION_NAMES[name]}: {rest}"
+    print(f"gpuimages {command}: error: {message} (see gpuimages {command} --help)", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,7 @@
 """``decode_images``: the one decode path shared by folders, tables and streams.
 
-Driver side only: validate options, plan partitions, choose the resource profile, and call
-``mapInArrow`` with :func:`gpuimages.tasks.decode_partition`. Only the DataFrame API is used, so
+Driver side only: validate options, plan partitions, choose the resource profile, and run
+a stage on the task runtime (:func:`gpuimages.stage.run_stage`). Only the DataFrame API is used, so
 the same code runs on classic and Spark Connect sessions.
 """
 

@@ -1,14 +1,29 @@
-"""Writing image files from a Spark task: target names, atomic writes, the existing-file policy.
+"""Writing image files from a Spark task: target names, atomic writes, claims, the existing-file policy.
 
-Executor side (the task's :class:`gpuimages.task.steps.Write` step writes through :class:`_Writer`), plus
-two small helpers the driver uses (:func:`open_store`, :func:`folder_entries`). Local paths, FUSE mounts
-(``/dbfs``, ``/Volumes``) and ``file:`` URIs are written with the standard library; other URIs
-(``s3://``, ``gs://``, ``abfss://``, ...) through fsspec when it is installed.
+Executor side (the task's :class:`gpuimages.task.steps.Write` step; the per-row logic is
+:class:`_Writer` over a store), plus small helpers the driver uses (:func:`open_store`,
+:func:`folder_entries`, :func:`remove_claims`). Local paths, FUSE mounts (``/dbfs``, ``/Volumes``) and
+``file:`` URIs are written with the standard library; other URIs (``s3://``, ``gs://``, ``abfss://``,
+...) through fsspec when it is installed.
 
-Every file is written to a temporary name in its own folder and then moved to its final name, so a
-killed or retried task never leaves a half-written file under a real name. Names are claimed without
-overwriting (a hard link, which fails when the name exists), so two rows of the same job that want
-the same name both survive: the later one gets a deterministic suffix.
+How a row becomes a file (see docs/writing.md, "Policies"):
+
+- **Names**: the origin's (or ``name_col``'s) file name with separators and control characters replaced,
+  cut to :data:`NAME_MAX` bytes when longer (with a hash of the whole name, so it stays unique).
+- **Claims**: every ``write_images`` call has a job id (made on the driver, in :class:`WritePlan`). A
+  row claims its target name in the job's hidden claims folder (``<dest>/.gpuimages-write-<job id>/``)
+  before touching the name; a claim is created without overwriting, records the row that holds it
+  (partition, row, origin, name), what it decided (``write``, ``skip``, ``taken``) and, on local
+  filesystems, the identity (device, inode) of the file it placed. So exactly one row of a job owns a
+  name; a retried task finds its own claims and files (no duplicates), and a file not claimed by this
+  job existed before it (or was written by someone else) whatever its timestamps say. The driver
+  removes the folder when the job ends.
+- **Atomic**: a file is written to a temporary name in its folder (``.gpuimages-<random>.tmp``, short
+  whatever the final name) and then linked to its final name (which fails when the name exists) or,
+  for ``mode="overwrite"``, renamed over the old file.
+- **Links**: local folders are opened relative to the destination with ``O_NOFOLLOW``; a symbolic
+  link inside the destination (a folder or the final name) is never followed, so nothing is written
+  outside the destination. The destination path itself may be a link (it is the caller's own path).
 """
 
 from __future__ import annotations
@@ -18,9 +33,11 @@ import hashlib
 import logging
 import os
 import re
-import time
+import stat
+import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -30,14 +47,29 @@ log = logging.getLogger(__name__)
 MODES = ("error", "overwrite", "skip")
 #: Folder for rows whose ``partition_by`` value is null.
 NULL_FOLDER = "__null__"
-#: Files whose modification time is this much before the job's start count as existing before it.
-CLOCK_SLACK_S = 2.0
+#: Longest file or folder name written, in bytes (the limit of ext4, XFS, btrfs, NTFS, APFS, S3 UIs).
+NAME_MAX = 255
+#: Prefix of the job's hidden claims folder under the destination.
+CLAIMS_PREFIX = ".gpuimages-write-"
+#: Prefix of temporary files (short and fixed, whatever the final name's length).
+TMP_PREFIX = ".gpuimages-"
+#: Candidate names a row tries (its name, then deterministic suffixes) before it fails.
+MAX_CANDIDATES = 4
+#: Folder handles a local task keeps open at once.
+_OPEN_FOLDERS = 64
 
-_UNSAFE = re.compile(r"[\x00-\x1f/\\:*?\"<>|]+")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\:*?\"<>|]+")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+# filesystems without hard links (some FUSE mounts): the claim is a check, then a rename
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EACCES, errno.EMLINK)
 
 REPORT_FIELDS = (("origin", pa.string()), ("path", pa.string()), ("bytes", pa.int64()),
                  ("status", pa.string()), ("reason", pa.string()))
+
+
+def new_job_id() -> str:
+    """A fresh job id (32 hex characters) for :attr:`WritePlan.job_id`."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -51,9 +83,19 @@ class WritePlan:
     name_col: str | None  # a column with the file name to use instead of the origin's
     partition_by: str | None  # a column whose value names a sub-folder (ImageFolder layout)
     mode: str  # "error", "overwrite" or "skip"
-    job_start: float  # driver clock at the start of the job (seconds since the epoch)
     extension: str | None  # "jpg"/"png" for image structs; None: from the bytes' signature
     error_col: str | None = None  # a reason column of the input (e.g. read_images' "error"), kept in the report
+    job_id: str = field(default_factory=new_job_id)  # names this job's claims folder (made on the driver)
+
+    @property
+    def claims_folder(self) -> str:
+        """Name of this job's hidden claims folder under :attr:`root`."""
+        return claims_folder_name(self.job_id)
+
+
+def claims_folder_name(job_id: str) -> str:
+    """The hidden folder (under the destination) that holds a job's claims."""
+    return f"{CLAIMS_PREFIX}{job_id}"
 
 
 def is_local(root: str) -> bool:
@@ -96,6 +138,30 @@ def safe_part(text: str) -> str:
     return cleaned if cleaned.strip(".") else (cleaned.replace(".", "_") or "_")
 
 
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.blake2b(_encoded(text), digest_size=4).hexdigest()
+
+
+def fit_name(stem: str, ext: str | None = None, limit: int = NAME_MAX) -> str:
+    """``stem.ext`` within ``limit`` bytes (UTF-8). A longer stem is cut at a character boundary and
+    marked with ``~`` and a hash of the whole stem, so two long names that share their start stay apart
+    and the same name is always cut the same way; the extension is kept."""
+    suffix = f".{ext}" if ext else ""
+    if len(_encoded(suffix)) > limit // 2:  # an absurd "extension": part of the stem
+        stem, suffix = stem + suffix, ""
+    name = stem + suffix
+    if len(_encoded(name)) <= limit:
+        return name
+    mark = f"~{_short_hash(stem)}"
+    room = limit - len(_encoded(mark + suffix))
+    cut = _encoded(stem)[:room].decode("utf-8", "ignore")
+    return f"{cut}{mark}{suffix}"
+
+
 def file_stem(origin: str | None, name: str | None) -> tuple[str | None, str | None]:
     """Stem and extension of the target file from ``name`` (a name column) or the origin's last part."""
     source = name if name else origin
@@ -105,34 +171,239 @@ def file_stem(origin: str | None, name: str | None) -> tuple[str | None, str | N
     stem, dot, ext = last.rpartition(".")
     if not dot or not stem:
         return safe_part(last), None
-    return safe_part(stem), ext.lower() or None
+    return safe_part(stem), safe_part(ext).lower() or None
 
 
 def clash_suffix(key: str) -> str:
     """A short deterministic suffix for a name already taken (same inputs: same suffix on a retry)."""
-    return hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+    return _short_hash(key)
+
+
+def claim_key(rel: str) -> str:
+    """The claim file name for a target path relative to the destination.
+
+    Names that differ only in case or Unicode normalisation share a claim, so they never land on one
+    file of a case-insensitive or normalising filesystem (macOS, SMB, some FUSE mounts).
+    """
+    canonical = unicodedata.normalize("NFC", rel).casefold()
+    return hashlib.blake2b(_encoded(canonical), digest_size=16).hexdigest()
+
+
+class RefusedPath(Exception):  # noqa: N818 - reads as a reason
+    """A folder of the destination the writer will not write into (its message is the row's reason)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a name in a folder holds: ``kind`` is "missing", "file" or what else is there."""
+
+    kind: str
+    ident: str | None = None  # "device:inode" of a regular file on a local filesystem
+
+
+@dataclass
+class Staged:
+    """Bytes ready to be placed at a name: a temporary file (local) or the bytes (fsspec)."""
+
+    folder: Any
+    data: bytes
+    tmp: str | None = None
+    ident: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A row's claim on a target name in this job: who holds it, what it decided, the file it placed."""
+
+    owner: str
+    state: str  # "write": its file is (to be) at the name; "skip": a file not of this job was kept; "taken": moved on
+    ident: str | None = None
+
+    def text(self) -> str:
+        return f"{self.owner}\n{self.state}\n{self.ident or ''}\n"
+
+    @staticmethod
+    def parse(text: str) -> Claim | None:
+        lines = text.split("\n")
+        if len(lines) < 3 or not lines[0] or lines[1] not in ("write", "skip", "taken"):
+            return None
+        return Claim(lines[0], lines[1], lines[2] or None)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "special file"
 
 
 class LocalStore:
-    """Atomic file writes on a local or FUSE-mounted filesystem."""
+    """Atomic, link-safe file writes on a local or FUSE-mounted filesystem.
+
+    Every operation below the destination works on folder descriptors (``openat`` and friends), and
+    folders are opened with ``O_NOFOLLOW``: a symbolic link inside the destination is never followed.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = local_path(root)
+        self._root_fd: int | None = None
+        self._folders: dict[str, int] = {}
+        self._pinned: dict[str, int] = {}
 
+    # -- paths and folders
     def join(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
-    def makedirs(self, folder: str) -> None:
-        os.makedirs(folder, exist_ok=True)
+    def path(self, folder: str | None, name: str) -> str:
+        """The path reported for ``name`` in ``folder`` (None: the destination itself)."""
+        return self.join(name) if folder is None else self.join(folder, name)
 
+    def _root(self) -> int:
+        if self._root_fd is None:
+            os.makedirs(self.root, exist_ok=True)  # the caller's own path: links in it are followed
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._root_fd
+
+    def folder(self, name: str | None, pin: bool = False) -> int:
+        """A descriptor of the destination (None) or of its sub-folder ``name`` (created, never a link).
+
+        Up to 64 sub-folders stay open (least recently used closed first); ``pin`` keeps one open until
+        :meth:`close`."""
+        root = self._root()
+        if name is None:
+            return root
+        fd = self._pinned.get(name) or self._folders.pop(name, None)
+        if fd is not None:
+            if name not in self._pinned:
+                self._folders[name] = fd  # most recently used last
+            return fd
+        try:
+            os.mkdir(name, dir_fd=root)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            try:
+                kind = _kind(os.stat(name, dir_fd=root, follow_symlinks=False).st_mode)
+            except OSError:
+                kind = "not a folder"
+            raise RefusedPath(
+                f"{self.join(name)} is a {kind}, not a folder: gpuimages does not write through links or "
+                "other entries in the destination"
+            ) from None
+        if pin:
+            self._pinned[name] = fd
+            return fd
+        if len(self._folders) >= _OPEN_FOLDERS:
+            oldest = next(iter(self._folders))
+            os.close(self._folders.pop(oldest))
+        self._folders[name] = fd
+        return fd
+
+    def close(self) -> None:
+        """Close the folder descriptors this store opened."""
+        for fd in [*self._folders.values(), *self._pinned.values()]:
+            os.close(fd)
+        self._folders.clear()
+        self._pinned.clear()
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+
+    # -- names in a folder
+    def entry(self, folder: int, name: str) -> Entry:
+        """What ``name`` holds in ``folder`` (links are not followed)."""
+        try:
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return Entry("missing")
+        kind = _kind(st.st_mode)
+        return Entry(kind, f"{st.st_dev}:{st.st_ino}" if kind == "file" else None)
+
+    def stage(self, folder: int, data: bytes) -> Staged:
+        """Write ``data`` to a new temporary file in ``folder``."""
+        tmp = f"{TMP_PREFIX}{uuid.uuid4().hex[:16]}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o666, dir_fd=folder)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            self._unlink(folder, tmp)
+            raise
+        os.close(fd)
+        return Staged(folder, data, tmp, f"{st.st_dev}:{st.st_ino}")
+
+    def place(self, staged: Staged, name: str, replace: bool) -> bool:
+        """Move a staged file to ``name``: False when the name exists and ``replace`` is False.
+
+        With ``replace`` an existing file (or link) at the name is replaced by a rename: its target is
+        never opened or written.
+        """
+        folder, tmp = staged.folder, staged.tmp
+        try:
+            if replace:
+                os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+                return True
+            try:
+                os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                if self.entry(folder, name).kind != "missing":
+                    return False
+                os.rename(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            return True
+        finally:
+            self.discard(staged)
+
+    def discard(self, staged: Staged) -> None:
+        """Remove a staged temporary file that was not placed."""
+        if staged.tmp is not None:
+            self._unlink(staged.folder, staged.tmp)
+            staged.tmp = None
+
+    @staticmethod
+    def _unlink(folder: int, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+
+    # -- claims (small files in the job's claims folder)
+    def read_text(self, folder: int, name: str) -> str | None:
+        """The text of a small file, None when it does not exist."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        except FileNotFoundError:
+            return None
+        try:
+            return os.read(fd, 1 << 16).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    def create_text(self, folder: int, name: str, text: str) -> bool:
+        """Create ``name`` holding ``text``, whole or not at all; False when it exists."""
+        return self.place(self.stage(folder, text.encode()), name, replace=False)
+
+    def replace_text(self, folder: int, name: str, text: str) -> None:
+        """Replace ``name``'s text atomically."""
+        self.place(self.stage(folder, text.encode()), name, replace=True)
+
+    # -- whole paths (helpers and tests)
     def exists(self, path: str) -> bool:
         return os.path.lexists(path)
-
-    def mtime(self, path: str) -> float | None:
-        try:
-            return os.stat(path).st_mtime
-        except OSError:
-            return None
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -144,32 +415,27 @@ class LocalStore:
     def put(self, path: str, data: bytes, replace: bool) -> bool:
         """Write ``data`` at ``path`` through a temporary file; False when the name was taken (not replaced)."""
         folder, name = os.path.split(path)
-        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            if replace:
-                os.replace(tmp, path)
-                return True
-            try:
-                os.link(tmp, path)  # atomic claim: fails if the name exists
-            except FileExistsError:
-                return False
-            except OSError as exc:  # FUSE mounts without hard links: check, then rename
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EACCES):
-                    raise
-                if os.path.lexists(path):
-                    return False
-                os.replace(tmp, path)
-                return True
-            return True
+            return self.place(self.stage(fd, data), name, replace)
         finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
+            os.close(fd)
+
+    def remove_tree(self, name: str) -> None:
+        """Remove a folder of the destination (not following links)."""
+        import shutil
+
+        path = self.join(name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class FsspecStore:
-    """Writes through an fsspec filesystem (object stores: a PUT appears whole, so no rename is needed)."""
+    """Writes through an fsspec filesystem (object stores: a PUT appears whole, so no rename is needed).
+
+    Object stores have no links and, through fsspec, no create-if-absent: claims and names are taken
+    with an existence check followed by a PUT.
+    """
 
     def __init__(self, root: str) -> None:
         try:
@@ -181,22 +447,57 @@ class FsspecStore:
             ) from exc
         self.fs, self.root = fsspec.core.url_to_fs(root)
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self._made: set[str] = set()
 
     def join(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
 
-    def makedirs(self, folder: str) -> None:
-        self.fs.makedirs(folder, exist_ok=True)
+    def path(self, folder: str | None, name: str) -> str:
+        return self.join(name) if folder is None else self.join(folder, name)
+
+    def folder(self, name: str | None, pin: bool = False) -> str:
+        path = self.root.rstrip("/") if name is None else self.join(name)
+        if path not in self._made:
+            self.fs.makedirs(path, exist_ok=True)
+            self._made.add(path)
+        return path
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def entry(self, folder: str, name: str) -> Entry:
+        path = f"{folder}/{name}"
+        if not self.fs.exists(path):
+            return Entry("missing")
+        return Entry("file" if self.fs.isfile(path) else "folder")
+
+    def stage(self, folder: str, data: bytes) -> Staged:
+        return Staged(folder, data)
+
+    def place(self, staged: Staged, name: str, replace: bool) -> bool:
+        path = f"{staged.folder}/{name}"
+        if not replace and self.fs.exists(path):
+            return False
+        self.fs.pipe_file(path, staged.data)
+        return True
+
+    def discard(self, staged: Staged) -> None:
+        """Nothing was written yet."""
+
+    def read_text(self, folder: str, name: str) -> str | None:
+        try:
+            return self.fs.cat_file(f"{folder}/{name}").decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+
+    def create_text(self, folder: str, name: str, text: str) -> bool:
+        return self.place(Staged(folder, text.encode()), name, replace=False)
+
+    def replace_text(self, folder: str, name: str, text: str) -> None:
+        self.fs.pipe_file(f"{folder}/{name}", text.encode())
 
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
-
-    def mtime(self, path: str) -> float | None:
-        try:
-            value = self.fs.modified(path)
-        except Exception:  # noqa: BLE001 - not every filesystem reports it
-            return None
-        return value.timestamp() if value is not None else None
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -209,6 +510,14 @@ class FsspecStore:
             return False
         self.fs.pipe_file(path, data)
         return True
+
+    def remove_tree(self, name: str) -> None:
+        path = self.join(name)
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
 
     def uri(self, path: str) -> str:
         return path if _SCHEME.match(path) else f"{self.protocol}://{path}"
@@ -234,64 +543,168 @@ def folder_entries(root: str) -> int:
     return len(store.fs.ls(store.root))
 
 
+def remove_claims(root: str, job_id: str) -> None:
+    """Remove a job's claims folder (driver, when the job has ended); never raises."""
+    try:
+        open_store(root).remove_tree(claims_folder_name(job_id))
+    except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the job's own outcome
+        log.warning("gpuimages: could not remove the claims folder of write job %s under %s: %s", job_id, root, exc)
+
+
+#: A row's outcome: (path, status, reason); None from a candidate name means "taken: try the next".
+Outcome = tuple[str, str, str | None]
+
+
 class _Writer:
-    """Claims names and writes one file per row, following the plan's existing-file policy."""
+    """Claims names and writes one file per row, following the plan's existing-file policy.
+
+    See the module docstring for the claim protocol. Within a task, rows wanting the same name get
+    ``-1``, ``-2``, ... in row order; across tasks the row that finds the name claimed by another row
+    of the job tries ``<stem>-<hash>`` (a hash of its partition, row, origin and name).
+    """
 
     def __init__(self, plan: WritePlan, store: LocalStore | FsspecStore, partition: int) -> None:
         self.plan = plan
         self.store = store
         self.partition = partition
         self.used: dict[str, int] = {}  # names taken in this task -> rows that asked for them
-        self.folders: set[str] = set()
 
-    def _target(self, row: int, origin: str | None, name: str | None, folder: str | None, ext: str) -> str:
+    def close(self) -> None:
+        """Release the store's handles."""
+        self.store.close()
+
+    def _claims_folder(self) -> Any:
+        return self.store.folder(self.plan.claims_folder, pin=True)
+
+    def _base(self, row: int, origin: str | None, name: str | None, folder: str | None) -> str:
         stem, _ = file_stem(origin, name)
         stem = stem or f"part{self.partition:05d}-{row:06d}"
-        rel = f"{stem}.{ext}" if folder is None else f"{folder}/{stem}.{ext}"
-        seen = self.used.get(rel, 0)
-        self.used[rel] = seen + 1
+        key = stem if folder is None else f"{folder}/{stem}"
+        seen = self.used.get(key, 0)
+        self.used[key] = seen + 1
         if seen:  # the same name twice in one task: -1, -2, ... in row order (stable on a retry)
-            rel = f"{stem}-{seen}.{ext}" if folder is None else f"{folder}/{stem}-{seen}.{ext}"
-            self.used[rel] = self.used.get(rel, 0) + 1
-        return rel
-
-    def _pre_existing(self, path: str) -> bool:
-        mtime = self.store.mtime(path)
-        return mtime is not None and mtime < self.plan.job_start - CLOCK_SLACK_S
+            stem = f"{stem}-{seen}"
+            key = stem if folder is None else f"{folder}/{stem}"
+            self.used[key] = self.used.get(key, 0) + 1
+        return stem
 
     def write(self, row: int, origin: str | None, name: str | None, folder: str | None,
-              data: bytes) -> tuple[str, str, str | None]:
+              data: bytes) -> Outcome:
         """Write one file; returns (path, status, reason)."""
         _, own_ext = file_stem(origin, name)
         ext = self.plan.extension or signature_extension(data) or own_ext or "bin"
-        rel = self._target(row, origin, name, folder, ext)
-        parts = rel.split("/")
-        path = self.store.join(*parts)
-        folder_rel = "/".join(parts[:-1])
-        if folder_rel not in self.folders:
-            self.store.makedirs(self.store.join(*parts[:-1]))
-            self.folders.add(folder_rel)
-        mode = self.plan.mode
-        if self.store.exists(path) and self._pre_existing(path):
-            if mode == "skip":
-                return path, "skipped", "a file with this name existed before the write (mode='skip')"
-            if mode == "overwrite":
-                self.store.put(path, data, replace=True)
+        folder = None if folder is None else fit_name(safe_part(folder))
+        stem = self._base(row, origin, name, folder)
+        owner = clash_suffix(f"{origin}\0{name}\0{self.partition}\0{row}") + f":{self.partition}:{row}"
+        first = fit_name(stem, ext)
+        try:
+            handle = self.store.folder(folder)
+        except RefusedPath as exc:
+            return self.store.path(folder, first), "failed", str(exc)
+        candidates = [first] + [
+            fit_name(f"{stem}-{clash_suffix(f'{owner}' + ('' if i == 1 else f'#{i}'))}", ext)
+            for i in range(1, MAX_CANDIDATES)
+        ]
+        for fname in candidates:
+            outcome = self._attempt(handle, folder, fname, owner, data)
+            if outcome is not None:
+                return outcome
+        return self.store.path(folder, first), "failed", (
+            f"could not find a free file name: {', '.join(candidates)} are taken by other rows or files"
+        )
+
+    # -- one candidate name
+    def _read_claim(self, key: str) -> Claim | None:
+        text = self.store.read_text(self._claims_folder(), key)
+        if text is None:
+            return None
+        parsed = Claim.parse(text)
+        return parsed if parsed is not None else Claim("?", "taken")  # half-written by another row: not ours
+
+    def _set_claim(self, key: str, claim: Claim, held: bool) -> bool:
+        if held:
+            self.store.replace_text(self._claims_folder(), key, claim.text())
+            return True
+        return self.store.create_text(self._claims_folder(), key, claim.text())
+
+    def _attempt(self, handle: Any, folder: str | None, fname: str, owner: str, data: bytes) -> Outcome | None:
+        rel = fname if folder is None else f"{folder}/{fname}"
+        key = claim_key(rel)
+        path = self.store.path(folder, fname)
+        for _ in range(4):  # a claim another attempt created in between, or a name that changed: look again
+            claim = self._read_claim(key)
+            if claim is not None and claim.owner != owner:
+                return None  # another row of this job holds the name
+            held = claim is not None
+            entry = self.store.entry(handle, fname)
+            if claim is not None:  # an earlier (or twin) attempt of this task claimed it: recognise what it did
+                if claim.state == "taken":
+                    return None
+                if claim.state == "write" and entry.kind == "file" and claim.ident in (None, entry.ident):
+                    return path, "written", None
+                if claim.state == "skip" and entry.kind != "missing":
+                    return path, "skipped", _skip_reason(entry)
+            if entry.kind == "missing":
+                outcome = self._place_new(handle, key, fname, path, owner, data, held)
+            else:
+                outcome = self._existing(handle, key, fname, path, owner, entry, data, held)
+            if outcome is not _RETRY:
+                return outcome  # type: ignore[return-value]
+        return path, "failed", f"{path} kept changing while this row claimed it"
+
+    def _place_new(self, handle: Any, key: str, fname: str, path: str, owner: str, data: bytes,
+                   held: bool) -> Outcome | None | object:
+        """Claim a missing name and link the row's file to it."""
+        staged = self.store.stage(handle, data)
+        try:
+            if not self._set_claim(key, Claim(owner, "write", staged.ident), held):
+                return _RETRY
+            if self.store.place(staged, fname, replace=False):
                 return path, "written", None
-        if self.store.put(path, data, replace=False):
+        finally:
+            self.store.discard(staged)
+        # the name appeared after the check: a twin attempt of this task, or a writer outside this job
+        entry = self.store.entry(handle, fname)
+        claim = self._read_claim(key)
+        if (claim is not None and claim.owner == owner and claim.state == "write" and entry.kind == "file"
+                and claim.ident is not None and claim.ident == entry.ident):
             return path, "written", None
-        if self.store.read(path) == data:  # a retried task (or an identical row) wrote it already
+        if entry.kind == "missing":
+            return _RETRY
+        return self._existing(handle, key, fname, path, owner, entry, data, held=True)
+
+    def _existing(self, handle: Any, key: str, fname: str, path: str, owner: str, entry: Entry, data: bytes,
+                  held: bool) -> Outcome | None | object:
+        """``fname`` holds an entry this job did not write: apply the existing-file policy."""
+        mode = self.plan.mode
+        if mode == "skip":
+            if not self._set_claim(key, Claim(owner, "skip"), held):
+                return _RETRY
+            return path, "skipped", _skip_reason(entry)
+        if entry.kind != "file":
+            return path, "failed", (
+                f"{path} is a {entry.kind}: gpuimages does not write through or replace links and other "
+                "entries in the destination"
+            )
+        if mode == "overwrite":
+            staged = self.store.stage(handle, data)
+            try:
+                if not self._set_claim(key, Claim(owner, "write", staged.ident), held):
+                    return _RETRY
+                self.store.place(staged, fname, replace=True)
+            finally:
+                self.store.discard(staged)
             return path, "written", None
-        # another row of this job took the name: keep both, with a deterministic suffix
-        stem, _, _ = parts[-1].rpartition(".")
-        key = f"{origin}\0{name}\0{self.partition}\0{row}"
-        parts[-1] = f"{stem}-{clash_suffix(key)}.{ext}"
-        path = self.store.join(*parts)
-        if self.store.put(path, data, replace=False) or self.store.read(path) == data:
-            return path, "written", None
-        return path, "failed", "could not find a free file name"
+        # mode "error": a file from outside this job holds the name; keep it, move on to a suffixed name
+        if not self._set_claim(key, Claim(owner, "taken"), held):
+            return _RETRY
+        return None
 
 
-def now() -> float:
-    """The driver's clock (seconds since the epoch) for :attr:`WritePlan.job_start`."""
-    return time.time()
+_RETRY = object()
+
+
+def _skip_reason(entry: Entry) -> str:
+    if entry.kind == "file":
+        return "a file with this name exists and was not written by this write (mode='skip')"
+    return f"a {entry.kind} with this name exists in the destination (mode='skip')"

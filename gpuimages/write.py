@@ -1,9 +1,10 @@
 """``write_images``: one image file per row, written by executors, with a report of what was written.
 
-Driver side only: validate the columns and options, refuse a non-empty destination in
-``mode="error"``, and run one planned stage whose task encodes image structs where needed and writes
-the files (:class:`gpuimages.task.steps.Encode`, :class:`gpuimages.task.steps.Write`).
-The report is materialised once (the files are written exactly once) and returned as a DataFrame.
+Driver side only: validate the destination, the columns and the options, refuse a non-empty destination
+in ``mode="error"``, make the job id that the tasks' claims carry, and run one planned stage whose task
+encodes image structs where needed and writes the files (:class:`gpuimages.task.steps.Encode`,
+:class:`gpuimages.task.steps.Write`). The report is materialised once (the files are written exactly once)
+and returned as a DataFrame; the job's claims folder is then removed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ from gpuimages.encoders import (
     make_encode_options,
     resolve_encode_device,
 )
-from gpuimages.files import MODES, REPORT_FIELDS, WritePlan, folder_entries, now
+from gpuimages.files import (
+    MODES,
+    REPORT_FIELDS,
+    FsspecStore,
+    WritePlan,
+    folder_entries,
+    is_local,
+    local_path,
+    new_job_id,
+    remove_claims,
+)
 from gpuimages.options import check_num_partitions
 from gpuimages.schema import IMAGE_FIELDS
 from gpuimages.stage import run_stage, session_conf
@@ -74,6 +85,62 @@ def _check_column(df: DataFrame, name: str, value: Any) -> str | None:
     return value
 
 
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_path(path: Any) -> str:
+    """Validate ``write_images``' ``path``: a folder path or URI that is, or can become, a folder.
+
+    Raises ``TypeError`` for anything but ``str``/``os.PathLike`` and ``ValueError`` for an empty path or
+    one that names an existing file, a broken link, or a folder that cannot be created because a parent
+    is a file. Returns the path as a string.
+    """
+    value = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if not isinstance(value, str):
+        raise TypeError(f"path: expected a folder path or URI (str or os.PathLike), got {_describe(path)}")
+    if not value.strip() or "\x00" in value:
+        raise ValueError(f"path: expected a folder path or URI, got {value!r}")
+    if not is_local(value):
+        store = FsspecStore(value)  # ImportError naming the extra when fsspec is missing
+        try:
+            is_file = store.fs.isfile(store.root)
+        except Exception as exc:  # noqa: BLE001 - e.g. no credentials on the driver: the executors may have them
+            log.info("gpuimages: could not check %s on the driver (%s)", value, exc)
+            return value
+        if is_file:
+            raise ValueError(f"path: expected a folder (missing or existing), got {value!r}, which is a file")
+        return value
+    local = local_path(value)
+    if os.path.lexists(local):
+        if not os.path.isdir(local):
+            what = "a broken symbolic link" if os.path.islink(local) else "an existing file, not a folder"
+            raise ValueError(f"path: expected a folder (missing or existing), got {value!r}, which is {what}")
+        return value
+    parent = os.path.dirname(os.path.abspath(local))
+    while parent and not os.path.lexists(parent) and parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise ValueError(f"path: expected a folder that can be created, got {value!r}: {parent!r} is not a folder")
+    return value
+
+
+def check_destination(path: Any, mode: Any) -> str:
+    """Validate ``path`` (:func:`check_path`) and ``mode``; in ``mode="error"`` the folder must be missing or
+    empty (``FileExistsError`` otherwise). The CLI runs the same check before starting Spark."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    root = check_path(path)
+    if mode == "error":
+        entries = folder_entries(root)
+        if entries:
+            raise FileExistsError(
+                f"path: expected a missing or empty folder with mode='error', got {root!r} holding {entries} "
+                "entries (use mode='overwrite' or mode='skip')"
+            )
+    return root
+
+
 def write_images(
     df: DataFrame,
     path: str | os.PathLike,
@@ -106,17 +173,22 @@ def write_images(
     default ``origin`` then ``path``) with the format's extension, or after ``name_col``; a row
     without either gets ``part<partition>-<row>``. With ``partition_by`` (e.g. ``"label"``) files go
     into one sub-folder per value: the ImageFolder layout torchvision reads; null values go to
-    ``__null__``. Two rows wanting the same name both get a file: the later one is suffixed (``-1``
-    in the same task, a short hash across tasks).
+    ``__null__``. A name longer than 255 bytes is cut, with a hash of the whole name. Two rows wanting
+    the same name both get a file, identical bytes or not: the later one is suffixed (``-1`` in the
+    same task, a short hash across tasks).
 
-    Each file is written by an executor to a temporary name in its folder and then renamed (claimed
-    without overwriting), so a retried task never leaves a half-written file. ``path`` is a local
-    path, a FUSE mount (``/dbfs/...``, ``/Volumes/...``) or a ``file:`` URI; other URIs (``s3://``...)
-    are written through fsspec where installed (an object PUT appears whole).
+    Each file is written by an executor to a temporary name in its folder and then linked or renamed to
+    its name, so a retried task never leaves a half-written file. Every row claims its name in a hidden
+    folder of this job (``<path>/.gpuimages-write-<job id>/``, removed when the job ends): a retried task
+    recognises its own files, and a file not claimed by this job counts as existing before it, whatever
+    its timestamp. A symbolic link inside ``path`` is never written through (the row fails with the
+    reason; ``mode="skip"`` skips a link at the file's name). ``path`` is a local path, a FUSE mount
+    (``/dbfs/...``, ``/Volumes/...``) or a ``file:`` URI; other URIs (``s3://``...) are written through
+    fsspec where installed (an object PUT appears whole). See docs/writing.md for the policies.
 
     ``mode``: ``"error"`` (default) refuses a destination folder that exists and is not empty;
-    ``"overwrite"`` replaces files that existed before the write; ``"skip"`` keeps them and reports
-    the row as skipped.
+    ``"overwrite"`` replaces files this job did not write; ``"skip"`` keeps them and reports the row as
+    skipped. Files of this job are never replaced.
 
     Returns a DataFrame (already computed; the files are written once) with ``origin``, ``path``
     (the file written), ``bytes``, ``status`` ("written", "skipped" or "failed") and ``reason``. An
@@ -127,17 +199,20 @@ def write_images(
         format, quality, subsampling, optimize, compress_level, device, encoder, batch_size: encoding of
             image structs, as in :func:`gpuimages.encode_images` (ignored for binary input).
         num_partitions: repartition to this many write tasks (default: about one per core or GPU slot).
+
+    Raises:
+        TypeError, ValueError: before any job runs, for a ``path`` that is not a string or path, is empty,
+            or names an existing file ("path: expected ..., got ..."), and for bad options or columns.
+        FileExistsError: ``mode="error"`` and ``path`` is a folder that is not empty.
     """
     if df.isStreaming:
         raise ValueError(
             "df: expected a batch DataFrame, got a streaming one; in a stream, call write_images on each "
             "micro-batch inside foreachBatch"
         )
-    root = os.fspath(path)
-    if not isinstance(root, str) or not root:
-        raise ValueError(f"path: expected a folder path or URI, got {path!r}")
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    root = check_path(path)
     input_col, is_struct = _pick_input(df, input_col)
     options = make_encode_options(
         format=format, quality=quality, subsampling=subsampling, optimize=optimize,
@@ -150,20 +225,14 @@ def write_images(
         origin_col = next((c for c in ("origin", "path") if c in df.columns), None)
     origin_col = _check_column(df, "origin_col", origin_col)
     error_col = error_col if error_col in df.columns and error_col != input_col else None
-    if mode == "error":
-        entries = folder_entries(root)
-        if entries:
-            raise FileExistsError(
-                f"path: expected a missing or empty folder with mode='error', got {root!r} holding {entries} "
-                "entries (use mode='overwrite' or mode='skip')"
-            )
+    root = check_destination(root, mode)
 
     device = resolve_encode_device(options.device, options.encoder) if is_struct else "cpu"
     options = dataclasses.replace(options, device=device)
     plan = WritePlan(
         root=root, input_col=input_col, input_is_struct=is_struct, origin_col=origin_col, name_col=name_col,
-        partition_by=partition_by, mode=mode, job_start=now(),
-        extension=options.extension if is_struct else None, error_col=error_col,
+        partition_by=partition_by, mode=mode, extension=options.extension if is_struct else None,
+        error_col=error_col, job_id=new_job_id(),
     )
     columns = list(dict.fromkeys(c for c in (input_col, origin_col, name_col, partition_by, error_col) if c))
     from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -185,11 +254,15 @@ def write_images(
         prior_error_col=error_col,
         rows_per_batch=options.batch_size,
     )
-    report = run_stage(
-        df.select(*[f"`{c}`" for c in columns]), spec, schema, session_conf(df.sparkSession),
-        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount,
-    )
-    report = report.localCheckpoint(eager=True)
+    try:
+        report = run_stage(
+            df.select(*[f"`{c}`" for c in columns]), spec, schema, session_conf(df.sparkSession),
+            num_partitions=num_partitions, task_gpu_amount=task_gpu_amount,
+        )
+        # computed once: a local checkpoint is never recomputed (a lost block fails the query instead)
+        report = report.localCheckpoint(eager=True)
+    finally:
+        remove_claims(root, plan.job_id)
     counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
     log.info("gpuimages: write_images under %s: %s", root, counts)
     return report

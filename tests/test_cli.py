@@ -1,4 +1,5 @@
-"""The command line: convert writes Spark's image schema to Parquet, info summarises a folder."""
+"""The command line: convert writes Spark's image schema to Parquet, write writes files, info summarises a
+folder; option errors are one-line usage errors (exit 2) before Spark starts, failed rows exit 1."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_convert_writes_image_schema_parquet(spark, folder, tmp_path):
     dest = tmp_path / "out.parquet"
     proc = _run("convert", str(folder), str(dest), "--master", "local[1]", "--device", "cpu", "--resize", "4", "5")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # rows failed
     assert "wrote 4 images (2 invalid)" in proc.stdout
+    assert "bad.jpg: not a recognised image format" in proc.stderr and "empty.png: no bytes read" in proc.stderr
     rows = {r.image.origin.rsplit("/", 1)[-1]: r for r in spark.read.parquet(str(dest)).collect()}
     assert set(rows) == {"a.png", "b.jpg", "bad.jpg", "empty.png"}
     a = rows["a.png"].image
@@ -55,6 +57,55 @@ def test_info_counts_formats_and_failures(folder):
 def test_bad_option_is_a_usage_error():
     proc = _run("convert", "x", "y", "--device", "tpu")
     assert proc.returncode == 2 and "invalid choice: 'tpu'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _usage_cases(folder, tmp_path):
+    a_file = tmp_path / "a_file.jpg"
+    a_file.write_bytes(b"x")
+    full = tmp_path / "full"
+    full.mkdir(exist_ok=True)
+    (full / "x.jpg").write_bytes(b"x")
+    src, out = str(folder), str(tmp_path / "out")
+    return [
+        (["write", src, out, "--quality", "0"], "--quality: expected an integer in 1..100, got 0"),
+        (["write", src, out, "--quality", "101"], "--quality: expected an integer in 1..100, got 101"),
+        (["write", src, out, "--quality", "high"], "argument --quality: invalid int value: 'high'"),
+        (["convert", src, out, "--format", "jpeg", "--quality", "-5"], "--quality: expected an integer in 1..100"),
+        (["write", src, out, "--resize", "0"], "--resize: expected a positive integer, got 0"),
+        (["write", src, out, "--resize", "8", "-1"], "--resize[1] (width): expected a positive integer, got -1"),
+        (["convert", src, out, "--resize", "1", "2", "3"], "--resize: expected one size (shorter side) or H W"),
+        (["write", src, out, "--num-partitions", "0"], "--num-partitions: expected a positive integer, got 0"),
+        (["write", src, out, "--show-failures", "-1"], "--show-failures: expected a count of 0 or more"),
+        (["write", src, out, "--mode", "append"], "argument --mode: invalid choice: 'append'"),
+        (["write", str(tmp_path / "missing"), out], "src: expected an existing file, folder or glob, got"),
+        (["convert", str(tmp_path / "nothing*.jpg"), out], "(glob matching nothing)"),
+        (["info", str(tmp_path / "missing")], "path: expected an existing file, folder or glob"),
+        (["write", src, str(a_file), "--mode", "overwrite"], "dest: expected a folder (missing or existing), got"),
+        (["write", src, str(a_file / "sub"), "--mode", "skip"], "dest: expected a folder that can be created"),
+        (["write", src, str(full)], "dest: expected a missing or empty folder with mode='error'"),
+        (["convert", src, str(a_file)], "dest: expected a path that does not exist (or --overwrite)"),
+        (["write", src], "the following arguments are required: dest"),
+    ]
+
+
+def test_every_option_error_is_one_line_before_spark_starts(folder, tmp_path):
+    for args, message in _usage_cases(folder, tmp_path):
+        proc = _run(*args, "--master", "local[1]")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert len(lines) == 1 and message in lines[0] and f"gpuimages {args[0]}: error: " in lines[0], (args, lines)
+        assert "Traceback" not in proc.stderr and not proc.stdout
+    assert not (tmp_path / "out").exists()  # nothing was written, no Spark warehouse either
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["x.jpg"]
+
+
+def test_help_documents_the_exit_status():
+    for command in ("write", "convert"):
+        proc = _run(command, "--help")
+        assert proc.returncode == 0
+        text = " ".join(proc.stdout.split())
+        assert "exit status: 0 when every" in text and ", 1 when" in text and "2 for a usage error" in text
 
 
 def test_convert_jpeg_writes_encoded_bytes_with_metadata(spark, folder, tmp_path):
@@ -65,7 +116,7 @@ def test_convert_jpeg_writes_encoded_bytes_with_metadata(spark, folder, tmp_path
     dest = tmp_path / "jpeg.parquet"
     proc = _run("convert", str(folder), str(dest), "--master", "local[1]", "--device", "cpu", "--resize", "5",
                 "--format", "jpeg", "--quality", "80")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # two images are invalid
     assert "wrote 4 JPEG images (2 invalid)" in proc.stdout
     table = spark.read.parquet(str(dest))
     assert table.columns == ["origin", "height", "width", "encoded", "error"]
@@ -86,16 +137,27 @@ def test_write_command_writes_image_folder_layout(tmp_path):
     dest = tmp_path / "out"
     proc = _run("write", str(src), str(dest), "--master", "local[1]", "--device", "cpu", "--recursive",
                 "--label-from-folder", "--format", "png", "--resize", "6", "8")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a row failed
     assert "wrote 2 files (1 failed, 0 skipped)" in proc.stdout
-    assert "bad.jpg: not a recognised image format" in proc.stderr
+    assert "failed: " in proc.stderr and "bad.jpg: not a recognised image format" in proc.stderr
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
         "cats/cats.png", "dogs/dogs.png"
     ]
     again = _run("write", str(src), str(dest), "--master", "local[1]", "--device", "cpu", "--recursive")
-    assert again.returncode != 0 and "expected a missing or empty folder" in again.stderr
+    assert again.returncode == 2 and "expected a missing or empty folder" in again.stderr
+    clean = _run("write", str(src / "cats"), str(dest), "--master", "local[1]", "--device", "cpu", "--mode", "skip",
+                 "--format", "png", "--resize", "6", "8", "--label-from-folder")
+    assert clean.returncode == 0, clean.stderr[-3000:]  # nothing failed: the existing file is skipped
+    assert "wrote 0 files (0 failed, 1 skipped)" in clean.stdout
 
 
-def test_resize_takes_one_or_two_sizes():
-    proc = _run("convert", "x", "y", "--resize", "1", "2", "3")
-    assert proc.returncode != 0 and "--resize: expected one size (shorter side) or H W" in proc.stderr
+def test_resize_takes_one_or_two_sizes(folder, tmp_path):
+    proc = _run("convert", str(folder), str(tmp_path / "y"), "--resize", "1", "2", "3")
+    assert proc.returncode == 2 and "--resize: expected one size (shorter side) or H W" in proc.stderr
+
+
+def test_convert_drop_invalid_exits_zero(folder, tmp_path):
+    proc = _run("convert", str(folder), str(tmp_path / "ok.parquet"), "--master", "local[1]", "--device", "cpu",
+                "--format", "png", "--drop-invalid")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote 2 PNG images (0 invalid)" in proc.stdout and "failed:" not in proc.stderr

@@ -152,7 +152,7 @@ def test_fsspec_store_writes_through_fsspec():
     store = files.open_store("memory://gpuimages-test/out")
     assert isinstance(store, files.FsspecStore)
     path = store.join("cats", "a.jpg")
-    store.makedirs(store.join("cats"))
+    store.folder("cats")
     assert store.put(path, b"abc", replace=False) and not store.put(path, b"xyz", replace=False)
     assert store.read(path) == b"abc" and store.uri(path).startswith("memory://")
     assert files.folder_entries("memory://gpuimages-test/out") == 1
@@ -168,7 +168,7 @@ def test_write_stage_report_in_process(tmp_path):
     from gpuimages.task.steps import Encode, Write
 
     plan = files.WritePlan(root=str(tmp_path), input_col="image", input_is_struct=True, origin_col=None,
-                           name_col=None, partition_by=None, mode="error", job_start=files.now(), extension="png")
+                           name_col=None, partition_by=None, mode="error", extension="png")
     pixels = rgb_array(4, 6)
     images = batch_of([pixels, None], [None, "unused"])
     images.present = np.array([True, False])
@@ -204,7 +204,7 @@ def test_write_through_fsspec_from_executors(spark, src, tmp_path):
 def test_local_put_without_hard_links_as_on_fuse_mounts(tmp_path, monkeypatch):
     import errno
 
-    def no_links(src, dst):
+    def no_links(src, dst, **kwargs):
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(files.os, "link", no_links)  # /dbfs and some FUSE mounts refuse hard links

@@ -323,6 +323,7 @@ class ImageFeaturizer(
             return ModelSpec("function", function=self._function, max_batch=self.getBatchSize())
         if backbone == "onnx":
             from gpuimages.models.onnx import require_onnxruntime
+            from gpuimages.models.onnx_inputs import check_featurizer_model
 
             path = self.getModelPath()
             if path is None:
@@ -331,6 +332,8 @@ class ImageFeaturizer(
             if not os.path.isfile(local):
                 raise FileNotFoundError(f"modelPath: expected an existing ONNX file, got {path!r}")
             require_onnxruntime()
+            check_featurizer_model(local, self.getImageSize(), self.getBatchSize(),
+                                   None if self.getDevice() == "cpu" else self.getDeviceBatchSize(), shown=path)
             mean, std = self.getMean(), self.getStd()
             return ModelSpec("onnx", os.path.abspath(local), tuple(mean), tuple(std))  # type: ignore[arg-type]
         return None

@@ -95,5 +95,7 @@ class Write(Step):
         work.blobs = None
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         log.info("gpuimages: write task %d wrote %d row(s) under %s", self._partition, self._row, self.plan.root)
         self._writer = self._store = None
