@@ -41,10 +41,19 @@ SCRIPT = textwrap.dedent(
     df = gpuimages.read_images(spark, data, recursive=True, device="gpu", task_gpu_amount=1)
     rows = df.collect()
     cpu = gpuimages.read_images(spark, data, recursive=True, device="cpu").collect()
+    from gpuimages.ml import ImageFeaturizer
+
+    def mean_colour(images):
+        return images.mean(axis=(1, 2))
+
+    content = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(data)
+    featurized = ImageFeaturizer(inputCol="content", fn=mean_colour, imageSize=[8, 8], device="gpu").transform(content)
+    features = featurized.collect()
     json.dump(
         {
             "gpu": sorted([r.image.origin, r.image.height, r.image.width, r.image.nChannels, r.error] for r in rows),
             "cpu": sorted([r.image.origin, r.image.height, r.image.width, r.image.nChannels, r.error] for r in cpu),
+            "features": sorted([r.path, None if r.features is None else len(r.features), r.error] for r in features),
         },
         open(out, "w"),
     )
@@ -67,8 +76,11 @@ def test_decode_stage_runs_under_gpu_profile(class_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "decode stage runs with a GPU resource profile" in proc.stderr
+    assert "featurize stage runs with a GPU resource profile" in proc.stderr
 
     records = [json.loads(line) for f in Path(tasklog).glob("*.jsonl") for line in f.read_text().splitlines()]
+    featurize = [r for r in records if r["stage"] == "featurize"]
+    records = [r for r in records if r["stage"] == "decode"]
     gpu_tasks = [r for r in records if r["engine"].startswith("dali")]
     cpu_tasks = [r for r in records if r["engine"] == "pillow"]
     assert gpu_tasks and cpu_tasks
@@ -78,6 +90,12 @@ def test_decode_stage_runs_under_gpu_profile(class_dir, tmp_path):
     assert all(r["gpu_addresses"] == [] for r in cpu_tasks)
     assert sum(r["rows"] for r in gpu_tasks) == 12
 
+    # The ML stage got the same profile: one GPU address per task, DALI decoding in the task
+    assert featurize and all(len(r["gpu_addresses"]) == 1 for r in featurize)
+    assert all(r["engine"].startswith("dali") for r in featurize)
+    assert sum(r["rows"] for r in featurize) == 12
+
     result = json.loads(out.read_text())
+    assert [f[1:] for f in result["features"]] == [[3, None]] * 12
     assert len(result["gpu"]) == 12
     assert [r[:4] for r in result["gpu"]] == [r[:4] for r in result["cpu"]]

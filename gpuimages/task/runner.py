@@ -166,11 +166,12 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterato
     device = resolve_task_device(spec.device)
     steps = spec.steps
     rows = 0
+    engines: list[str] = []
     try:
         _open(steps, device)
+        engines = [s.engine() or s.name for s in steps]
         chunk_rows = max(1, steps[0].chunk_rows(spec.rows_per_batch))
-        log.info("gpuimages: %s task on %s (%s)", spec.name, device.describe(),
-                 ", ".join(s.engine() or s.name for s in steps))
+        log.info("gpuimages: %s task on %s (%s)", spec.name, device.describe(), ", ".join(engines))
         for batch in batches:
             rows += batch.num_rows
             for chunk in input_chunks(batch, spec, chunk_rows):
@@ -182,10 +183,10 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterato
         for step in steps:
             step.close()
         release_unused()
-    record_task(spec, steps, device, rows)
+    record_task(spec, engines, device, rows)
 
 
-def record_task(spec: StageSpec, steps: Sequence[Step], device: TaskDevice, rows: int) -> None:
+def record_task(spec: StageSpec, engines: Sequence[str], device: TaskDevice, rows: int) -> None:
     """Append what this task ran and where to the task log, when one is configured."""
     folder = os.environ.get(TASK_LOG_ENV)
     if not folder:
@@ -193,13 +194,12 @@ def record_task(spec: StageSpec, steps: Sequence[Step], device: TaskDevice, rows
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
-    engines = [s.engine() for s in steps if s.engine()]
     record = {
         "stage": spec.name,
         "spark_stage": ctx.stageId() if ctx else None,
         "partition": ctx.partitionId() if ctx else None,
-        "engine": engines[0] if engines else steps[0].name,
-        "engines": engines,
+        "engine": engines[0] if engines else spec.steps[0].name,
+        "engines": list(engines),
         "gpu_id": device.gpu_id,
         "threads": device.threads,
         "gpu_addresses": task_gpu_addresses(ctx),
