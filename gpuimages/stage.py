@@ -97,56 +97,11 @@ def run_stage(
 
     func = functools.partial(run_partition, spec=spec)
     decision = scheduling.decide_profile(
-        device, conf, pyspark_version=pyspark.__version__, task_gpu_amount=task_gpu_amount, connect=is_connect(df)
+        device, conf, pyspark_version=pyspark.__version__, task_gpu_amount=task_gpu_amount
     )
     if decision.use:
         log.info("gpuimages: %s stage runs with a GPU resource profile: %s", name, decision.reason)
-        profile = scheduling.build_profile(decision)
-        if decision.via_rdd:
-            return map_in_arrow_on_rdd(df, func, schema, profile)
-        return df.mapInArrow(func, schema, profile=profile)
+        return df.mapInArrow(func, schema, profile=scheduling.build_profile(decision))
     if device == "gpu":
         log.info("gpuimages: no resource profile for the %s stage: %s", name, decision.reason)
     return df.mapInArrow(func, schema)
-
-
-def is_connect(df: DataFrame) -> bool:
-    return type(df).__module__.startswith("pyspark.sql.connect")
-
-
-#: Rows per Arrow batch handed to the decode function on the RDD path.
-RDD_ARROW_ROWS = 256
-
-
-def map_in_arrow_on_rdd(df: DataFrame, func, schema, profile) -> DataFrame:
-    """``mapInArrow`` for pyspark < 4 with a resource profile: the same Arrow function over the RDD's
-    rows, the RDD run ``withResources(profile)``, and turned back into a DataFrame (classic sessions).
-    """
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    arrow_in = to_arrow_schema(df.schema)
-    names = schema.fieldNames()
-    struct_fields = {f.name: f.dataType.fieldNames() for f in schema.fields if hasattr(f.dataType, "fieldNames")}
-
-    def batches(rows):
-        import pyarrow as pa
-
-        chunk = []
-        for row in rows:
-            chunk.append(row.asDict())
-            if len(chunk) == RDD_ARROW_ROWS:
-                yield pa.RecordBatch.from_pylist(chunk, schema=arrow_in)
-                chunk = []
-        if chunk:
-            yield pa.RecordBatch.from_pylist(chunk, schema=arrow_in)
-
-    def run(rows):
-        for out in func(batches(rows)):
-            for rec in out.to_pylist():
-                yield tuple(
-                    tuple(rec[n][k] for k in struct_fields[n]) if n in struct_fields and rec[n] is not None else rec[n]
-                    for n in names
-                )
-
-    rdd = df.rdd.mapPartitions(run).withResources(profile)
-    return df.sparkSession.createDataFrame(rdd, schema)

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pyspark
 import pytest
 
 pytest.importorskip("nvidia.dali")
@@ -75,6 +76,14 @@ def test_decode_stage_runs_under_gpu_profile(class_dir, tmp_path):
         env=env, capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert len(result["gpu"]) == 12
+    assert [r[:4] for r in result["gpu"]] == [r[:4] for r in result["cpu"]]
+    assert [f[1:] for f in result["features"]] == [[3, None]] * 12
+    if int(pyspark.__version__.split(".")[0]) < 4:  # profiles go on mapInArrow, which pyspark 4 added
+        assert "GPU resource profiles need pyspark >= 4" in proc.stderr
+        assert "runs with a GPU resource profile" not in proc.stderr
+        return
     assert "decode stage runs with a GPU resource profile" in proc.stderr
     assert "featurize stage runs with a GPU resource profile" in proc.stderr
 

@@ -73,13 +73,25 @@ def test_profile_not_used(device, conf, version, fragment):
     assert not d.use and fragment in d.reason
 
 
-def test_pyspark_35_attaches_the_profile_to_the_rdd_except_on_connect():
+def test_gpu_profiles_need_pyspark_4():
     conf = {"spark.master": "yarn", "spark.executor.resource.gpu.amount": "1"}
-    classic = scheduling.decide_profile("gpu", conf, pyspark_version="3.5.3")
-    assert classic.use and classic.via_rdd
-    assert not scheduling.decide_profile("gpu", conf, pyspark_version="4.0.1").via_rdd
-    connect = scheduling.decide_profile("gpu", conf, pyspark_version="3.5.3", connect=True)
-    assert not connect.use and "Connect has no RDDs" in connect.reason
+    old = scheduling.decide_profile("gpu", conf, pyspark_version="3.5.3")
+    assert not old.use and old.reason == (
+        "GPU resource profiles need pyspark >= 4 (mapInArrow's profile=); this is pyspark 3.5.3"
+    )
+    assert scheduling.decide_profile("gpu", conf, pyspark_version="4.0.1").use
+
+
+def test_gpu_tasks_ask_for_cores_in_proportion_to_their_gpu_share():
+    conf = {"spark.master": "yarn", "spark.executor.resource.gpu.amount": "2", "spark.executor.cores": "16"}
+    assert scheduling.decide_profile("gpu", conf, pyspark_version="4.0.1").task_cpus == 8
+    assert scheduling.decide_profile("gpu", conf, pyspark_version="4.0.1", task_gpu_amount=0.25).task_cpus == 2
+    assert scheduling.decide_profile("gpu", {**conf, "spark.task.cpus": "4"}, pyspark_version="4.0.1",
+                                     task_gpu_amount=0.25).task_cpus == 4
+    cluster = {"spark.master": "local-cluster[2,1,1024]", "spark.executor.resource.gpu.amount": "2"}
+    assert scheduling.decide_profile("gpu", cluster, pyspark_version="4.0.1").task_cpus == 1
+    profile = scheduling.build_profile(scheduling.decide_profile("gpu", conf, pyspark_version="4.0.1"))
+    assert profile.taskResources["cpus"].amount == 8
 
 
 def test_task_gpu_amount_above_executor_gpus_is_rejected():
