@@ -200,7 +200,7 @@ def noop_write(df: Any) -> None:
 
 def accuracy(spark: Any, folder: str, model_path: str, sample: int) -> dict:
     """Cosine similarity of (c)'s vectors with the per-file reference on ``sample`` files."""
-    from gpuimages.models.reference import cosine, reference_features
+    from benchmarks.reference import cosine, reference_features
 
     rows = sorted(bytes_frame(spark, folder, model_path).collect(), key=lambda r: r["path"])[:sample]
     blobs = [Path(r["path"][len("file:"):]).read_bytes() for r in rows]

@@ -302,10 +302,10 @@ def row_exif(ctx: Context) -> dict[str, Any]:
 def row_fused(ctx: Context) -> dict[str, Any]:
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
         raise Skip("onnx and onnxruntime (or onnxruntime-gpu) are not installed")
+    from benchmarks.reference import cosine, reference_features
     from gpuimages.engines.dali_tensors import TensorDecoder
     from gpuimages.models import ModelSpec, create_model
     from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn
-    from gpuimages.models.reference import cosine, reference_features
 
     folder = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:

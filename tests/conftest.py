@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives at the repo root
 
 from images import odd_files, rgb_array, write_files  # noqa: E402
 

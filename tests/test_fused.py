@@ -13,9 +13,9 @@ import pytest
 from images import encode, rgb_array
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
 
+from benchmarks.reference import cosine, reference_features
 from gpuimages.ml import ImageFeaturizer
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn
-from gpuimages.models.reference import cosine, reference_features
 
 HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
 SIZE = [224, 224]

@@ -17,9 +17,9 @@ from images import encode, png16, rgb_array
 from PIL import Image
 
 import gpuimages
-from gpuimages.engines.base import BatchBuilder
 from gpuimages.engines.pillow import BAND_BYTES, PillowEngine, pack
 from gpuimages.options import DecodeOptions
+from gpuimages.task.images import ImageBatchBuilder
 from gpuimages.task.runner import StageSpec, input_chunks, run_partition
 from gpuimages.task.steps import Decode, ReturnImages
 from gpuimages.task.steps.decode import predicted_bytes
@@ -110,15 +110,15 @@ def test_read_images_result_does_not_depend_on_the_budget(spark, class_dir):
 
 def test_single_owned_image_is_not_copied_and_several_are_packed():
     a, b = rgb_array(5, 6), rgb_array(7, 8, seed=1)
-    one = BatchBuilder(2)
+    one = ImageBatchBuilder(2)
     one.set_image(0, a, owned=True)
     one.set_error(1, "bad")
     batch = one.build()
     assert np.shares_memory(batch.data, a) and np.array_equal(batch.pixels(0), a)
-    not_owned = BatchBuilder(1)
+    not_owned = ImageBatchBuilder(1)
     not_owned.set_image(0, a)
     assert not np.shares_memory(not_owned.build().data, a)
-    two = BatchBuilder(3)
+    two = ImageBatchBuilder(3)
     two.set_image(0, a, owned=True)
     two.set_image(2, b, owned=True)
     packed = two.build()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from images import encode, rgb_array
 
+from benchmarks.reference import cosine, reference_features
 from gpuimages.models import ModelSpec, create_model
 from gpuimages.models import onnx as onnx_module
 from gpuimages.models.base import InputFormat, to_rgb
@@ -25,7 +26,6 @@ from gpuimages.models.onnx import (
     require_onnxruntime,
 )
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn, small_cnn
-from gpuimages.models.reference import cosine, reference_features
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
 

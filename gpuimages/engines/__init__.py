@@ -6,11 +6,11 @@ neither DALI nor cupy (each engine module is imported when it is first created).
 
 from __future__ import annotations
 
-from gpuimages.engines.base import DecodedBatch, Engine
+from gpuimages.engines.base import Engine
 from gpuimages.options import DecodeOptions
 from gpuimages.task.device import TaskDevice
 
-__all__ = ["DecodedBatch", "Engine", "ENGINES", "create_engine"]
+__all__ = ["Engine", "ENGINES", "create_engine"]
 
 #: Engine names :func:`create_engine` accepts.
 ENGINES = ("pillow", "dali")

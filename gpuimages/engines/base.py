@@ -1,7 +1,7 @@
 """The decode interface shared by every engine.
 
 An engine takes a batch of encoded images (``bytes`` or ``None`` for a missing value) and
-returns a :class:`DecodedBatch`: per-image sizes and channel counts, the pixels of all valid
+returns an :class:`~gpuimages.task.images.ImageBatch`: per-image sizes and channel counts, the pixels of all valid
 images in one contiguous buffer (row-major BGR(A), Spark's byte layout), and a reason for every
 image it could not decode. Engines never raise for bad input: a bad image is a recorded failure.
 """
@@ -13,14 +13,9 @@ import logging
 from collections.abc import Sequence
 
 from gpuimages.options import DecodeOptions
-from gpuimages.task.images import ImageBatch, ImageBatchBuilder
+from gpuimages.task.images import ImageBatch
 
 log = logging.getLogger(__name__)
-
-
-#: Engines return the runtime's one image batch type.
-DecodedBatch = ImageBatch
-BatchBuilder = ImageBatchBuilder
 
 
 class Engine(abc.ABC):
@@ -33,7 +28,7 @@ class Engine(abc.ABC):
         self.options = options
 
     @abc.abstractmethod
-    def decode(self, blobs: Sequence[bytes | None]) -> DecodedBatch:
+    def decode(self, blobs: Sequence[bytes | None]) -> ImageBatch:
         """Decode a batch; a failed image gets ``channels == -1`` and a reason, never an exception."""
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from gpuimages.engines.base import BatchBuilder, DecodedBatch, Engine
+from gpuimages.engines.base import Engine
 from gpuimages.engines.color import to_srgb
 from gpuimages.engines.formats import (
     JPEG_SOI,
@@ -50,6 +50,7 @@ from gpuimages.engines.formats import (
     sniff,
 )
 from gpuimages.options import DecodeOptions
+from gpuimages.task.images import ImageBatch, ImageBatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -325,8 +326,8 @@ class PillowEngine(Engine):
 
     name = "pillow"
 
-    def decode(self, blobs: Sequence[bytes | None]) -> DecodedBatch:
-        out = BatchBuilder(len(blobs))
+    def decode(self, blobs: Sequence[bytes | None]) -> ImageBatch:
+        out = ImageBatchBuilder(len(blobs))
         for i, blob in enumerate(blobs):
             try:
                 out.set_image(i, decode_one(blob, self.options), owned=True)

@@ -16,7 +16,7 @@ and after a few rebuilds the engine decodes with Pillow only (with a warning).
 
 Two ways out:
 
-* :meth:`DaliEngine.decode`: a :class:`~gpuimages.engines.base.DecodedBatch` in host memory. On a GPU
+* :meth:`DaliEngine.decode`: a :class:`~gpuimages.task.images.ImageBatch` in host memory. On a GPU
   the copy to the host is the pipeline's last step (DALI's page-locked memory), so the transfer is a
   DMA overlapped with the next batch's decoding.
 * :meth:`DaliEngine.decode_device`: :class:`DeviceImages`, one array per image in GPU memory, for a
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuimages.engines.base import BatchBuilder, DecodedBatch, Engine
+from gpuimages.engines.base import Engine
 from gpuimages.engines.dali.pipelines import (
     WINDOW,
     DecoderSettings,
@@ -55,6 +55,7 @@ from gpuimages.engines.dali.routing import Job, route_all
 from gpuimages.engines.pillow import DecodeError, decode_one
 from gpuimages.options import DecodeOptions
 from gpuimages.task.device import TaskDevice
+from gpuimages.task.images import ImageBatch, ImageBatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class DaliEngine(Engine):
 
     # -- the batch -------------------------------------------------------------------------------
 
-    def decode(self, blobs: Sequence[bytes | None]) -> DecodedBatch:
+    def decode(self, blobs: Sequence[bytes | None]) -> ImageBatch:
         """Decode any number of files into Spark's layout in host memory (see the module docstring)."""
         n = len(blobs)
         pillow_images: dict[int, np.ndarray | str] = {}
@@ -287,7 +288,7 @@ class DaliEngine(Engine):
             self._count(routes, [None] * n)
             return fast
 
-        out = BatchBuilder(n)
+        out = ImageBatchBuilder(n)
         for i, res in enumerate(results):
             if res is not None:
                 chunk, k = res
@@ -340,7 +341,7 @@ class DaliEngine(Engine):
                 into[i] = str(exc)
 
     @staticmethod
-    def _zero_copy(results: list[Any], n: int) -> DecodedBatch | None:
+    def _zero_copy(results: list[Any], n: int) -> ImageBatch | None:
         """The batch straight from DALI's host buffer when one run produced every image in order."""
         if n == 0 or any(r is None for r in results):
             return None
@@ -352,7 +353,7 @@ class DaliEngine(Engine):
         shapes = np.asarray(chunk.shapes, dtype=np.int32).reshape(n, 3)
         offsets = np.asarray(chunk.starts, dtype=np.int64)
         height, width, channels = (shapes[:, j].copy() for j in range(3))
-        return DecodedBatch(height, width, channels, offsets, chunk.buffer, [None] * n)
+        return ImageBatch(height, width, channels, offsets, chunk.buffer, [None] * n)
 
     def _check_health(self, pillow_rescued: int) -> None:
         """Rebuild the pipelines, then switch DALI off, if it keeps failing on files Pillow decodes."""
