@@ -155,6 +155,19 @@ def cut(batch: pa.RecordBatch, sizes: np.ndarray, rows: int, max_bytes: int) -> 
         start = end
 
 
+def process(work: Work, steps: Sequence[Step], spec: StageSpec) -> Iterator[pa.RecordBatch]:
+    """Run ``steps`` over ``work`` and yield its output batches; a step that splits the work into parts
+    (an archive into its members) has each part run through the steps after it."""
+    for k, step in enumerate(steps):
+        parts = step.run(work)
+        if parts is not None:
+            for part in parts:
+                yield from process(part, steps[k + 1 :], spec)
+            return
+    if work.emit:
+        yield from output_batches(work, spec)
+
+
 def _open(steps: Sequence[Step], device: TaskDevice) -> None:
     for step in steps:
         step.open(device)
@@ -175,10 +188,9 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterato
         for batch in batches:
             rows += batch.num_rows
             for chunk in input_chunks(batch, spec, chunk_rows):
-                work = start_work(chunk, spec)
-                for step in steps:
-                    step.run(work)
-                yield from output_batches(work, spec)
+                yield from process(start_work(chunk, spec), steps, spec)
+        for step in steps:
+            yield from step.finish()
     finally:
         for step in steps:
             step.close()

@@ -9,7 +9,7 @@ the work (encoded bytes, an :class:`~gpuimages.task.images.ImageBatch`), leave t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,8 @@ class Work:
     input, or what an encoding step made). ``images``: decoded
     pixels. ``reasons``: why a row has no result (the first reason recorded wins). ``columns``: output
     columns made by the steps. ``row_bytes``: the size of each row's largest output, which bounds the
-    returned Arrow batches.
+    returned Arrow batches. ``emit``: False when a step keeps the rows for later (its :meth:`Step.finish`
+    returns what goes back instead).
     """
 
     chunk: pa.RecordBatch
@@ -42,6 +43,7 @@ class Work:
     row_bytes: np.ndarray | None = None
     pixel_type: pa.DataType = field(default_factory=pa.binary)
     device_images: Any = None
+    emit: bool = True
 
     def __post_init__(self) -> None:
         if not self.reasons:
@@ -72,9 +74,14 @@ class Step:
         """Bytes the step will hold for one input value (bounds chunks by bytes); 0 when unknown."""
         return 0
 
-    def run(self, work: Work) -> None:
-        """Process one chunk."""
+    def run(self, work: Work) -> Iterator[Work] | None:
+        """Process one chunk in place; or return the chunks it becomes (an archive's members, say), each of
+        which the following steps then process in turn."""
         raise NotImplementedError
+
+    def finish(self) -> Iterator[pa.RecordBatch]:
+        """End of the partition: output batches the step held back (e.g. one report row per shard)."""
+        return iter(())
 
     def close(self) -> None:
         """End of the task: drop per-task state (cached objects stay in the worker cache)."""
