@@ -117,3 +117,23 @@ def test_spec_is_checked():
         StageSpec("x", "cpu", "c", "text", (Lengths(),), ("n",))
     with pytest.raises(ValueError, match="steps: expected at least one step"):
         StageSpec("x", "cpu", "c", "bytes", (), ("n",))
+
+
+def test_a_gpu_library_that_cannot_start_falls_back_to_its_cpu_path(caplog):
+    from gpuimages.task.device import TaskDevice
+    from gpuimages.task.steps.base import gpu_or_cpu
+
+    def broken():
+        raise RuntimeError("CUDA error: no device")
+
+    def missing():
+        raise ImportError("no module named nvidia.dali")
+
+    device = TaskDevice("auto", 0)
+    assert gpu_or_cpu(True, broken, lambda: "cpu", "the DALI engine", device) == "cpu"
+    assert "the DALI engine could not start on gpu 0, 1 thread (CUDA error: no device)" in caplog.text
+    with pytest.raises(RuntimeError):
+        gpu_or_cpu(False, broken, lambda: "cpu", "Pillow", device)  # a CPU failure is not hidden
+    with pytest.raises(ImportError):
+        gpu_or_cpu(True, missing, lambda: "cpu", "the DALI engine", device)
+    assert gpu_or_cpu(True, missing, lambda: "cpu", "nvImageCodec", device, missing_is_fatal=False) == "cpu"

@@ -16,12 +16,13 @@ their peaks.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
+
+from gpuimages.task.device import env_int
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,6 @@ class WorkerCache:
             return list(self._items)
 
 
-def _capacity_from_env() -> int:
-    value = os.environ.get(CAPACITY_ENV)
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            log.warning("%s=%r is not an integer; ignoring it", CAPACITY_ENV, value)
-    return DEFAULT_CAPACITY
-
-
 _CACHE: WorkerCache | None = None
 _CACHE_LOCK = threading.Lock()
 
@@ -124,7 +115,7 @@ def worker_cache() -> WorkerCache:
     global _CACHE
     with _CACHE_LOCK:
         if _CACHE is None:
-            _CACHE = WorkerCache(_capacity_from_env())
+            _CACHE = WorkerCache(env_int(CAPACITY_ENV, DEFAULT_CAPACITY, 1))
         return _CACHE
 
 

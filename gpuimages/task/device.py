@@ -153,28 +153,26 @@ def physical_name(ordinal: int, visible: Sequence[str] | None) -> str:
     return str(ordinal)
 
 
-def task_threads(cpus: int | None, env: Mapping[str, str] | None = None) -> int:
-    """CPU threads for a task: ``$GPUIMAGES_TASK_THREADS``, else the task's CPUs, at least 1."""
-    env = os.environ if env is None else env
-    value = env.get(THREADS_ENV)
+def env_int(name: str, default: int, minimum: int = 0, env: Mapping[str, str] | None = None) -> int:
+    """The integer in environment variable ``name`` (at least ``minimum``), else ``default``; a value that
+    is not an integer is ignored with a warning."""
+    value = (os.environ if env is None else env).get(name)
     if value:
         try:
-            return max(1, int(value))
+            return max(minimum, int(value))
         except ValueError:
-            log.warning("%s=%r is not an integer; ignoring it", THREADS_ENV, value)
-    return max(1, int(cpus or 1))
+            log.warning("%s=%r is not an integer; ignoring it", name, value)
+    return default
+
+
+def task_threads(cpus: int | None, env: Mapping[str, str] | None = None) -> int:
+    """CPU threads for a task: ``$GPUIMAGES_TASK_THREADS``, else the task's CPUs, at least 1."""
+    return env_int(THREADS_ENV, max(1, int(cpus or 1)), 1, env)
 
 
 def auto_workers_per_gpu(env: Mapping[str, str] | None = None) -> int:
     """Python workers that may share one GPU under ``device="auto"``."""
-    env = os.environ if env is None else env
-    value = env.get(AUTO_WORKERS_PER_GPU_ENV)
-    if value:
-        try:
-            return max(0, int(value))
-        except ValueError:
-            log.warning("%s=%r is not an integer; ignoring it", AUTO_WORKERS_PER_GPU_ENV, value)
-    return DEFAULT_AUTO_WORKERS_PER_GPU
+    return env_int(AUTO_WORKERS_PER_GPU_ENV, DEFAULT_AUTO_WORKERS_PER_GPU, 0, env)
 
 
 # --------------------------------------------------------------------------- what this process sees

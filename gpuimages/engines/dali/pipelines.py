@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import threading
 from collections import deque
@@ -41,7 +40,7 @@ from gpuimages.engines.dali.routing import Job
 from gpuimages.engines.versions import require_version
 from gpuimages.options import DecodeOptions
 from gpuimages.task.cache import worker_cache
-from gpuimages.task.device import TaskDevice
+from gpuimages.task.device import TaskDevice, env_int
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +83,7 @@ def import_dali() -> tuple[Any, Any, Any]:
 
 def dali_threads(device: TaskDevice) -> int:
     """DALI CPU threads for a pipeline: ``$GPUIMAGES_DALI_THREADS``, else the task's threads."""
-    value = os.environ.get(THREADS_ENV)
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            log.warning("%s=%r is not an integer; ignoring it", THREADS_ENV, value)
-    return max(1, int(device.threads))
+    return env_int(THREADS_ENV, max(1, int(device.threads)), 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,15 +9,20 @@ the work (encoded bytes, an :class:`~gpuimages.task.images.ImageBatch`), leave t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.images import ImageBatch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +60,24 @@ class Work:
     def note(self, reasons: Sequence[str | None]) -> None:
         """Record ``reasons[i]`` for rows that have none yet."""
         self.reasons = [r if r is not None else new for r, new in zip(self.reasons, reasons, strict=True)]
+
+
+def gpu_or_cpu(uses_gpu: bool, build: Callable[[], T], cpu: Callable[[], T], label: str, device: TaskDevice,
+               missing_is_fatal: bool = True) -> T:
+    """``build()``; where that is a GPU library's object and it cannot start (no usable GPU, a broken
+    installation), ``cpu()`` with a warning: a GPU that cannot start must not fail the job. A missing
+    library (ImportError) is raised when ``missing_is_fatal`` (the user asked for it), else CPU too."""
+    try:
+        return build()
+    except ImportError:
+        if missing_is_fatal or not uses_gpu:
+            raise
+        return cpu()
+    except Exception as exc:  # noqa: BLE001 - see above
+        if not uses_gpu:
+            raise
+        log.warning("gpuimages: %s could not start on %s (%s); using its CPU path", label, device.describe(), exc)
+        return cpu()
 
 
 class Step:

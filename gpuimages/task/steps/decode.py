@@ -21,7 +21,7 @@ from gpuimages.engines.formats import sniff
 from gpuimages.options import DecodeOptions
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
-from gpuimages.task.steps.base import Step, Work
+from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +92,15 @@ def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None =
         key = ("engine", name, options)
 
     def build():
-        try:
-            if name == "dali" and device_output:
-                from gpuimages.engines.dali import DaliEngine
+        if name == "dali" and device_output:
+            from gpuimages.engines.dali import DaliEngine
 
-                return DaliEngine(options, device, device_output=True)
-            return create_engine(options, device, name)
-        except ImportError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a GPU that cannot start must not fail the job
-            if name != "dali":
-                raise
-            log.warning("gpuimages: the DALI engine could not start on %s (%s); decoding with Pillow",
-                        device.describe(), exc)
-            return create_engine(options, device, "pillow")
+            return DaliEngine(options, device, device_output=True)
+        return create_engine(options, device, name)
 
-    return worker_cache().get(key, build)
+    return worker_cache().get(key, lambda: gpu_or_cpu(
+        name == "dali", build, lambda: create_engine(options, device, "pillow"), "the DALI engine", device
+    ))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pyarrow as pa
 from gpuimages.encoders.base import EncodeOptions
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
-from gpuimages.task.steps.base import Step, Work
+from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +42,11 @@ def task_encoder(options: EncodeOptions, device: TaskDevice):
     name = encoder_name(options, device)
     key = ("encoder", name, device.gpu_id if name != "pillow" else None, device.threads, options)
 
-    def build():
-        try:
-            return create_encoder(options, device, name)
-        except ImportError:
-            if options.encoder == "nvimgcodec" or device.mode == "gpu":
-                raise
-            return create_encoder(options, device, "pillow")
-        except Exception as exc:  # noqa: BLE001 - a GPU that cannot start must not fail the job
-            if name != "nvimgcodec":
-                raise
-            log.warning("gpuimages: nvImageCodec could not start on %s (%s); encoding with Pillow",
-                        device.describe(), exc)
-            return create_encoder(options, device, "pillow")
-
-    return worker_cache().get(key, build)
+    asked = options.encoder == "nvimgcodec" or device.mode == "gpu"
+    return worker_cache().get(key, lambda: gpu_or_cpu(
+        name == "nvimgcodec", lambda: create_encoder(options, device, name),
+        lambda: create_encoder(options, device, "pillow"), "nvImageCodec", device, missing_is_fatal=asked,
+    ))
 
 
 @dataclass
