@@ -189,7 +189,7 @@ def run_demo(
                 .crop(0, 0, height=crop_size, width=crop_size)
             )
             featurizer = ImageFeaturizer(
-                inputCol="transformed", outputCol="features", imageSize=crop_size, device=device
+                inputCol="transformed", outputCol="features", imageSize=[crop_size, crop_size], device=device
             )
             features = featurizer.transform(transformer.transform(images)).select("label", "features").cache()
             described = (f"read, resized to {image_size}x{image_size}, cropped to {crop_size}x{crop_size} and "
