@@ -9,7 +9,9 @@ Same files (JPEG crops of real photographs, :func:`benchmarks.data.photo_set`), 
 (b) ``structs``: ``read_images(resize=224x224)`` -> ``ImageFeaturizer(backbone="onnx")`` on image structs;
 (c) ``bytes``: ``ImageFeaturizer(backbone="onnx")`` on ``binaryFile``'s ``content`` (decode, resize,
     normalise and the model in one task);
-ceiling: Pillow decode (draft) + resize + normalise and onnxruntime in N processes, no Spark.
+ceiling: Pillow decode (draft) + resize + normalise and onnxruntime in N processes, no Spark;
+(c') ``bytes_pillow_path`` (with ``--same-run``): (c) with ``GPUIMAGES_JPEG_DECODER=pillow`` in the
+    workers, the Pillow path as before the libjpeg-turbo one, in the same session.
 
 Goals on CPU: (c) >= 5x (a) and (c) >= 85% of the ceiling; (c)'s vectors equal the per-file reference
 (Pillow full decode -> bilinear resize -> normalise -> onnxruntime) with median cosine >= 0.999.
@@ -53,6 +55,8 @@ MODEL_BATCH = 64
 GOAL_VS_RECIPE = 5.0
 GOAL_VS_CEILING = 0.85
 GOAL_COSINE = 0.999
+#: (c) against (c) on the Pillow path, measured in the same run.
+GOAL_VS_PILLOW_PATH = 1.1
 
 
 # --- (a) the spark-rapids-examples recipe --------------------------------------------------------
@@ -236,6 +240,14 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
         }
         if args.skip_recipe:
             cases.pop("recipe")
+        if args.same_run:
+            from benchmarks.read import PILLOW_ONLY, worker_env
+
+            def bytes_pillow_path() -> None:
+                with worker_env(spark, PILLOW_ONLY):
+                    noop_write(bytes_frame(spark, folder, model_path))
+
+            cases["bytes_pillow_path"] = bytes_pillow_path
         seconds, cpu = time_rounds(cases, args.repeats)
         check = accuracy(spark, folder, model_path, args.sample)
     finally:
@@ -252,6 +264,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
     }
     if "bytes" in cpu_ms and "ceiling" in cpu_ms and cpu_ms["bytes"] > 0:
         ratios["bytes_vs_ceiling_cpu"] = cpu_ms["ceiling"] / cpu_ms["bytes"]
+    if "bytes_pillow_path" in rates:
+        ratios["bytes_vs_pillow_path"] = rates["bytes"] / rates["bytes_pillow_path"]
+        if "bytes" in cpu_ms and "bytes_pillow_path" in cpu_ms and cpu_ms["bytes"] > 0:
+            ratios["bytes_vs_pillow_path_cpu"] = cpu_ms["bytes_pillow_path"] / cpu_ms["bytes"]
     if "recipe" in rates:
         ratios["bytes_vs_recipe"] = rates["bytes"] / rates["recipe"]
         ratios["structs_vs_recipe"] = rates["structs"] / rates["recipe"]
@@ -261,6 +277,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
     }
     if "bytes_vs_recipe" in ratios:
         goals["bytes >= 5x recipe"] = ratios["bytes_vs_recipe"] >= GOAL_VS_RECIPE
+    if "bytes_vs_pillow_path" in ratios:
+        met = ratios["bytes_vs_pillow_path"] >= GOAL_VS_PILLOW_PATH
+        goals[f"bytes >= {GOAL_VS_PILLOW_PATH}x the Pillow path"] = met
     return {
         "files": data.count, "mean_kb": data.mean_kb, "cores": cores, "repeats": args.repeats,
         "images_per_s": rates, "cpu_ms_per_image": cpu_ms, "seconds": seconds, "ratios": ratios, "cosine": check,
@@ -276,6 +295,7 @@ def format_report(report: dict) -> str:
         "structs": "(b) read_images -> ImageFeaturizer(onnx) on structs",
         "bytes": "(c) ImageFeaturizer(onnx) on bytes (fused)",
         "ceiling": f"ceiling: Pillow + onnxruntime, {report['cores']} processes, no Spark",
+        "bytes_pillow_path": "(c') (c) with the JPEG decoder forced to Pillow",
     }
     lines = [f"{report['files']} photo JPEGs ({report['mean_kb']:.1f} KB mean), 224x224 CNN, "
              f"best of {report['repeats']}, local[{report['cores']}]"]
@@ -301,6 +321,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="local[N] and ceiling processes")
     p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help=f"data-set cache (default {DEFAULT_ROOT})")
     p.add_argument("--skip-recipe", action="store_true", help="leave out (a), the slowest case")
+    p.add_argument("--same-run", action="store_true",
+                   help="also (c) with GPUIMAGES_JPEG_DECODER=pillow in its workers (the Pillow path), same session")
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--quick", action="store_true", help="200 files, one timed pass")
     args = p.parse_args(argv)
