@@ -41,8 +41,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmarks.baselines import noop_write, timed_call
+from benchmarks.baselines import noop_write
 from benchmarks.data import DEFAULT_ROOT, photo_set
+from benchmarks.read import timed_call
 from benchmarks.report import machine_info, write_json
 
 log = logging.getLogger("benchmarks.encode")

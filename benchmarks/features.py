@@ -43,8 +43,8 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.baselines import timed_call  # noqa: E402
 from benchmarks.data import DEFAULT_ROOT, photo_set  # noqa: E402
+from benchmarks.read import timed_call  # noqa: E402
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn  # noqa: E402
 
 log = logging.getLogger("benchmarks.features")

@@ -89,6 +89,58 @@ def worker_env(spark: SparkSession, env: dict[str, str] | None) -> Iterator[None
                 environment[k] = v
 
 
+def tree_cpu(root: int | None = None) -> dict[tuple[int, int], float] | None:
+    """CPU seconds (user + system, reaped children included) of each process in ``root``'s tree, keyed by
+    (pid, start time); None where ``/proc`` is missing."""
+    root = os.getpid() if root is None else root
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, tuple[int, float]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(name))
+        stats[int(name)] = (int(fields[19]), sum(int(x) for x in fields[11:15]) / tick)  # starttime; utime..cstime
+    if root not in stats:
+        return None
+    out, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in stats:
+            start, cpu = stats[pid]
+            out[(pid, start)] = cpu
+        stack.extend(children.get(pid, []))
+    return out
+
+
+def timed_call(func: Callable[[], object]) -> tuple[float, float | None]:
+    """Wall seconds and process-tree CPU seconds taken by ``func()``.
+
+    Unlike a difference of tree totals, a process that ends during the call does not subtract its whole
+    CPU time: PySpark's worker daemon ignores SIGCHLD, so the CPU of a Python worker Spark ends (after a
+    minute idle) is not added to any parent and simply leaves the tree. Each process still running at the
+    end counts what it used since the start (or since it began).
+    """
+    before = tree_cpu()
+    start = time.perf_counter()
+    func()
+    wall = time.perf_counter() - start
+    after = tree_cpu()
+    if before is None or after is None:
+        return wall, None
+    return wall, sum(cpu - before.get(key, 0.0) for key, cpu in after.items())
+
+
 def warm_workers(spark: SparkSession, paths: Sequence[str], env: dict[str, str] | None,
                  stage: Callable[[DataFrame], DataFrame]) -> None:
     """Run ``stage`` over a few of ``paths`` (``path``, ``content`` columns), ``env`` in the workers' environment.
@@ -384,7 +436,7 @@ def measure(cases: Sequence[Case], repeats: int, prepare: dict[str, Callable[[],
         for case in cases:
             if prepare and case.key in prepare:
                 prepare[case.key]()
-            wall, used = baselines.timed_call(case.timed)
+            wall, used = timed_call(case.timed)
             seconds[case.key].append(wall)
             if used is not None:
                 cpu[case.key].append(used)
