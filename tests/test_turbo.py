@@ -6,13 +6,17 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from images import encode, exif_jpeg, odd_files, parity_files, rgb_array
 from PIL import Image
 
-from benchmarks.data import photo_set
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives at the repo root
+
+from benchmarks.data import photo_set  # noqa: E402
 from gpuimages.engines import pillow, turbo
 from gpuimages.engines.formats import sniff
 from gpuimages.engines.pillow import DecodeError, PillowEngine, decode_one

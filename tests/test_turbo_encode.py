@@ -4,13 +4,17 @@ alpha dropped, sizes and fidelity close to Pillow's (identical bytes from qualit
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from images import encode
 from PIL import Image, JpegImagePlugin
 
-from benchmarks.data import photo_set
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives at the repo root
+
+from benchmarks.data import photo_set  # noqa: E402
 from gpuimages.encoders.base import EncodeOptions
 from gpuimages.encoders.pillow import PillowEncoder, encode_turbo
 from gpuimages.engines import turbo
