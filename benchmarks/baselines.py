@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -365,47 +364,3 @@ def compare_samples(samples: dict[str, dict[str, tuple]], keys: Sequence[str]) -
     return {"readers": names, "sampled": len(keys), "mismatched": mismatches[:10], "equal": not mismatches}
 
 
-def process_tree_cpu(root: int | None = None) -> float | None:
-    """CPU seconds (user + system, reaped children included) used so far by ``root`` and its descendants.
-
-    The driver's tree holds the Spark JVM, its Python workers and the Pillow pool, so the difference around
-    a pass is what that pass cost in CPU, whatever else the machine runs. None where ``/proc`` is missing.
-    """
-    root = os.getpid() if root is None else root
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    times: dict[int, int] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return None
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        times[pid] = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-    if root not in times:
-        return None
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total / tick
-
-
-def timed_call(func: Callable[[], object]) -> tuple[float, float | None]:
-    """Wall seconds and process-tree CPU seconds taken by ``func()``."""
-    cpu0 = process_tree_cpu()
-    start = time.perf_counter()
-    func()
-    wall = time.perf_counter() - start
-    cpu1 = process_tree_cpu()
-    return wall, (None if cpu0 is None or cpu1 is None else cpu1 - cpu0)

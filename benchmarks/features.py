@@ -9,7 +9,9 @@ Same files (JPEG crops of real photographs, :func:`benchmarks.data.photo_set`), 
 (b) ``structs``: ``read_images(resize=224x224)`` -> ``ImageFeaturizer(backbone="onnx")`` on image structs;
 (c) ``bytes``: ``ImageFeaturizer(backbone="onnx")`` on ``binaryFile``'s ``content`` (decode, resize,
     normalise and the model in one task);
-ceiling: Pillow decode (draft) + resize + normalise and onnxruntime in N processes, no Spark.
+ceiling: Pillow decode (draft) + resize + normalise and onnxruntime in N processes, no Spark;
+(c') ``bytes_pillow_path`` (with ``--same-run``): (c) with ``GPUIMAGES_JPEG_DECODER=pillow`` in the
+    workers, the Pillow path as before the libjpeg-turbo one, in the same session.
 
 Goals on CPU: (c) >= 5x (a) and (c) >= 85% of the ceiling; (c)'s vectors equal the per-file reference
 (Pillow full decode -> bilinear resize -> normalise -> onnxruntime) with median cosine >= 0.999.
@@ -41,8 +43,8 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.baselines import timed_call  # noqa: E402
 from benchmarks.data import DEFAULT_ROOT, photo_set  # noqa: E402
+from benchmarks.read import timed_call  # noqa: E402
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn  # noqa: E402
 
 log = logging.getLogger("benchmarks.features")
@@ -53,6 +55,8 @@ MODEL_BATCH = 64
 GOAL_VS_RECIPE = 5.0
 GOAL_VS_CEILING = 0.85
 GOAL_COSINE = 0.999
+#: (c) against (c) on the Pillow path, measured in the same run.
+GOAL_VS_PILLOW_PATH = 1.1
 
 
 # --- (a) the spark-rapids-examples recipe --------------------------------------------------------
@@ -174,11 +178,12 @@ class CeilingPool:
 
 
 def time_rounds(
-    cases: dict[str, Callable[[], object]], repeats: int
+    cases: dict[str, Callable[[], object]], repeats: int, prepare: dict[str, Callable[[], object]] | None = None
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """One warm pass of each case, then ``repeats`` rounds running every case once (round-robin, so a
     change in the machine's load hits every case alike). Returns wall seconds and process-tree CPU
-    seconds (driver, JVM, Python workers, the ceiling's pool) of each pass, per case."""
+    seconds (driver, JVM, Python workers, the ceiling's pool) of each pass, per case. ``prepare``: an
+    untimed step run right before each timed pass of the case with that key."""
     for key, case in cases.items():
         log.info("warm pass: %s", key)
         case()
@@ -186,6 +191,8 @@ def time_rounds(
     cpu: dict[str, list[float]] = {key: [] for key in cases}
     for r in range(repeats):
         for key, case in cases.items():
+            if prepare and key in prepare:
+                prepare[key]()
             wall, used = timed_call(case)
             seconds[key].append(wall)
             if used is not None:
@@ -236,7 +243,22 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
         }
         if args.skip_recipe:
             cases.pop("recipe")
-        seconds, cpu = time_rounds(cases, args.repeats)
+        prepare: dict[str, Callable[[], object]] = {}
+        if args.same_run:
+            from benchmarks.read import PILLOW_ONLY, warm_workers, worker_env
+
+            def bytes_pillow_path() -> None:
+                with worker_env(spark, PILLOW_ONLY):
+                    noop_write(bytes_frame(spark, folder, model_path))
+
+            def stage(df: Any) -> Any:
+                return _featurizer("content", model_path).transform(df).select("path", "features")
+
+            cases["bytes_pillow_path"] = bytes_pillow_path
+            # each environment has its own Python workers: keep both warm before every timed pass alike
+            prepare = {"bytes": lambda: warm_workers(spark, paths, None, stage),
+                       "bytes_pillow_path": lambda: warm_workers(spark, paths, PILLOW_ONLY, stage)}
+        seconds, cpu = time_rounds(cases, args.repeats, prepare)
         check = accuracy(spark, folder, model_path, args.sample)
     finally:
         pool.close()
@@ -252,6 +274,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
     }
     if "bytes" in cpu_ms and "ceiling" in cpu_ms and cpu_ms["bytes"] > 0:
         ratios["bytes_vs_ceiling_cpu"] = cpu_ms["ceiling"] / cpu_ms["bytes"]
+    if "bytes_pillow_path" in rates:
+        ratios["bytes_vs_pillow_path"] = rates["bytes"] / rates["bytes_pillow_path"]
+        if "bytes" in cpu_ms and "bytes_pillow_path" in cpu_ms and cpu_ms["bytes"] > 0:
+            ratios["bytes_vs_pillow_path_cpu"] = cpu_ms["bytes_pillow_path"] / cpu_ms["bytes"]
     if "recipe" in rates:
         ratios["bytes_vs_recipe"] = rates["bytes"] / rates["recipe"]
         ratios["structs_vs_recipe"] = rates["structs"] / rates["recipe"]
@@ -261,6 +287,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> dict:
     }
     if "bytes_vs_recipe" in ratios:
         goals["bytes >= 5x recipe"] = ratios["bytes_vs_recipe"] >= GOAL_VS_RECIPE
+    if "bytes_vs_pillow_path" in ratios:
+        met = ratios["bytes_vs_pillow_path"] >= GOAL_VS_PILLOW_PATH
+        goals[f"bytes >= {GOAL_VS_PILLOW_PATH}x the Pillow path"] = met
     return {
         "files": data.count, "mean_kb": data.mean_kb, "cores": cores, "repeats": args.repeats,
         "images_per_s": rates, "cpu_ms_per_image": cpu_ms, "seconds": seconds, "ratios": ratios, "cosine": check,
@@ -276,6 +305,7 @@ def format_report(report: dict) -> str:
         "structs": "(b) read_images -> ImageFeaturizer(onnx) on structs",
         "bytes": "(c) ImageFeaturizer(onnx) on bytes (fused)",
         "ceiling": f"ceiling: Pillow + onnxruntime, {report['cores']} processes, no Spark",
+        "bytes_pillow_path": "(c') (c) with the JPEG decoder forced to Pillow",
     }
     lines = [f"{report['files']} photo JPEGs ({report['mean_kb']:.1f} KB mean), 224x224 CNN, "
              f"best of {report['repeats']}, local[{report['cores']}]"]
@@ -301,6 +331,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="local[N] and ceiling processes")
     p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help=f"data-set cache (default {DEFAULT_ROOT})")
     p.add_argument("--skip-recipe", action="store_true", help="leave out (a), the slowest case")
+    p.add_argument("--same-run", action="store_true",
+                   help="also (c) with GPUIMAGES_JPEG_DECODER=pillow in its workers (the Pillow path), same session")
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--quick", action="store_true", help="200 files, one timed pass")
     args = p.parse_args(argv)
