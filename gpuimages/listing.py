@@ -117,10 +117,13 @@ def sample_condition(origin: Column, ratio: float, seed: int) -> Column:
     """A seeded Bernoulli(``ratio``) choice per file, as a boolean column over its origin.
 
     ``xxhash64(seed, origin)`` is Spark's own hash, so the choice is the same on every session
-    (classic or Connect), every run and every Spark version that has ``xxhash64`` (3.0+).
+    (classic or Connect), every run and every Spark version that has ``xxhash64`` (3.0+). A ratio of
+    0 is a constant false, which Spark's optimiser turns into an empty relation (nothing is read).
     """
     from pyspark.sql import functions as F
 
+    if ratio <= 0:
+        return F.lit(False)
     threshold = int(round(ratio * (1 << _SAMPLE_BITS)))
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)  # any Python int, as a signed 64-bit value
     bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed64).cast("long"), origin), 64 - _SAMPLE_BITS)
@@ -184,6 +187,8 @@ class Listing:
         """Files expected after sampling (an estimate when sampling)."""
         if self.num_files is None:
             return None
+        if self.sample_ratio <= 0:
+            return 0
         return max(1, round(self.num_files * self.sample_ratio)) if self.num_files else 0
 
     def planned_bytes(self) -> int | None:

@@ -108,9 +108,9 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def check_sample_ratio(value: Any) -> float:
-    """Validate ``sample_ratio``: a number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"sample_ratio: expected a number in (0, 1], got {_describe(value)}")
+    """Validate ``sample_ratio``: a number in [0, 1], as Spark's ``readImages`` took (0 reads nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"sample_ratio: expected a number in [0, 1], got {_describe(value)}")
     return float(value)
 
 
