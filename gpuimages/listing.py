@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 # Characters java.net.URI leaves unquoted in a path (unreserved, punct, '/', '@'); others are %-escaped.
 _URI_PATH_SAFE = "/@_-!.~'()*,;:$&+="
 _GLOB_CHARS = re.compile(r"([\\*?\[\]{}])")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
 
 #: The columns ``binaryFile`` gives; any other column of its DataFrame is a partition column.
 BINARY_FILE_COLUMNS = ("path", "modificationTime", "length", "content")
@@ -52,13 +53,19 @@ def normalize_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> li
     return out
 
 
+def _java_quotes(ch: str) -> bool:
+    """Whether ``java.net.URI`` %-escapes this non-ASCII character: ISO controls and space separators."""
+    return 0x80 <= ord(ch) <= 0x9F or unicodedata.category(ch) in ("Zs", "Zl", "Zp")
+
+
 def _uri_quote(text: str) -> str:
-    """%-escape like ``java.net.URI``: ASCII outside the path's legal set; non-ASCII printable kept."""
+    """%-escape like ``java.net.URI``: ASCII outside the path's legal set (controls such as a newline
+    included), and of the rest only C1 controls and Unicode space separators; other characters stay."""
     if text.isascii():
         return quote(text, safe=_URI_PATH_SAFE)
     out = []
     for ch in text:
-        if ord(ch) > 127 and ch.isprintable() and not ch.isspace():
+        if ord(ch) > 127 and not _java_quotes(ch):
             out.append(ch)
         else:
             out.append(quote(ch, safe=_URI_PATH_SAFE))
@@ -69,7 +76,7 @@ def to_origin(path: str) -> str:
     """Spark image-source ``origin`` for a Hadoop path string as ``binaryFile`` gives it.
 
     ``file:/tmp/a b.jpg`` -> ``file:///tmp/a%20b.jpg``; ``s3a://bucket/a b.jpg`` ->
-    ``s3a://bucket/a%20b.jpg`` (the path part %-escaped as ``java.net.URI`` does).
+    ``s3a://bucket/a%20b.jpg`` (the path part %-escaped as ``java.net.URI`` does, a newline as ``%0A``).
     """
     m = _SCHEME.match(path)
     if not m:
