@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,188 @@ def partition_value(origin: Column, name: str, data_type) -> Column:
     return value.cast(data_type)
 
 
+# --- Directory links -----------------------------------------------------------------------------
+
+
+def _hidden(name: str) -> bool:
+    """Names Spark's file index skips (``InMemoryFileIndex.shouldFilterOutPathName``)."""
+    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+    return excluded and not (name.startswith("_common_metadata") or name.startswith("_metadata"))
+
+
+def _glob_regex(component: str) -> re.Pattern | None:
+    """A Hadoop glob path component (``*``, ``?``, ``[^a-c]``, ``{a,b}``, ``\\`` escapes) as a regex,
+    or None when it has no glob characters or cannot be translated."""
+    if not _GLOB_CHARS.search(component):
+        return None
+    out, i, braces, in_set = [], 0, 0, False
+    while i < len(component):
+        ch = component[i]
+        if ch == "\\" and i + 1 < len(component):
+            out.append(re.escape(component[i + 1]))
+            i += 2
+            continue
+        if in_set:
+            if ch == "]":
+                in_set = False
+            out.append("\\\\" if ch == "\\" else ch)
+        elif ch == "[":
+            in_set = True
+            out.append("[")
+            if component[i + 1 : i + 2] == "!":
+                out.append("^")
+                i += 1
+        elif ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "{":
+            braces += 1
+            out.append("(?:")
+        elif ch == "}" and braces:
+            braces -= 1
+            out.append(")")
+        elif ch == "," and braces:
+            out.append("|")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    if braces or in_set:
+        return None
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error:
+        return None
+
+
+def _glob_roots(path: str) -> list[str]:
+    """The local folders and files a Hadoop glob names (the path itself when it is no glob). A part
+    that cannot be translated keeps its folder as a root, so the link check covers more, never less."""
+    if not _GLOB_CHARS.search(path.replace("\\\\", "")):
+        return [path]
+    parts = path.split("/")
+    roots = ["/" if path.startswith("/") else "."]
+    for part in parts:
+        if not part:
+            continue
+        regex = _glob_regex(part)
+        if regex is None and _GLOB_CHARS.search(part):
+            return roots  # untranslatable: walk from here
+        nxt = []
+        for root in roots:
+            if regex is None:
+                candidate = os.path.join(root, part.replace("\\", ""))
+                if os.path.lexists(candidate):
+                    nxt.append(candidate)
+                continue
+            try:
+                with os.scandir(root) as entries:
+                    nxt.extend(e.path for e in entries if regex.fullmatch(e.name))
+            except OSError:
+                continue
+        roots = nxt
+    return roots
+
+
+def _default_fs(spark: SparkSession) -> str:
+    try:
+        if not is_connect_session(spark):
+            value = spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS")
+        else:
+            value = spark.conf.get("spark.hadoop.fs.defaultFS", None)
+    except Exception:  # noqa: BLE001 - assume Hadoop's default
+        value = None
+    return value or "file:///"
+
+
+def local_root(path: str, default_fs: str = "file:///") -> str | None:
+    """The local filesystem path a ``load()`` path names, or None when it is on another filesystem."""
+    m = _SCHEME.match(path)
+    if m and len(m.group(1)) > 1:  # a one-letter "scheme" is a Windows drive
+        if m.group(1).lower() != "file":
+            return None
+        rest = m.group(2)
+        if rest.startswith("//"):
+            slash = rest.find("/", 2)
+            if slash < 0 or rest[2:slash] not in ("", "localhost"):
+                return None
+            rest = rest[slash:]
+        return rest
+    if not default_fs.lower().startswith("file:"):
+        return None
+    return os.path.abspath(path)
+
+
+class DirectoryLinkError(ValueError):
+    """A directory reached a second time through a directory link while listing recursively."""
+
+
+def check_directory_links(spark: SparkSession, paths: Sequence[str]) -> None:
+    """Refuse local trees in which Spark's listing would reach a directory twice through a link.
+
+    Spark's (Hadoop's) local listing follows directory links and never asks where they lead: a link to
+    an ancestor lists the same files ~40 times (until the kernel's link limit), two such links never
+    finish, and a second link to one directory lists its files twice. Walked here first, holding one
+    entry per directory (none per file), following links exactly as Spark does (hidden folders
+    skipped), and refused with a :class:`DirectoryLinkError` (a ``ValueError``) naming the link.
+    Links to folders reached once (outside the tree, say) are followed, as Spark follows them.
+    Paths on other filesystems are not walked (object stores have no links).
+    """
+    default_fs = _default_fs(spark)
+    for path in paths:
+        local = local_root(path, default_fs)
+        if local is None:
+            continue
+        for root in _glob_roots(local):
+            _walk_once(root)
+
+
+def _walk_once(root: str) -> None:
+    try:
+        top = os.stat(root)
+    except OSError:
+        return  # missing: Spark says so
+    if not stat.S_ISDIR(top.st_mode):
+        return
+    seen: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): root}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue  # unreadable folder: Spark reports or skips it
+        with entries:
+            for entry in entries:
+                if _hidden(entry.name):
+                    continue
+                try:
+                    if not entry.is_dir(follow_symlinks=False) and not (entry.is_symlink() and entry.is_dir()):
+                        continue
+                    info = entry.stat(follow_symlinks=True)
+                except OSError:
+                    continue  # dangling or unreadable link: Spark lists nothing there
+                key = (info.st_dev, info.st_ino)
+                first = seen.get(key)
+                if first is not None:
+                    raise DirectoryLinkError(_link_message(entry.path, first))
+                seen[key] = entry.path
+                stack.append(entry.path)
+
+
+def _link_message(path: str, first: str) -> str:
+    target = os.path.realpath(path)
+    if path.startswith(first.rstrip(os.sep) + os.sep):
+        what = "a directory link back to a folder above it, which Spark's listing would follow endlessly"
+    else:
+        what = "a second way into a folder listed already, whose files Spark's listing would list again"
+    return (
+        f"path: expected a tree in which each folder is reached once, got {path!r}, the folder {target!r} "
+        f"(first reached as {first!r}) again through {what}. Spark's listing follows directory links; "
+        "remove the link, or read the folder it points to by its own path"
+    )
+
+
 # --- Listing -------------------------------------------------------------------------------------
 
 
@@ -218,10 +401,12 @@ def list_files(
 ) -> Listing:
     """List ``paths`` with Spark and sample them, without a Spark job and without opening a file.
 
-    Raises ``FileNotFoundError`` naming the missing path when Spark reports one.
+    Local trees are checked for directory links first (:func:`check_directory_links`). Raises
+    ``FileNotFoundError`` naming the missing path when Spark reports one.
     """
     from pyspark.sql import functions as F
 
+    check_directory_links(spark, paths)
     reader = binary_reader(spark, recursive, path_glob_filter)
     try:
         frame = reader.load(paths)

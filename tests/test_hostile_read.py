@@ -1,7 +1,8 @@
-"""Hostile inputs on the read side: resizes far larger than the image."""
+"""Hostile inputs on the read side: directory links and resizes far larger than the image."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from urllib.parse import unquote
@@ -11,6 +12,7 @@ import pytest
 from images import encode, rgb_array, write_files
 
 import gpuimages
+from gpuimages import listing
 from gpuimages.options import DEFAULT_MAX_PIXELS
 from gpuimages.transcode import transcode_files
 
@@ -27,6 +29,82 @@ def _rows(df, origin: str = "image.origin") -> dict:
         assert key not in out, f"{key!r} came back twice"
         out[key] = r
     return out
+
+
+# --- Directory links -----------------------------------------------------------------------------
+
+
+def _tree_with(tmp_path: Path, links: dict[str, str]) -> Path:
+    root = tmp_path / "tree"
+    write_files(root, {
+        "a/x.jpg": encode(rgb_array(8, 8, seed=1), "JPEG"),
+        "b/y.png": encode(rgb_array(6, 6, seed=2), "PNG"),
+    })
+    for link, target in links.items():
+        os.symlink(target, root / link)
+    return root
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("links, why", [
+    ({"a/loop": ".."}, "link back to a folder above it"),
+    ({"a/loop": "..", "b/loop": "../a"}, "(link back to a folder above it|second way into a folder)"),
+    ({"a/loop": "..", "b/loop": ".."}, "link back to a folder above it"),
+    ({"a/self": "."}, "link back to a folder above it"),
+])
+def test_directory_link_loops_are_a_clear_error_and_fast(spark, tmp_path, links, why):
+    root = _tree_with(tmp_path, links)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=f"again through a directory {why}"):
+        gpuimages.read_images(spark, str(root), recursive=True, device="cpu")
+    with pytest.raises(ValueError, match="directory link"):
+        transcode_files(spark, str(root), recursive=True, device="cpu")
+    assert time.perf_counter() - started < 60
+
+
+@pytest.mark.timeout(120)
+def test_a_loop_below_a_partition_folder_is_refused_without_recursive(spark, tmp_path):
+    root = tmp_path / "parts"
+    write_files(root, {"cls=a/x.jpg": encode(rgb_array(8, 8), "JPEG")})
+    os.symlink("..", root / "cls=a" / "loop")
+    with pytest.raises(ValueError, match="link back to a folder above it"):
+        gpuimages.read_images(spark, str(root), device="cpu")
+
+
+def test_links_reached_once_are_followed_and_twice_refused(spark, tmp_path):
+    outside = tmp_path / "outside"
+    write_files(outside, {"z.png": encode(rgb_array(4, 4, seed=5), "PNG")})
+    root = _tree_with(tmp_path, {"ext": str(outside), "dangling": str(tmp_path / "nowhere"),
+                                 "a/file_link.jpg": "x.jpg"})
+    rows = _rows(gpuimages.read_images(spark, str(root), recursive=True, device="cpu"))
+    assert sorted(rows) == ["file_link.jpg", "x.jpg", "y.png", "z.png"]  # the dangling link lists nothing, as in Spark
+    assert all(r.error is None for r in rows.values())
+    theirs = spark.read.format("image").option("recursiveFileLookup", "true").load(str(root))
+    assert sorted(r.image.origin for r in rows.values()) == sorted(r.image.origin for r in theirs.collect())
+
+    os.symlink(str(outside), root / "b" / "ext_again")
+    with pytest.raises(ValueError, match="second way into a folder"):
+        gpuimages.read_images(spark, str(root), recursive=True, device="cpu")
+
+
+def test_a_glob_only_walks_what_it_matches(spark, tmp_path):
+    root = _tree_with(tmp_path, {"b/loop": ".."})
+    rows = _rows(gpuimages.read_images(spark, str(root / "a"), device="cpu"))
+    assert sorted(rows) == ["x.jpg"]
+    rows = _rows(gpuimages.read_images(spark, str(root / "{a,c}"), recursive=True, device="cpu"))
+    assert sorted(rows) == ["x.jpg"]
+    with pytest.raises(ValueError, match="link back to a folder above it"):
+        gpuimages.read_images(spark, str(root / "[ab]"), recursive=True, device="cpu")
+
+
+def test_glob_translation():
+    assert listing._glob_regex("plain") is None
+    assert listing._glob_regex("*.jpg").fullmatch("a.jpg")
+    assert not listing._glob_regex("*.jpg").fullmatch("a.png")
+    assert listing._glob_regex("{a,b}?").fullmatch("bx")
+    assert listing._glob_regex("[!a]*").fullmatch("bcd") and not listing._glob_regex("[^a]*").fullmatch("abc")
+    assert listing._glob_regex("\\*x").fullmatch("*x") and not listing._glob_regex("\\*x").fullmatch("yx")
+    assert listing._glob_regex("{a,b") is None
 
 
 # --- Resizes far larger than the image ------------------------------------------------------------
