@@ -3,25 +3,29 @@
 The listing is Spark's own file index: the driver holds no Python object per file. Sampling is a
 seeded hash of each file's ``_metadata.file_path``, a filter Spark evaluates on its file listing,
 so files not sampled are never opened. Spark's file sources skip zero-byte files when they plan
-splits, and lose files that vanish or cannot be read; :func:`unread_origins` finds those (the
-listed files the scan returns no row for) lazily, as a DataFrame, so that each gets a row later.
-Partition columns (``root/cls=kittens/a.jpg`` -> ``cls``) come from Spark's partition discovery,
-exactly as ``spark.read.format("image")`` gives them.
+splits, and drop files they cannot open (``ignoreCorruptFiles``) without a trace; :func:`stage_input`
+gives each listed file exactly one row of a stage's input, with the reason where Spark returns no
+bytes (see ``docs/listing.md``). Partition columns (``root/cls=kittens/a.jpg`` -> ``cls``) come from
+Spark's partition discovery, exactly as ``spark.read.format("image")`` gives them.
+
+:func:`probe_local_files` is the one part that runs on executors (inside ``mapInArrow``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,24 @@ BINARY_FILE_COLUMNS = ("path", "modificationTime", "length", "content")
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 #: Sampling compares 53 bits of a seeded 64-bit hash with ``ratio * 2**53``.
 _SAMPLE_BITS = 53
+
+#: Internal columns of a stage's input (a partition folder may not take these names).
+INTERNAL_PREFIX = "__gpuimages_"
+ORIGIN_COL = INTERNAL_PREFIX + "origin"
+CONTENT_COL = INTERNAL_PREFIX + "content"
+REASON_COL = INTERNAL_PREFIX + "reason"
+_LISTED_COL = INTERNAL_PREFIX + "listed"
+
+#: Reasons of listed files Spark's binary read returns no bytes for (see :func:`local_file_problem`).
+EMPTY_REASON = "no bytes read: the file is empty (0 bytes)"
+PERMISSION_REASON = "no bytes read: permission denied (the file cannot be opened for reading)"
+VANISHED_REASON = "no bytes read: the file vanished after listing"
+COLON_REASON = "no bytes read: unreadable: Hadoop cannot open a local file whose name contains ':'"
+NOT_REGULAR_REASON = "no bytes read: not a regular file ({kind})"
+OPEN_FAILED_REASON = "no bytes read: the file cannot be opened ({error})"
+#: Files not on the local filesystem (``hdfs:``, ``s3a:``, ...) are not probed; those the scan returns
+#: no row for are either of these (a file Spark fails to open there is dropped by Spark unseen).
+REMOTE_UNREAD_REASON = "no bytes read: the file is empty (0 bytes) or vanished after listing"
 
 
 def normalize_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -107,6 +129,11 @@ def folder_label(origin: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
+def quoted(name: str) -> str:
+    """A column name for ``F.col``/``select`` taken literally (dots, backticks)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 # --- Column expressions (evaluated by Spark, on classic and Connect sessions alike) -------------
 
 
@@ -138,27 +165,39 @@ def sample_condition(origin: Column, ratio: float, seed: int) -> Column:
     return bits < F.lit(threshold).cast("long")
 
 
-def _url_decode(col: Column) -> Column:
-    """Undo one level of %-escaping (``+`` kept: it is a literal plus in a path)."""
+def _url_decode(col: Column, lenient: bool = False) -> Column:
+    """Undo one level of %-escaping (``+`` kept: it is a literal plus in a path). ``lenient``: a
+    malformed escape (``100%``) leaves the text as it is, as Spark's ``unescapePathName`` does."""
     from pyspark.sql import functions as F
 
-    return F.call_function("url_decode", F.call_function("replace", col, F.lit("+"), F.lit("%2B")))
+    plus_kept = F.call_function("replace", col, F.lit("+"), F.lit("%2B"))
+    if not lenient:
+        return F.call_function("url_decode", plus_kept)
+    return F.coalesce(F.call_function("try_url_decode", plus_kept), col)
 
 
-def partition_value(origin: Column, name: str, data_type) -> Column:
+def partition_value(origin: Column, name: str, data_type, lenient: bool = False) -> Column:
     """The value of partition column ``name`` parsed from a file's origin, cast to ``data_type``.
 
-    Spark writes ``name=value`` directory names with ``value`` %-escaped (``unescapePathName``);
-    the origin is a URI, %-escaped once more. The last ``/name=`` segment wins, as in Spark's
-    partition discovery of the directories below the base path.
+    Spark writes ``name=value`` directory names with ``value`` %-escaped (``unescapePathName``); the
+    origin is a URI, %-escaped once more. The last ``/name=`` segment wins, as in Spark's partition
+    discovery of the directories below the base path. ``lenient`` (Spark 4+, which has
+    ``try_url_decode``): a value with a stray ``%`` is kept as written, as Spark keeps it.
     """
     from pyspark.sql import functions as F
 
     pattern = ".*/" + re.escape(_uri_quote(quote(name, safe=""))) + "=([^/]*)/"
     raw = F.regexp_extract(origin, pattern, 1)
-    value = _url_decode(_url_decode(raw))
+    value = _url_decode(_url_decode(raw), lenient=lenient)
     value = F.when(value == F.lit(HIVE_DEFAULT_PARTITION), F.lit(None)).otherwise(value)
     return value.cast(data_type)
+
+
+def folder_column(origin: Column) -> Column:
+    """The parent folder's name of a file, decoded, from its origin (``label_from_folder``)."""
+    from pyspark.sql import functions as F
+
+    return _url_decode(F.element_at(F.split(origin, "/"), -2))
 
 
 # --- Directory links -----------------------------------------------------------------------------
@@ -358,20 +397,26 @@ def binary_reader(spark: SparkSession, recursive: bool, path_glob_filter: str | 
 
 @dataclass
 class Listing:
-    """Files found for a read: the (sampled) ``binaryFile`` DataFrame and what is known of its size.
+    """Files found for a read: the (sampled) scan and what is known of the listing.
 
-    ``frame`` has ``binaryFile``'s columns plus ``partition_columns`` (Spark's partition discovery).
-    ``listed`` is a one-column DataFrame (``origin``) of every listed file after sampling, zero-byte
-    files included, or None where the listing could not reach the driver (see :func:`listed_origins`).
-    ``num_files`` and ``total_bytes`` are Spark's figures before sampling (None when unknown).
+    ``frame`` has one row per file the scan returns bytes for: :data:`ORIGIN_COL` (the image-source
+    URI), :data:`CONTENT_COL` (the bytes) and the ``partition_columns`` (Spark's partition discovery,
+    typed as ``partition_types``). ``source`` is the sampled ``binaryFile`` DataFrame behind it (its
+    ``_metadata`` column still there). ``listed`` is a one-column DataFrame (``origin``) of every listed
+    file after sampling, zero-byte files included, or None where the listing could not reach the
+    driver (see :func:`listed_origins`). ``num_files`` and ``total_bytes`` are Spark's figures
+    before sampling (None when unknown).
     """
 
     frame: DataFrame
+    source: DataFrame
     partition_columns: tuple[str, ...]
+    partition_types: dict[str, Any]
     listed: DataFrame | None
     num_files: int | None
     total_bytes: int | None
     sample_ratio: float = 1.0
+    lenient: bool = False  # partition values parsed with try_url_decode (Spark 4+)
 
     def planned_files(self) -> int | None:
         """Files expected after sampling (an estimate when sampling)."""
@@ -390,6 +435,14 @@ def is_connect_session(spark: SparkSession) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
+def has_try_url_decode(spark: SparkSession) -> bool:
+    """Whether the session's Spark has ``try_url_decode`` (4.0+)."""
+    try:
+        return int(str(spark.version).split(".", 1)[0]) >= 4
+    except Exception:  # noqa: BLE001 - assume the older function set
+        return False
+
+
 def list_files(
     spark: SparkSession,
     paths: list[str],
@@ -398,19 +451,42 @@ def list_files(
     path_glob_filter: str | None,
     sample_ratio: float = 1.0,
     seed: int = 0,
+    keep_listing: bool = True,
 ) -> Listing:
     """List ``paths`` with Spark and sample them, without a Spark job and without opening a file.
 
     Local trees are checked for directory links first (:func:`check_directory_links`). Raises
-    ``FileNotFoundError`` naming the missing path when Spark reports one.
+    ``FileNotFoundError`` naming the missing path when Spark reports one. ``keep_listing=False`` skips
+    bringing the listing to a DataFrame (reads that give no row to files the scan cannot read).
     """
     from pyspark.sql import functions as F
 
     check_directory_links(spark, paths)
-    reader = binary_reader(spark, recursive, path_glob_filter)
+    lenient = has_try_url_decode(spark)
+    frame = _load(binary_reader(spark, recursive, path_glob_filter), paths)
+    parts = partition_columns(frame)
+    types = {f.name: f.dataType for f in frame.schema.fields if f.name in parts}
+    if keep_listing:
+        listed, num_files, total_bytes = listed_origins(spark, frame)
+    else:
+        listed, num_files, total_bytes = None, *_counts(spark, frame)
+    if sample_ratio < 1.0 and listed is not None:
+        listed = listed.filter(sample_condition(F.col("origin"), sample_ratio, seed))
+
+    source = frame
+    origin = origin_column(F.col("_metadata.file_path"))
+    if sample_ratio < 1.0:
+        source = source.filter(sample_condition(origin, sample_ratio, seed))
+    scanned = source.select(
+        origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL), *[F.col(quoted(p)) for p in parts]
+    )
+    return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient)
+
+
+def _load(reader: DataFrameReader, paths: list[str]) -> DataFrame:
     try:
         frame = reader.load(paths)
-        columns = frame.columns  # Connect resolves (and lists) lazily: make a missing path fail here
+        frame.columns  # noqa: B018 - Connect resolves (and lists) lazily: make a missing path fail here
     except Exception as exc:  # noqa: BLE001 - classic and Connect raise different classes
         text = str(exc)
         if "PATH_NOT_FOUND" in text or "Path does not exist" in text:
@@ -418,13 +494,23 @@ def list_files(
             where = missing.group(1) if missing else ", ".join(paths)
             raise FileNotFoundError(f"path: expected an existing file, folder or glob, got {where}") from None
         raise
-    partition_columns = tuple(c for c in columns if c not in BINARY_FILE_COLUMNS)
-    listed, num_files, total_bytes = listed_origins(spark, frame)
-    if sample_ratio < 1.0:
-        frame = frame.filter(sample_condition(origin_column(F.col("_metadata.file_path")), sample_ratio, seed))
-        if listed is not None:
-            listed = listed.filter(sample_condition(F.col("origin"), sample_ratio, seed))
-    return Listing(frame, partition_columns, listed, num_files, total_bytes, sample_ratio)
+    return frame
+
+
+def partition_columns(frame: DataFrame) -> tuple[str, ...]:
+    """The partition columns of a freshly loaded ``binaryFile`` DataFrame: its columns other than ``binaryFile``'s."""
+    return tuple(c for c in frame.columns if c not in BINARY_FILE_COLUMNS)
+
+
+def _counts(spark: SparkSession, frame: DataFrame) -> tuple[int | None, int | None]:
+    """File count and total bytes of the listing without bringing the listing anywhere."""
+    if not is_connect_session(spark):
+        try:
+            jdf = frame._jdf
+            return len(jdf.inputFiles()), _jvm_size(jdf)
+        except Exception:  # noqa: BLE001 - hints only
+            return None, None
+    return None, _connect_size_in_bytes(frame)
 
 
 def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | None, int | None, int | None]:
@@ -434,8 +520,8 @@ def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | N
     Dataset there; one py4j call, no Python string per file), and the byte total is the relation's
     statistics (the sum of the listed files' sizes Spark keeps). Spark Connect: ``inputFiles()``
     comes back as one gRPC message; past the client's message limit the listing cannot reach the
-    driver, and a warning says so (zero-byte and unreadable files then get no row; every other file
-    is still read).
+    driver, and a warning says so (files the scan returns no bytes for then get no row; every other
+    file is still read).
     """
     if not is_connect_session(spark):
         try:
@@ -508,11 +594,14 @@ def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, in
         seq = jvm.scala.Predef.genericWrapArray(files)
     jds = spark._jsparkSession.createDataset(seq, jvm.org.apache.spark.sql.Encoders.STRING())
     listed = ClassicFrame(jds.toDF(), spark).withColumnRenamed("value", "origin")
+    return listed, len(files), _jvm_size(jdf)
+
+
+def _jvm_size(jdf) -> int | None:
     try:
-        total = int(str(jdf.queryExecution().analyzed().stats().sizeInBytes()))
+        return int(str(jdf.queryExecution().analyzed().stats().sizeInBytes()))
     except Exception:  # noqa: BLE001 - statistics are a hint
-        total = None
-    return listed, len(files), total
+        return None
 
 
 _SIZE = re.compile(r"sizeInBytes=([0-9.]+)\s*(B|KiB|MiB|GiB|TiB|PiB|EiB)")
@@ -532,17 +621,145 @@ def _connect_size_in_bytes(frame: DataFrame) -> int | None:
         return None
 
 
-def unread_origins(listing: Listing, slots: int) -> DataFrame | None:
-    """Listed files the ``binaryFile`` scan returns no row for, as a lazy DataFrame (``origin``).
+# --- Files the scan returns no bytes for --------------------------------------------------------
 
-    Zero-byte files (Spark never plans a split for them), and files that vanished or could not be
-    read. Evaluated by Spark when the result is: a left anti join of the listing against the scan's
-    file paths (no content read), the scan coalesced to ``slots`` partitions so that it costs a few
-    tasks, not one per ~30 small files. None when the listing did not reach the driver.
+
+def local_path(origin: str) -> str | None:
+    """The local filesystem path of a ``file:`` origin (``file:///tmp/a%20b.jpg`` -> ``/tmp/a b.jpg``)."""
+    if not origin.startswith("file:"):
+        return None
+    rest = origin[5:]
+    if rest.startswith("//"):
+        slash = rest.find("/", 2)
+        if slash < 0 or rest[2:slash] not in ("", "localhost"):
+            return None
+        rest = rest[slash:]
+    return unquote(rest)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def local_file_problem(origin: str) -> str | None:
+    """Why Spark's ``binaryFile`` read will return no bytes for this listed local file, or None.
+
+    Opens the file (``O_NONBLOCK``: a named pipe does not block) without reading it, and looks at what
+    was opened: a file that cannot be opened (no permission, vanished), is not a regular file, or is
+    empty gets its reason. Then Hadoop's one known name rule: its local filesystem opens a checksum file
+    ``.<name>.crc`` beside each file, and a name with ``:`` makes that an invalid path, so the read fails.
+    """
+    path = local_path(origin)
+    if path is None:
+        return None
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return VANISHED_REASON
+    except PermissionError:
+        return PERMISSION_REASON
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, "error")
+        return OPEN_FAILED_REASON.format(error=f"{code}: {exc.strerror}")
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _KINDS if test(info.st_mode)), "a special file")
+        return NOT_REGULAR_REASON.format(kind=kind)
+    if info.st_size == 0:
+        return EMPTY_REASON
+    if ":" in path.rsplit("/", 1)[-1]:
+        return COLON_REASON
+    return None
+
+
+def probe_local_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body (executors): for each listed ``origin``, a row (:data:`ORIGIN_COL`,
+    :data:`REASON_COL`) only when :func:`local_file_problem` finds one. Files are opened, never read."""
+    import pyarrow as pa
+
+    for batch in batches:
+        origins, reasons = [], []
+        for origin in batch.column(0).to_pylist():
+            reason = None if origin is None else local_file_problem(origin)
+            if reason is not None:
+                origins.append(origin)
+                reasons.append(reason)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(origins, pa.string()), pa.array(reasons, pa.string())], names=[ORIGIN_COL, REASON_COL]
+        )
+
+
+def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
+    """A stage's input: one row per listed (and sampled) file, exactly once.
+
+    Columns :data:`ORIGIN_COL`, :data:`CONTENT_COL`, the partition columns and :data:`REASON_COL`
+    (null for the files the scan read; the reason, with null content, for the others). With
+    ``keep_unread`` and the listing at hand:
+
+    * local files (``file:``): the listing goes through :func:`probe_local_files` (a lazy Python
+      stage that opens each file, never reads it); its few rows are broadcast once and decide, file by
+      file, which side gives the row: a file with a reason comes from the listing, every other from
+      the scan. One join on one evaluation of the probe, so a file the JVM reads although the probe
+      found a problem (or the reverse) is never counted twice;
+    * other filesystems: a left anti join of the listing against the scan's file paths (Spark's
+      statuses, no content read); Spark prunes this branch when every listed file is local.
+
+    Nothing here runs before the result does.
     """
     from pyspark.sql import functions as F
 
-    if listing.listed is None:
-        return None
-    scanned = listing.frame.select(origin_column(F.col("_metadata.file_path")).alias("origin")).coalesce(max(1, slots))
-    return listing.listed.join(scanned, on="origin", how="left_anti")
+    parts = found.partition_columns
+    scanned = found.frame
+    null_reason = F.lit(None).cast("string").alias(REASON_COL)
+    if not keep_unread or found.listed is None:
+        return scanned.select(ORIGIN_COL, CONTENT_COL, *map(quoted, parts), null_reason)
+
+    listed = found.listed.select(F.col("origin").alias(ORIGIN_COL))
+    flagged = listed.filter(F.col(ORIGIN_COL).startswith("file:")).mapInArrow(
+        probe_local_files, f"{ORIGIN_COL} string, {REASON_COL} string"
+    )
+    listing_rows = listed.select(
+        ORIGIN_COL, F.lit(None).cast("binary").alias(CONTENT_COL),
+        *[F.lit(None).cast(found.partition_types[p]).alias(p) for p in parts], F.lit(True).alias(_LISTED_COL),
+    )
+    both = scanned.select(ORIGIN_COL, CONTENT_COL, *map(quoted, parts), F.lit(False).alias(_LISTED_COL))
+    both = both.unionByName(listing_rows)
+    joined = both.join(F.broadcast(flagged), ORIGIN_COL, "left")
+    listed_flag, reason = F.col(_LISTED_COL), F.col(REASON_COL)
+    joined = joined.filter((listed_flag & reason.isNotNull()) | (~listed_flag & reason.isNull()))
+    origin = F.col(ORIGIN_COL)
+    local = joined.select(
+        ORIGIN_COL, CONTENT_COL,
+        *[
+            F.when(listed_flag, partition_value(origin, p, found.partition_types[p], found.lenient))
+            .otherwise(F.col(quoted(p)))
+            .alias(p)
+            for p in parts
+        ],
+        REASON_COL,
+    )
+    return local.unionByName(_remote_unread(found, slots))
+
+
+def _remote_unread(found: Listing, slots: int) -> DataFrame:
+    """Rows for listed files on other filesystems that the scan returns nothing for (no content read)."""
+    from pyspark.sql import functions as F
+
+    path = F.col("_metadata.file_path")
+    remote_scanned = (
+        found.source.filter(~path.startswith("file:"))
+        .select(origin_column(path).alias(ORIGIN_COL))
+        .coalesce(max(1, slots))
+    )
+    remote = found.listed.select(F.col("origin").alias(ORIGIN_COL)).filter(~F.col(ORIGIN_COL).startswith("file:"))
+    unread = remote.join(remote_scanned, ORIGIN_COL, "left_anti")
+    origin, types = F.col(ORIGIN_COL), found.partition_types
+    return unread.select(
+        ORIGIN_COL, F.lit(None).cast("binary").alias(CONTENT_COL),
+        *[partition_value(origin, p, types[p], found.lenient).alias(p) for p in found.partition_columns],
+        F.lit(REMOTE_UNREAD_REASON).alias(REASON_COL),
+    )

@@ -1,8 +1,13 @@
-"""Hostile inputs on the read side: directory links and resizes far larger than the image."""
+"""Hostile inputs on the read side: files Spark cannot open, files that change under the read,
+directory links, and resizes far larger than the image. Every listed file must come back exactly once,
+with the reason when it has no pixels."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import unquote
@@ -10,11 +15,16 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 from images import encode, rgb_array, write_files
+from pyspark.sql import functions as F
 
 import gpuimages
 from gpuimages import listing
 from gpuimages.options import DEFAULT_MAX_PIXELS
 from gpuimages.transcode import transcode_files
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+#: Run a command as root without the capabilities that let root read any file (chmod 000 then holds).
+DROP_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
 
 def _name(origin: str) -> str:
@@ -29,6 +39,155 @@ def _rows(df, origin: str = "image.origin") -> dict:
         assert key not in out, f"{key!r} came back twice"
         out[key] = r
     return out
+
+
+@pytest.fixture()
+def hostile(tmp_path) -> Path:
+    """A folder of files Spark lists but its binary read returns nothing for, next to valid ones."""
+    folder = tmp_path / "hostile"
+    write_files(folder, {
+        "ok.jpg": encode(rgb_array(8, 12, seed=1), "JPEG", quality=90),
+        "ok.png": encode(rgb_array(5, 7, seed=2), "PNG"),
+        "a:b.png": encode(rgb_array(6, 6, seed=3), "PNG"),
+        "empty.jpg": b"",
+        "new\nline.png": encode(rgb_array(4, 9, seed=4), "PNG"),
+    })
+    os.mkfifo(folder / "pipe.jpg")
+    return folder
+
+
+EXPECTED_REASONS = {
+    "a:b.png": listing.COLON_REASON,
+    "empty.jpg": listing.EMPTY_REASON,
+    "pipe.jpg": "no bytes read: not a regular file (a named pipe)",
+}
+
+
+def test_files_spark_cannot_open_get_one_row_each_with_the_reason(spark, hostile):
+    listed = spark.read.format("binaryFile").load(str(hostile)).inputFiles()
+    assert len(listed) == 6
+    image_source = spark.read.format("image").option("ignoreCorruptFiles", "true").load(str(hostile))
+    theirs = {_name(r.image.origin): r.image for r in image_source.collect()}
+    assert set(theirs) == {"ok.jpg", "ok.png", "new\nline.png"}  # Spark's source drops the other three unseen
+
+    df = gpuimages.read_images(spark, str(hostile), device="cpu")
+    assert df.columns == ["image", "error"]
+    rows = _rows(df)
+    assert sorted(r.image.origin for r in rows.values()) == sorted(listed)
+    assert {k: r.error for k, r in rows.items() if r.error} == EXPECTED_REASONS
+    for name in EXPECTED_REASONS:
+        assert (rows[name].image.height, rows[name].image.nChannels, rows[name].image.data) == (-1, -1, b"")
+    for name, ref in theirs.items():
+        mine = rows[name].image
+        assert (mine.origin, mine.height, mine.width, mine.nChannels, mine.mode) == (
+            ref.origin, ref.height, ref.width, ref.nChannels, ref.mode,
+        )
+        assert mine.data == ref.data
+
+
+def test_transcode_files_and_drop_invalid_follow_the_same_rows(spark, hostile):
+    out = transcode_files(spark, str(hostile), device="cpu", format="png")
+    rows = _rows(out, origin="origin")
+    assert set(rows) == {"ok.jpg", "ok.png", "new\nline.png", *EXPECTED_REASONS}
+    assert {k: r.error for k, r in rows.items() if r.error} == EXPECTED_REASONS
+    assert all(rows[k].encoded is None for k in EXPECTED_REASONS)
+    assert (rows["ok.png"].height, rows["ok.png"].width) == (5, 7)
+
+    kept = _rows(gpuimages.read_images(spark, str(hostile), device="cpu", drop_invalid=True))
+    assert set(kept) == {"ok.jpg", "ok.png", "new\nline.png"}
+
+
+def test_a_sample_keeps_the_reasons_of_the_files_it_chose(spark, hostile):
+    listed = spark.read.format("binaryFile").load(str(hostile)).inputFiles()
+    frame = spark.createDataFrame([(o,) for o in listed], "origin string")
+    seed = next(
+        s for s in range(200)
+        if 2 <= frame.filter(listing.sample_condition(F.col("origin"), 0.5, s)).count() <= 4
+    )
+    chosen = {r.origin for r in frame.filter(listing.sample_condition(F.col("origin"), 0.5, seed)).collect()}
+    rows = _rows(gpuimages.read_images(spark, str(hostile), device="cpu", sample_ratio=0.5, seed=seed))
+    assert {r.image.origin for r in rows.values()} == chosen
+    assert all(r.error == EXPECTED_REASONS.get(k) for k, r in rows.items())
+
+
+def test_the_jvm_reading_a_file_the_probe_refuses_gives_one_row(spark, hostile):
+    """A local filesystem configured without checksum files opens ``a:b.png``; the probe still refuses
+    it by name. The file must come back once (the probe's row), not twice."""
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    before = {k: conf.get(k) for k in ("fs.file.impl", "fs.file.impl.disable.cache")}
+    conf.set("fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+    conf.set("fs.file.impl.disable.cache", "true")
+    try:
+        colon = [o for o in spark.read.format("binaryFile").load(str(hostile)).inputFiles() if "a:b" in o]
+        jvm_rows = spark.read.format("binaryFile").load(listing.load_path(colon[0])).select("length").collect()
+        assert [r.length for r in jvm_rows] == [len((hostile / "a:b.png").read_bytes())]  # the JVM does read it
+        rows = _rows(gpuimages.read_images(spark, str(hostile), device="cpu"))
+    finally:
+        for key, value in before.items():
+            conf.unset(key) if value is None else conf.set(key, value)
+    assert len(rows) == 6
+    assert rows["a:b.png"].error == listing.COLON_REASON
+
+
+def test_files_emptied_or_deleted_after_listing_come_back_once(spark, hostile):
+    df = gpuimages.read_images(spark, str(hostile), device="cpu")  # listed now: ok.png has bytes
+    (hostile / "ok.png").write_bytes(b"")  # Spark planned a split for it and reads 0 bytes; the probe sees 0 bytes
+    (hostile / "ok.jpg").unlink()
+    rows = _rows(df)
+    assert len(rows) == 6
+    assert rows["ok.png"].error == listing.EMPTY_REASON
+    assert rows["ok.jpg"].error == listing.VANISHED_REASON
+
+
+def _cli(args: list[str], drop_dac: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    prefix = DROP_DAC if drop_dac else []
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "gpuimages", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.skipif(IS_ROOT and shutil.which("setpriv") is None, reason="root without setpriv reads any file")
+def test_permission_denied_gets_its_reason_in_the_cli_read_images_and_transcode_files(spark, hostile, tmp_path):
+    """As root, the command runs without the capabilities that bypass file permissions (``setpriv``)."""
+    (hostile / "secret.jpg").write_bytes(encode(rgb_array(8, 8), "JPEG"))
+    (hostile / "secret.jpg").chmod(0)
+    expected = {**EXPECTED_REASONS, "secret.jpg": listing.PERMISSION_REASON}
+    try:
+        raw, jpeg = tmp_path / "raw.parquet", tmp_path / "jpeg.parquet"
+        for dest, fmt in ((raw, "raw"), (jpeg, "jpeg")):
+            proc = _cli(["convert", str(hostile), str(dest), "--master", "local[1]", "--device", "cpu",
+                         "--format", fmt], drop_dac=IS_ROOT)
+            assert dest.exists(), proc.stderr[-3000:]
+        images = _rows(spark.read.parquet(str(raw)))
+        encoded = _rows(spark.read.parquet(str(jpeg)), origin="origin")
+        for rows in (images, encoded):
+            assert len(rows) == 7
+            assert {k: r.error for k, r in rows.items() if r.error} == expected
+        if not IS_ROOT:
+            assert {k: r.error for k, r in _rows(gpuimages.read_images(spark, str(hostile))).items()
+                    if r.error} == expected
+            assert {k: r.error for k, r in _rows(transcode_files(spark, str(hostile)), "origin").items()
+                    if r.error} == expected
+    finally:
+        (hostile / "secret.jpg").chmod(0o644)
+
+
+def test_probe_reasons_without_spark(tmp_path):
+    (tmp_path / "ok.jpg").write_bytes(b"x")
+    (tmp_path / "a:b.jpg").write_bytes(b"x")
+    (tmp_path / "empty:1.jpg").write_bytes(b"")
+    (tmp_path / "d").mkdir()
+    os.mkfifo(tmp_path / "p")
+    uri = tmp_path.as_uri()
+    assert listing.local_file_problem(f"{uri}/ok.jpg") is None
+    assert listing.local_file_problem(f"{uri}/a:b.jpg") == listing.COLON_REASON
+    assert listing.local_file_problem(f"{uri}/empty:1.jpg") == listing.EMPTY_REASON  # never opened by Spark
+    assert listing.local_file_problem(f"{uri}/gone.jpg") == listing.VANISHED_REASON
+    assert listing.local_file_problem(f"{uri}/d") == "no bytes read: not a regular file (a directory)"
+    assert listing.local_file_problem(f"{uri}/p") == "no bytes read: not a regular file (a named pipe)"
+    assert listing.local_file_problem("s3a://bucket/a:b.jpg") is None  # not probed: not local
+    assert listing.local_path("file:///tmp/a%20b%0Ac.jpg") == "/tmp/a b\nc.jpg"
 
 
 # --- Directory links -----------------------------------------------------------------------------
