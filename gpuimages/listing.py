@@ -6,7 +6,8 @@ so files not sampled are never opened. Spark's file sources skip zero-byte files
 splits, and drop files they cannot open (``ignoreCorruptFiles``) without a trace; :func:`stage_input`
 gives each listed file exactly one row of a stage's input, with the reason where Spark returns no
 bytes (see ``docs/listing.md``). Partition columns (``root/cls=kittens/a.jpg`` -> ``cls``) come from
-Spark's partition discovery, exactly as ``spark.read.format("image")`` gives them.
+Spark's partition discovery, exactly as ``spark.read.format("image")`` gives them, even when a
+partition folder is named like one of ``binaryFile``'s own columns.
 
 :func:`probe_local_files` is the one part that runs on executors (inside ``mapInArrow``).
 """
@@ -35,8 +36,10 @@ _URI_PATH_SAFE = "/@_-!.~'()*,;:$&+="
 _GLOB_CHARS = re.compile(r"([\\*?\[\]{}])")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
 
-#: The columns ``binaryFile`` gives; any other column of its DataFrame is a partition column.
+#: The columns ``binaryFile`` gives; a partition folder with one of these names replaces that column.
 BINARY_FILE_COLUMNS = ("path", "modificationTime", "length", "content")
+#: Names a partition column shares with ``binaryFile``'s columns or its metadata column (case-insensitive).
+_SHADOWING = {"path", "modificationtime", "length", "content", "_metadata"}
 #: Spark's name for a null partition value in a directory name.
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 #: Sampling compares 53 bits of a seeded 64-bit hash with ``ratio * 2**53``.
@@ -176,17 +179,26 @@ def _url_decode(col: Column, lenient: bool = False) -> Column:
     return F.coalesce(F.call_function("try_url_decode", plus_kept), col)
 
 
+#: Characters Spark's ``ExternalCatalogUtils.escapePathName`` %-escapes in partition folder names.
+_SPARK_ESCAPED = {chr(c) for c in range(1, 0x20)} | set("\"#%'*/:=?\\\x7f{[]^")
+
+
+def spark_escape_path_name(text: str) -> str:
+    """A partition column name or value as Spark writes it in a folder name (``escapePathName``)."""
+    return "".join(f"%{ord(ch):02X}" if ch in _SPARK_ESCAPED else ch for ch in text)
+
+
 def partition_value(origin: Column, name: str, data_type, lenient: bool = False) -> Column:
     """The value of partition column ``name`` parsed from a file's origin, cast to ``data_type``.
 
-    Spark writes ``name=value`` directory names with ``value`` %-escaped (``unescapePathName``); the
+    Spark writes ``name=value`` directory names with both parts escaped (``escapePathName``); the
     origin is a URI, %-escaped once more. The last ``/name=`` segment wins, as in Spark's partition
     discovery of the directories below the base path. ``lenient`` (Spark 4+, which has
     ``try_url_decode``): a value with a stray ``%`` is kept as written, as Spark keeps it.
     """
     from pyspark.sql import functions as F
 
-    pattern = ".*/" + re.escape(_uri_quote(quote(name, safe=""))) + "=([^/]*)/"
+    pattern = ".*/" + re.escape(_uri_quote(spark_escape_path_name(name))) + "=([^/]*)/"
     raw = F.regexp_extract(origin, pattern, 1)
     value = _url_decode(_url_decode(raw), lenient=lenient)
     value = F.when(value == F.lit(HIVE_DEFAULT_PARTITION), F.lit(None)).otherwise(value)
@@ -473,13 +485,35 @@ def list_files(
     if sample_ratio < 1.0 and listed is not None:
         listed = listed.filter(sample_condition(F.col("origin"), sample_ratio, seed))
 
-    source = frame
+    shadowed = sorted(p for p in parts if p.lower() in _SHADOWING)
+    if shadowed:
+        # A partition folder named like a binaryFile column (or the metadata column) replaces it in this
+        # relation (the bytes, for content=), and Spark's optimiser fails on some of these relations
+        # (length=, modificationTime=): read the bytes from a listing without partition inference, limited
+        # to this one's files, and parse the partition values from the paths as Spark does.
+        log.info("gpuimages: partition column(s) %s shadow binaryFile's columns; bytes come from a second listing",
+                 shadowed)
+        source = _load(binary_reader(spark, True, path_glob_filter), paths)
+    else:
+        source = frame
     origin = origin_column(F.col("_metadata.file_path"))
     if sample_ratio < 1.0:
         source = source.filter(sample_condition(origin, sample_ratio, seed))
-    scanned = source.select(
-        origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL), *[F.col(quoted(p)) for p in parts]
-    )
+    if shadowed:
+        scanned = source.select(origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL))
+        if listed is not None:
+            scanned = scanned.join(F.broadcast(listed.withColumnRenamed("origin", ORIGIN_COL)), ORIGIN_COL, "left_semi")
+        else:
+            log.warning("gpuimages: without the listing, a partition folder named %s cannot be told from other "
+                        "folders; files below folders that are not partitions are read too", shadowed)
+        origin_col = F.col(ORIGIN_COL)
+        scanned = scanned.select(
+            ORIGIN_COL, CONTENT_COL, *[partition_value(origin_col, p, types[p], lenient).alias(p) for p in parts]
+        )
+    else:
+        scanned = source.select(
+            origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL), *[F.col(quoted(p)) for p in parts]
+        )
     return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient)
 
 
@@ -497,9 +531,54 @@ def _load(reader: DataFrameReader, paths: list[str]) -> DataFrame:
     return frame
 
 
+_READ_SCHEMA = re.compile(r"ReadSchema: struct<([^>]*)>")
+
+
+def parse_read_schema(plan: str) -> list[str] | None:
+    """The field names of a file scan's ``ReadSchema: struct<...>`` in a plan's text (None if absent or cut)."""
+    m = _READ_SCHEMA.search(plan)
+    if not m or m.group(1).endswith("..."):
+        return None
+    return [field.split(":", 1)[0].strip("`") for field in m.group(1).split(",") if field]
+
+
 def partition_columns(frame: DataFrame) -> tuple[str, ...]:
-    """The partition columns of a freshly loaded ``binaryFile`` DataFrame: its columns other than ``binaryFile``'s."""
-    return tuple(c for c in frame.columns if c not in BINARY_FILE_COLUMNS)
+    """The partition columns of a freshly loaded ``binaryFile`` DataFrame, in its column order.
+
+    A partition folder named like a ``binaryFile`` column (``path=``, ``content=``, ...; Spark resolves
+    names case-insensitively) replaces that column in the relation, so the names alone do not tell.
+    Classic sessions read the relation's partition schema in the JVM; Connect sessions read which data
+    columns the file scan reads (``ReadSchema`` of the physical plan): every other column is a partition.
+    """
+    columns = frame.columns
+    names: list[str] | None = None
+    if not is_connect_session(frame.sparkSession):
+        try:
+            relation = frame._jdf.queryExecution().analyzed().collectLeaves().apply(0).relation()
+            names = list(relation.partitionSchema().fieldNames())
+        except Exception as exc:  # noqa: BLE001 - a JVM API that moved: read the plan instead
+            log.info("gpuimages: partition schema unavailable from the JVM (%s); reading the plan", exc)
+    if names is None:
+        try:
+            read = parse_read_schema(_plan_text(frame))
+        except Exception:  # noqa: BLE001 - fall back to the names and types below
+            read = None
+        if read is not None:
+            names = [c for c in columns if c not in read]
+    if names is None:
+        from pyspark.sql.types import BinaryType, LongType, StringType, TimestampType
+
+        standard = {"path": StringType(), "modificationTime": TimestampType(), "length": LongType(),
+                    "content": BinaryType()}
+        names = [f.name for f in frame.schema.fields if standard.get(f.name) != f.dataType]
+    wanted = set(names)
+    return tuple(c for c in columns if c in wanted)
+
+
+def _plan_text(frame: DataFrame) -> str:
+    if is_connect_session(frame.sparkSession):
+        return frame._explain_string(mode="simple")
+    return frame._sc._jvm.PythonSQLUtils.explainString(frame._jdf.queryExecution(), "simple")
 
 
 def _counts(spark: SparkSession, frame: DataFrame) -> tuple[int | None, int | None]:

@@ -219,9 +219,12 @@ def file_inputs(
 
 
 def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:
-    """Refuse partition columns named like an output column."""
-    clash = sorted(set(taken).intersection(parts))
+    """Refuse partition columns named like an output column (or an internal one), ignoring case as
+    Spark's column resolution does."""
+    lowered = {t.lower() for t in taken}
+    clash = sorted(p for p in parts if p.lower() in lowered or p.lower().startswith(listing.INTERNAL_PREFIX))
     if clash:
         raise ValueError(
-            f"partition columns: expected names other than {sorted(taken)}, got partition folder(s) named {clash}"
+            f"partition columns: expected names other than {sorted(taken)} (in any case), got partition "
+            f"folder(s) named {clash}"
         )

@@ -137,3 +137,30 @@ def test_origins_with_control_characters_equal_spark_image_source(spark, tmp_pat
     # to_origin turns binaryFile's decoded paths into the same URIs
     paths = [r.path for r in spark.read.format("binaryFile").load(str(tmp_path)).select("path").collect()]
     assert sorted(listing.to_origin(p) for p in paths) == expected
+
+
+def test_parse_read_schema():
+    plan = "FileScan binaryFile [path#1,content#2,length#3] ... ReadSchema: struct<path:string,content:binary>"
+    assert listing.parse_read_schema(plan) == ["path", "content"]
+    assert listing.parse_read_schema("ReadSchema: struct<>") == []
+    assert listing.parse_read_schema("ReadSchema: struct<path:string,modificationTime:tim...>") is None
+    assert listing.parse_read_schema("no scan") is None
+
+
+@pytest.mark.parametrize("folder, expected", [
+    ("cls=a", ("cls",)), ("path=x", ("path",)), ("Content=7", ("Content",)), ("length=1/k=v", ("length", "k")),
+])
+def test_partition_columns_are_told_from_binary_file_columns_of_the_same_name(spark, tmp_path, folder, expected):
+    write_files(tmp_path, {f"{folder}/a.png": encode(rgb_array(4, 4), "PNG")})
+    frame = spark.read.format("binaryFile").load(str(tmp_path))
+    assert listing.partition_columns(frame) == expected
+    plan = listing._plan_text(frame)  # the Connect way, on this session
+    read = listing.parse_read_schema(plan)
+    assert tuple(c for c in frame.columns if c not in read) == expected
+
+
+def test_spark_escape_path_name_matches_folder_names_spark_writes(spark, tmp_path):
+    df = spark.createDataFrame([("a:b/c d%e", 1)], "k string, v int")
+    df.write.partitionBy("k").parquet(str(tmp_path / "t"))
+    folder = next(p.name for p in (tmp_path / "t").iterdir() if p.name.startswith("k="))
+    assert folder == "k=" + listing.spark_escape_path_name("a:b/c d%e")
