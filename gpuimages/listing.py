@@ -154,9 +154,22 @@ def origin_column(file_path: Column) -> Column:
 def sample_condition(origin: Column, ratio: float, seed: int) -> Column:
     """A seeded Bernoulli(``ratio``) choice per file, as a boolean column over its origin.
 
-    ``xxhash64(seed, origin)`` is Spark's own hash, so the choice is the same on every session
-    (classic or Connect), every run and every Spark version that has ``xxhash64`` (3.0+). A ratio of
-    0 is a constant false, which Spark's optimiser turns into an empty relation (nothing is read).
+    The same choice as :func:`file_sample_condition` makes over the file's ``_metadata.file_path``
+    (the origin is turned back into that form first).
+    """
+    from pyspark.sql import functions as F
+
+    return file_sample_condition(F.regexp_replace(origin, r"^([A-Za-z][A-Za-z0-9+.-]*):///", "$1:/"), ratio, seed)
+
+
+def file_sample_condition(file_path: Column, ratio: float, seed: int) -> Column:
+    """A seeded Bernoulli(``ratio``) choice per file, over ``_metadata.file_path`` (``file:/tmp/a.jpg``).
+
+    ``xxhash64(seed, file_path)`` is Spark's own hash, so the choice is the same on every session
+    (classic or Connect), every run and every Spark version that has ``xxhash64`` (3.0+). It is
+    evaluated for every listed file when Spark prunes its listing, so it is kept to one hash (no
+    string rewriting). A ratio of 0 is a constant false, which Spark's optimiser turns into an empty
+    relation (nothing is read).
     """
     from pyspark.sql import functions as F
 
@@ -164,7 +177,7 @@ def sample_condition(origin: Column, ratio: float, seed: int) -> Column:
         return F.lit(False)
     threshold = int(round(ratio * (1 << _SAMPLE_BITS)))
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)  # any Python int, as a signed 64-bit value
-    bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed64).cast("long"), origin), 64 - _SAMPLE_BITS)
+    bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed64).cast("long"), file_path), 64 - _SAMPLE_BITS)
     return bits < F.lit(threshold).cast("long")
 
 
@@ -295,15 +308,15 @@ def _glob_roots(path: str) -> list[str]:
     return roots
 
 
-def _default_fs(spark: SparkSession) -> str:
+def _default_fs(spark: SparkSession) -> str | None:
+    """The Hadoop default filesystem paths without a scheme resolve against; None when the session does
+    not say (a Connect server's ``core-site.xml`` is not visible from the client)."""
     try:
         if not is_connect_session(spark):
-            value = spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS")
-        else:
-            value = spark.conf.get("spark.hadoop.fs.defaultFS", None)
-    except Exception:  # noqa: BLE001 - assume Hadoop's default
-        value = None
-    return value or "file:///"
+            return spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+        return spark.conf.get("spark.hadoop.fs.defaultFS", None)
+    except Exception:  # noqa: BLE001 - unknown
+        return None
 
 
 def local_root(path: str, default_fs: str = "file:///") -> str | None:
@@ -328,7 +341,7 @@ class DirectoryLinkError(ValueError):
     """A directory reached a second time through a directory link while listing recursively."""
 
 
-def check_directory_links(spark: SparkSession, paths: Sequence[str]) -> None:
+def check_directory_links(spark: SparkSession, paths: Sequence[str]) -> bool:
     """Refuse local trees in which Spark's listing would reach a directory twice through a link.
 
     Spark's (Hadoop's) local listing follows directory links and never asks where they lead: a link to
@@ -337,15 +350,21 @@ def check_directory_links(spark: SparkSession, paths: Sequence[str]) -> None:
     entry per directory (none per file), following links exactly as Spark does (hidden folders
     skipped), and refused with a :class:`DirectoryLinkError` (a ``ValueError``) naming the link.
     Links to folders reached once (outside the tree, say) are followed, as Spark follows them.
-    Paths on other filesystems are not walked (object stores have no links).
+    Paths on other filesystems are not walked (object stores have no links). Returns whether every
+    path is on the local filesystem.
     """
     default_fs = _default_fs(spark)
+    every_path_local = True
     for path in paths:
-        local = local_root(path, default_fs)
+        local = local_root(path, default_fs or "file:///")
         if local is None:
+            every_path_local = False
             continue
+        if default_fs is None and not path.lower().startswith("file:"):
+            every_path_local = False  # probably local (then walked), but the server may resolve it elsewhere
         for root in _glob_roots(local):
             _walk_once(root)
+    return every_path_local
 
 
 def _walk_once(root: str) -> None:
@@ -429,6 +448,7 @@ class Listing:
     total_bytes: int | None
     sample_ratio: float = 1.0
     lenient: bool = False  # partition values parsed with try_url_decode (Spark 4+)
+    all_local: bool = False  # every path is on the local filesystem (no file elsewhere can be listed)
 
     def planned_files(self) -> int | None:
         """Files expected after sampling (an estimate when sampling)."""
@@ -473,7 +493,7 @@ def list_files(
     """
     from pyspark.sql import functions as F
 
-    check_directory_links(spark, paths)
+    all_local = check_directory_links(spark, paths)
     lenient = has_try_url_decode(spark)
     frame = _load(binary_reader(spark, recursive, path_glob_filter), paths)
     parts = partition_columns(frame)
@@ -498,7 +518,7 @@ def list_files(
         source = frame
     origin = origin_column(F.col("_metadata.file_path"))
     if sample_ratio < 1.0:
-        source = source.filter(sample_condition(origin, sample_ratio, seed))
+        source = source.filter(file_sample_condition(F.col("_metadata.file_path"), sample_ratio, seed))
     if shadowed:
         scanned = source.select(origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL))
         if listed is not None:
@@ -514,7 +534,7 @@ def list_files(
         scanned = source.select(
             origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL), *[F.col(quoted(p)) for p in parts]
         )
-    return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient)
+    return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient, all_local)
 
 
 def _load(reader: DataFrameReader, paths: list[str]) -> DataFrame:
@@ -659,6 +679,13 @@ def _listing_view(spark: SparkSession, files: list[str]) -> DataFrame:
 
 
 def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, int, int | None]:
+    """The listing as a Dataset over an RDD of ``inputFiles()``'s Java array (no copy of a path in Python).
+
+    An RDD-backed relation, not a local one: a plan holding every path as a literal row (a
+    ``LocalRelation``) is hashed, copied and re-analysed by every DataFrame operation built on it, which
+    at 100k files cost more than a second per ``read_images`` call; the RDD's slices stay in the driver
+    JVM and travel with the tasks that scan them.
+    """
     try:
         from pyspark.sql.classic.dataframe import DataFrame as ClassicFrame
     except ImportError:  # pyspark 3.5
@@ -667,13 +694,20 @@ def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, in
     jvm = spark.sparkContext._jvm
     jdf = frame._jdf
     files = jdf.inputFiles()  # a Java String[] proxy: its elements stay in the JVM
-    try:  # Scala 2.13 (Spark 4): createDataset takes an immutable Seq
-        seq = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(files)
-    except Exception:  # noqa: BLE001 - Scala 2.12 (Spark 3.5): a WrappedArray is a Seq
-        seq = jvm.scala.Predef.genericWrapArray(files)
-    jds = spark._jsparkSession.createDataset(seq, jvm.org.apache.spark.sql.Encoders.STRING())
+    count = len(files)
+    slices = max(1, min(count, spark.sparkContext.defaultParallelism))
+    try:  # Scala 2.13 (Spark 4)
+        paths = jvm.scala.jdk.javaapi.CollectionConverters.asJava(
+            jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(files)
+        )
+    except Exception:  # noqa: BLE001 - Scala 2.12 (Spark 3.5)
+        paths = jvm.scala.collection.JavaConverters.seqAsJavaListConverter(
+            jvm.scala.Predef.genericWrapArray(files)
+        ).asJava()
+    rdd = spark.sparkContext._jsc.parallelize(paths, slices)  # a java.util.List view of the array
+    jds = spark._jsparkSession.createDataset(rdd.rdd(), jvm.org.apache.spark.sql.Encoders.STRING())
     listed = ClassicFrame(jds.toDF(), spark).withColumnRenamed("value", "origin")
-    return listed, len(files), _jvm_size(jdf)
+    return listed, count, _jvm_size(jdf)
 
 
 def _jvm_size(jdf) -> int | None:
@@ -785,7 +819,7 @@ def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
       the scan. One join on one evaluation of the probe, so a file the JVM reads although the probe
       found a problem (or the reverse) is never counted twice;
     * other filesystems: a left anti join of the listing against the scan's file paths (Spark's
-      statuses, no content read); Spark prunes this branch when every listed file is local.
+      statuses, no content read); left out when every path read is local.
 
     Nothing here runs before the result does.
     """
@@ -821,7 +855,7 @@ def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
         ],
         REASON_COL,
     )
-    return local.unionByName(_remote_unread(found, slots))
+    return local if found.all_local else local.unionByName(_remote_unread(found, slots))
 
 
 def _remote_unread(found: Listing, slots: int) -> DataFrame:
