@@ -58,6 +58,10 @@ PERMISSION_REASON = "no bytes read: permission denied (the file cannot be opened
 VANISHED_REASON = "no bytes read: the file vanished after listing"
 COLON_REASON = "no bytes read: unreadable: Hadoop cannot open a local file whose name contains ':'"
 NOT_REGULAR_REASON = "no bytes read: not a regular file ({kind})"
+CHECKSUM_REASON = (
+    "no bytes read: the file does not match its Hadoop checksum file {name} (Hadoop's local filesystem "
+    "refuses to read it)"
+)
 OPEN_FAILED_REASON = "no bytes read: the file cannot be opened ({error})"
 #: Files not on the local filesystem (``hdfs:``, ``s3a:``, ...) are not probed; those the scan returns
 #: no row for are either of these (a file Spark fails to open there is dropped by Spark unseen).
@@ -547,6 +551,13 @@ def _load(reader: DataFrameReader, paths: list[str]) -> DataFrame:
             missing = re.search(r"Path does not exist: (\S+?)\.?(\s|$)", text)
             where = missing.group(1) if missing else ", ".join(paths)
             raise FileNotFoundError(f"path: expected an existing file, folder or glob, got {where}") from None
+        denied = re.search(r"AccessDeniedException: (.+?): Permission denied", text)
+        if denied:
+            raise PermissionError(
+                f"path: expected folders Spark can list, got {denied.group(1)}: permission denied (Spark's "
+                "listing stops at a folder it cannot read, so none of the files below it can be counted; "
+                "read the folders you can list, or fix the permission)"
+            ) from None
         raise
     return frame
 
@@ -759,8 +770,10 @@ def local_file_problem(origin: str) -> str | None:
 
     Opens the file (``O_NONBLOCK``: a named pipe does not block) without reading it, and looks at what
     was opened: a file that cannot be opened (no permission, vanished), is not a regular file, or is
-    empty gets its reason. Then Hadoop's one known name rule: its local filesystem opens a checksum file
-    ``.<name>.crc`` beside each file, and a name with ``:`` makes that an invalid path, so the read fails.
+    empty gets its reason. Then what Hadoop's local filesystem does with checksum files: it opens
+    ``.<name>.crc`` beside each file, which a name with ``:`` makes an invalid path (the read fails), and
+    where that file exists it checks every chunk against it (a stale one fails the read); only files
+    with a checksum file are read, to check them.
     """
     path = local_path(origin)
     if path is None:
@@ -784,9 +797,61 @@ def local_file_problem(origin: str) -> str | None:
         return NOT_REGULAR_REASON.format(kind=kind)
     if info.st_size == 0:
         return EMPTY_REASON
-    if ":" in path.rsplit("/", 1)[-1]:
+    folder, name = path.rsplit("/", 1) if "/" in path else (".", path)
+    if ":" in name:
         return COLON_REASON
+    if f".{name}.crc" in _checksum_files(folder):
+        return _checksum_problem(path, f"{folder}/.{name}.crc")
     return None
+
+
+#: ``.<name>.crc`` files of the folders probed last (one listing per folder, not a lookup per file).
+_CHECKSUM_CACHE: dict[str, frozenset[str]] = {}
+_CHECKSUM_CACHE_FOLDERS = 256
+_CRC_HEADER = b"crc\x00"
+
+
+def _checksum_files(folder: str) -> frozenset[str]:
+    names = _CHECKSUM_CACHE.get(folder)
+    if names is None:
+        try:
+            names = frozenset(n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".crc"))
+        except OSError:
+            names = frozenset()
+        if len(_CHECKSUM_CACHE) >= _CHECKSUM_CACHE_FOLDERS:
+            _CHECKSUM_CACHE.clear()
+        _CHECKSUM_CACHE[folder] = names
+    return names
+
+
+def _checksum_problem(path: str, crc_path: str) -> str | None:
+    """Read the file against its ``.crc`` file as Hadoop's ``ChecksumFileSystem`` does (a CRC-32 per
+    chunk); the reason when Hadoop would refuse it. Only files with such a checksum file are read here."""
+    import zlib
+
+    reason = CHECKSUM_REASON.format(name=os.path.basename(crc_path))
+    try:
+        sums = open(crc_path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return None  # Hadoop reads the file without checksums when it cannot open them
+    with sums:
+        header = sums.read(8)
+        if len(header) < 8 or header[:4] != _CRC_HEADER:
+            return None  # "Not a checksum file": Hadoop reads without checksums
+        per_sum = int.from_bytes(header[4:], "big", signed=True)
+        if per_sum <= 0:
+            return reason
+        try:
+            with open(path, "rb") as data:
+                while True:
+                    chunk = data.read(per_sum)
+                    if not chunk:
+                        return None
+                    expected = sums.read(4)
+                    if len(expected) != 4 or zlib.crc32(chunk) != int.from_bytes(expected, "big"):
+                        return reason
+        except OSError:
+            return None  # opened a moment ago: leave it to Spark
 
 
 def probe_local_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -794,6 +859,7 @@ def probe_local_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBa
     :data:`REASON_COL`) only when :func:`local_file_problem` finds one. Files are opened, never read."""
     import pyarrow as pa
 
+    _CHECKSUM_CACHE.clear()  # a reused worker must not see a folder as an earlier task listed it
     for batch in batches:
         origins, reasons = [], []
         for origin in batch.column(0).to_pylist():

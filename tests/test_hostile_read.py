@@ -139,6 +139,32 @@ def test_files_emptied_or_deleted_after_listing_come_back_once(spark, hostile):
     assert rows["ok.jpg"].error == listing.VANISHED_REASON
 
 
+def _hadoop_crc(data: bytes, per_sum: int = 512) -> bytes:
+    """A checksum file as Hadoop's ChecksumFileSystem writes it: ``crc\\0``, the chunk size, a CRC-32 per chunk."""
+    import zlib
+
+    sums = b"".join(zlib.crc32(data[i : i + per_sum]).to_bytes(4, "big") for i in range(0, len(data), per_sum))
+    return b"crc\x00" + per_sum.to_bytes(4, "big") + sums
+
+
+def test_a_stale_hadoop_checksum_file_gets_a_row_and_valid_ones_decode(spark, tmp_path):
+    data = {name: encode(rgb_array(40, 40, seed=i), "PNG") for i, name in enumerate(["good.png", "stale.png",
+                                                                                      "short.png", "junk.png"])}
+    folder = tmp_path / "crc"
+    write_files(folder, data)
+    (folder / ".good.png.crc").write_bytes(_hadoop_crc(data["good.png"]))
+    (folder / ".stale.png.crc").write_bytes(_hadoop_crc(data["good.png"]))  # another file's sums
+    (folder / ".short.png.crc").write_bytes(_hadoop_crc(data["short.png"])[:12])  # sums end early
+    (folder / ".junk.png.crc").write_bytes(b"not a checksum file")  # Hadoop ignores it
+    theirs = spark.read.format("image").option("ignoreCorruptFiles", "true").load(str(folder))
+    assert sorted(_name(r.image.origin) for r in theirs.collect()) == ["good.png", "junk.png"]
+    rows = _rows(gpuimages.read_images(spark, str(folder), device="cpu"))
+    assert sorted(rows) == ["good.png", "junk.png", "short.png", "stale.png"]
+    assert rows["good.png"].error is None and rows["junk.png"].error is None
+    for name in ("stale.png", "short.png"):
+        assert rows[name].error == listing.CHECKSUM_REASON.format(name=f".{name}.crc")
+
+
 def _cli(args: list[str], drop_dac: bool) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     prefix = DROP_DAC if drop_dac else []
@@ -321,3 +347,18 @@ def test_the_dali_router_sends_an_oversized_resize_to_pillow():
     decoded = PillowEngine(options).decode([blob])
     assert decoded.channels[0] == -1 and "resize=100000" in decoded.errors[0]
     assert np.asarray(decoded.data).size == 0
+
+
+@pytest.mark.skipif(IS_ROOT and shutil.which("setpriv") is None, reason="root without setpriv lists any folder")
+def test_a_folder_spark_cannot_list_is_a_clear_permission_error(tmp_path):
+    folder = tmp_path / "tree"
+    write_files(folder, {"a/x.jpg": encode(rgb_array(8, 8), "JPEG"), "locked/y.jpg": encode(rgb_array(8, 8), "JPEG")})
+    (folder / "locked").chmod(0)
+    try:
+        proc = _cli(["convert", str(folder), str(tmp_path / "out.parquet"), "--master", "local[1]", "--device", "cpu",
+                     "--recursive"], drop_dac=IS_ROOT)
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert proc.returncode != 0
+    assert "PermissionError: path: expected folders Spark can list, got " in proc.stderr
+    assert "locked: permission denied" in proc.stderr
