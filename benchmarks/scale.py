@@ -1,15 +1,18 @@
 """read_images at many files: listing, planning, sampling and driver memory against Spark's own listing.
 
-    python -m benchmarks.scale                 # 100k tiny JPEGs in 200 folders + 5 empty files
+    python -m benchmarks.scale                 # 100k tiny JPEGs in 200 folders + 5 empty + 5 unreadable files
     python -m benchmarks.scale --quick         # 2000 files: a smoke run
+    python -m benchmarks.scale --full          # also time the full read (every file decoded)
     python -m benchmarks.scale --count 1000000 --connect-limit 1048576
 
 One classic ``local[cores]`` session measures, on the same tree: Spark's image source building its
 DataFrame (which lists the tree), ``read_images`` building its DataFrame (the plan), a 1% sample
-built and counted, the driver's peak Python allocation (``tracemalloc``) while planning, and the row
-counts. A Spark Connect leg runs in a child process whose client gRPC message limit is lowered
-(``ChannelBuilder.GRPC_DEFAULT_OPTIONS`` set before ``remote()``), standing for a listing of 10M+
-files that cannot come back to the client in one message: every non-empty file must still be read.
+built and counted, optionally the full read counted, the driver's peak Python allocation
+(``tracemalloc``) while planning, and the row counts: every file a row, the empty and unreadable ones
+(names with ``:``, which Hadoop's local filesystem cannot open) with their reasons. A Spark Connect
+leg runs in a child process whose client gRPC message limit is lowered (``ChannelBuilder.GRPC_DEFAULT_OPTIONS``
+set before ``remote()``), standing for a listing of 10M+ files that cannot come back to the client in
+one message: every readable file must still be read.
 """
 
 from __future__ import annotations
@@ -47,16 +50,18 @@ SESSION_CONF = {"spark.ui.showConsoleProgress": "false"}
 
 @dataclass(frozen=True)
 class Tree:
-    """A generated tree: ``folder`` holds ``folders`` sub-folders of tiny JPEGs and ``empty`` zero-byte files."""
+    """A generated tree: ``folder`` holds ``folders`` sub-folders of tiny JPEGs, ``empty`` zero-byte files
+    and ``unreadable`` JPEGs whose names contain ``:`` (Spark's binary read cannot open them)."""
 
     folder: Path
     count: int
     folders: int
     empty: int
+    unreadable: int = 0
 
     @property
     def files(self) -> int:
-        return self.count + self.empty
+        return self.count + self.empty + self.unreadable
 
 
 def _variants(n: int = 8) -> list[bytes]:
@@ -70,13 +75,14 @@ def _variants(n: int = 8) -> list[bytes]:
     return out
 
 
-def make_tree(root: str | os.PathLike, count: int, folders: int = 200, empty: int = 5) -> Tree:
+def make_tree(root: str | os.PathLike, count: int, folders: int = 200, empty: int = 5, unreadable: int = 0) -> Tree:
     """Write (once; reused when complete) ``count`` tiny JPEGs round-robin into ``folders`` folders plus
-    ``empty`` zero-byte files, under ``root/scale-n<count>-f<folders>-e<empty>/images``."""
-    base = Path(root) / f"scale-n{count}-f{folders}-e{empty}"
+    ``empty`` zero-byte files and ``unreadable`` JPEGs named with ``:``, under
+    ``root/scale-n<count>-f<folders>-e<empty>[-u<unreadable>]/images``."""
+    base = Path(root) / (f"scale-n{count}-f{folders}-e{empty}" + (f"-u{unreadable}" if unreadable else ""))
     folder = base / "images"
     done = base / "complete.json"
-    tree = Tree(folder, count, folders, empty)
+    tree = Tree(folder, count, folders, empty, unreadable)
     if done.exists():
         return tree
     variants = _variants()
@@ -86,7 +92,9 @@ def make_tree(root: str | os.PathLike, count: int, folders: int = 200, empty: in
         (folder / f"c{i % folders:03d}" / f"img{i:08d}.jpg").write_bytes(variants[i % len(variants)])
     for j in range(empty):
         (folder / f"c{j % folders:03d}" / f"empty{j:03d}.jpg").write_bytes(b"")
-    done.write_text(json.dumps({"count": count, "folders": folders, "empty": empty}))
+    for k in range(unreadable):
+        (folder / f"c{k % folders:03d}" / f"colon:{k:03d}.jpg").write_bytes(variants[k % len(variants)])
+    done.write_text(json.dumps({"count": count, "folders": folders, "empty": empty, "unreadable": unreadable}))
     return tree
 
 
@@ -102,6 +110,10 @@ class ClassicResult:
     expect_rows: int
     plan_ratio: float = 0.0
     sample_ratio: float = 0.0
+    unread_rows: int = 0
+    expect_unread: int = 0
+    full_s: float | None = None
+    full_ratio: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -111,8 +123,9 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def measure_classic(spark: SparkSession, tree: Tree, repeats: int = 1) -> ClassicResult:
-    """Best-of-``repeats`` timings on one session; rows counted once."""
+def measure_classic(spark: SparkSession, tree: Tree, repeats: int = 1, full: bool = False) -> ClassicResult:
+    """Best-of-``repeats`` timings on one session; rows counted once. ``full``: also time the full read
+    counted (once, after the timed passes)."""
     import gpuimages
 
     folder = str(tree.folder)
@@ -143,13 +156,21 @@ def measure_classic(spark: SparkSession, tree: Tree, repeats: int = 1) -> Classi
         tracemalloc.stop()
     from pyspark.sql import functions as F
 
-    counts = df.agg(F.count("*").alias("n"), F.count(F.when(F.col("error").isNull(), 1)).alias("valid")).first()
+    counts = df.agg(
+        F.count("*").alias("n"),
+        F.count(F.when(F.col("error").isNull(), 1)).alias("valid"),
+        F.count(F.when(F.col("error").startswith("no bytes read"), 1)).alias("unread"),
+    ).first()
     result = ClassicResult(
         spark_listing_s=min(listing_s), plan_s=min(plan_s), sample_s=min(sample_s), peak_mb=peak / 2**20,
         rows=int(counts["n"]), valid_rows=int(counts["valid"]), sample_rows=int(sample_rows), expect_rows=tree.files,
+        unread_rows=int(counts["unread"]), expect_unread=tree.empty + tree.unreadable,
     )
     result.plan_ratio = result.plan_s / result.spark_listing_s
     result.sample_ratio = result.sample_s / result.spark_listing_s
+    if full:
+        _, result.full_s = _timed(lambda: plan().count())
+        result.full_ratio = result.full_s / result.spark_listing_s
     return result
 
 
@@ -225,6 +246,8 @@ def check_goals(classic: ClassicResult, connect: dict | None) -> list[tuple[str,
          f"{classic.sample_ratio:.2f}x"),
         (f"driver Python peak <= {PEAK_GOAL_MB:g} MB", classic.peak_mb <= PEAK_GOAL_MB, f"{classic.peak_mb:.1f} MB"),
         ("every file a row (classic)", classic.rows == classic.expect_rows, f"{classic.rows}/{classic.expect_rows}"),
+        ("empty and unreadable files have their reason", classic.unread_rows == classic.expect_unread,
+         f"{classic.unread_rows}/{classic.expect_unread}"),
     ]
     if connect is not None:
         ok = "error" not in connect and connect.get("valid_rows") == connect.get("expect_valid")
@@ -235,11 +258,14 @@ def check_goals(classic: ClassicResult, connect: dict | None) -> list[tuple[str,
 
 def format_report(tree: Tree, classic: ClassicResult, connect: dict | None) -> str:
     lines = [
-        f"Scale: {tree.count} tiny JPEGs in {tree.folders} folders + {tree.empty} empty files ({tree.folder})",
+        f"Scale: {tree.count} tiny JPEGs in {tree.folders} folders + {tree.empty} empty + {tree.unreadable} "
+        f"unreadable files ({tree.folder})",
         f"  Spark image-source listing   {classic.spark_listing_s:8.2f} s",
         f"  read_images plan             {classic.plan_s:8.2f} s   ({classic.plan_ratio:.2f}x)",
         f"  1% sample, built + counted   {classic.sample_s:8.2f} s   ({classic.sample_ratio:.2f}x), "
         f"{classic.sample_rows} rows",
+        *([f"  full read, built + counted   {classic.full_s:8.2f} s   ({classic.full_ratio:.2f}x)"]
+          if classic.full_s is not None else []),
         f"  driver Python peak (plan)    {classic.peak_mb:8.2f} MB",
         f"  rows {classic.rows} (valid {classic.valid_rows}), expected {classic.expect_rows}",
     ]
@@ -263,6 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=None, help="tiny JPEGs (default 100000; --quick 2000)")
     parser.add_argument("--folders", type=int, default=200)
     parser.add_argument("--empty", type=int, default=5, help="zero-byte files in the tree")
+    parser.add_argument("--unreadable", type=int, default=5, help="files named with ':' (Spark cannot open them)")
+    parser.add_argument("--full", action="store_true", help="also time the full read (every file decoded)")
     parser.add_argument("--repeats", type=int, default=None, help="timed passes, best kept (default 2; quick 1)")
     parser.add_argument("--quick", action="store_true", help="2000 files, one pass")
     parser.add_argument("--connect-limit", type=int, default=DEFAULT_CONNECT_LIMIT, help="client gRPC limit, bytes")
@@ -287,12 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from gpuimages.session import local_session
 
-    tree = make_tree(args.data_root, args.count, args.folders, args.empty)
+    tree = make_tree(args.data_root, args.count, args.folders, args.empty, args.unreadable)
     cores = os.cpu_count() or 2
     spark = local_session(f"local[{cores}]", "gpuimages-scale", **SESSION_CONF)
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        classic = measure_classic(spark, tree, repeats=args.repeats)
+        classic = measure_classic(spark, tree, repeats=args.repeats, full=args.full)
     finally:
         spark.stop()
     connect = None if args.no_connect else run_connect_child(tree, args.connect_limit)
@@ -302,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"tree": {**asdict(tree), "folder": str(tree.folder)}, "classic": asdict(classic), "connect": connect,
                "goals": check_goals(classic, connect)}
     (out / "scale.json").write_text(json.dumps(payload, indent=2))
-    return 0 if classic.rows == classic.expect_rows and (connect is None or "error" not in connect) else 1
+    ok = classic.rows == classic.expect_rows and classic.unread_rows == classic.expect_unread
+    return 0 if ok and (connect is None or "error" not in connect) else 1
 
 
 if __name__ == "__main__":

@@ -113,9 +113,9 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def check_sample_ratio(value: Any) -> float:
-    """Validate ``sample_ratio``: a number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"sample_ratio: expected a number in (0, 1], got {_describe(value)}")
+    """Validate ``sample_ratio``: a number in [0, 1], as Spark's ``readImages`` took (0 reads nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"sample_ratio: expected a number in [0, 1], got {_describe(value)}")
     return float(value)
 
 
@@ -138,6 +138,35 @@ def check_hw_decoder_load(value: Any) -> float:
     return float(value)
 
 
+def resize_pixels_reason(options: DecodeOptions, height: int, width: int) -> str | None:
+    """Why resizing an image of ``height`` x ``width`` would make more than ``max_pixels`` pixels, or None.
+
+    The size after ``resize`` (before any crop: the resized image is made first) is what a decoder
+    allocates; engines refuse such a file before decoding it, with this reason.
+    """
+    if options.resize is None or height <= 0 or width <= 0:
+        return None
+    out_h, out_w = options.target_size(height, width)
+    if out_h * out_w <= options.max_pixels:
+        return None
+    return (
+        f"resize={options.resize!r} would make this {width}x{height} image {out_w}x{out_h} = {out_h * out_w} "
+        f"pixels, over max_pixels={options.max_pixels}; refused without decoding"
+    )
+
+
+def check_output_size(options: DecodeOptions) -> DecodeOptions:
+    """Refuse, on the driver, a fixed ``resize=(height, width)`` over ``max_pixels`` (every file would be)."""
+    if isinstance(options.resize, tuple):
+        height, width = options.resize
+        if height * width > options.max_pixels:
+            raise ValueError(
+                f"resize: expected at most max_pixels={options.max_pixels} pixels, got {options.resize!r} = "
+                f"{height * width} pixels; choose a smaller size or raise max_pixels"
+            )
+    return options
+
+
 def _square(size: tuple[int, int] | int | None) -> tuple[int, int] | None:
     return (size, size) if isinstance(size, int) else size
 
@@ -156,7 +185,7 @@ def make_decode_options(
     device_batch_size: Any = DEFAULT_DEVICE_BATCH_SIZE,
 ) -> DecodeOptions:
     """Validate user-facing decode options and bundle them for executors."""
-    return DecodeOptions(
+    return check_output_size(DecodeOptions(
         resize=check_size_pair("resize", resize, allow_int=True),
         center_crop=_square(check_size_pair("center_crop", center_crop, allow_int=True)),
         max_pixels=_positive_int("max_pixels", max_pixels),
@@ -167,4 +196,4 @@ def make_decode_options(
         strict=check_bool("strict", strict),
         max_batch_bytes=_positive_int("max_batch_bytes", max_batch_bytes),
         device_batch_size=_positive_int("device_batch_size", device_batch_size),
-    )
+    ))

@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: Reason recorded for a listed file that the binary read returned no bytes for.
-UNREAD_REASON = "no bytes read: the file is empty (0 bytes), unreadable, or vanished after listing"
+#: Reason recorded for a listed zero-byte file (the most common file the binary read returns no bytes
+#: for); the others are in :mod:`gpuimages.listing` (``PERMISSION_REASON``, ``COLON_REASON``, ...).
+UNREAD_REASON = listing.EMPTY_REASON
 
 
 def read_images(
@@ -124,7 +125,7 @@ def read_images(
         keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf,
     )
     layout = DecodeColumns(
-        "content", "path", "image", "error", inputs.passthrough, drop_invalid=drop_invalid, origin_is_path=True
+        listing.CONTENT_COL, listing.ORIGIN_COL, "image", "error", inputs.passthrough, drop_invalid=drop_invalid
     )
     decoded = decode_frame(
         inputs.frame,
@@ -136,16 +137,17 @@ def read_images(
         num_files=inputs.num_files,
         conf=conf,
     )
-    return inputs.finish(decoded, ["image", "error"])
+    return inputs.finish(decoded, ["image", "error"], origin="image.origin")
 
 
 @dataclass(frozen=True)
 class FileInputs:
     """Listed (and sampled) files as the input of an in-task stage, one row per file.
 
-    ``frame`` has ``path``, ``content``, the partition columns and a flag marking the listed files the
-    scan returned no bytes for (they come with null content, so a stage gives them a row like any
-    other). ``passthrough`` are the columns a stage must carry for :meth:`finish`.
+    ``frame`` has the origin (:data:`gpuimages.listing.ORIGIN_COL`), the bytes
+    (:data:`~gpuimages.listing.CONTENT_COL`, null for a file the scan returned no bytes for), the
+    partition columns and the reason of such a file (:data:`~gpuimages.listing.REASON_COL`).
+    ``passthrough`` are the columns a stage must carry for :meth:`finish`.
     """
 
     frame: DataFrame
@@ -156,18 +158,25 @@ class FileInputs:
 
     @property
     def passthrough(self) -> tuple[str, ...]:
-        """Columns of :attr:`frame` a stage passes through: the path, partition columns, the unread flag."""
-        return ("path", *self.partition_columns, _UNREAD_COL)
+        """Columns of :attr:`frame` a stage passes through: the partition columns (under internal names,
+        so that any folder name survives ``mapInArrow``) and the unread reason."""
+        return (*map(_partition_alias, range(len(self.partition_columns))), listing.REASON_COL)
 
-    def finish(self, out: DataFrame, columns: Sequence[str], error_col: str = "error") -> DataFrame:
-        """The stage's ``columns``, then the partition columns and ``label``; unread files get their reason."""
+    def finish(self, out: DataFrame, columns: Sequence[str], origin: str, error_col: str = "error") -> DataFrame:
+        """The stage's ``columns``, then the partition columns and ``label`` (from the ``origin`` column);
+        files the scan returned no bytes for get their reason."""
         from pyspark.sql import functions as F
 
-        out = out.withColumn(
-            error_col, F.when(F.col(_UNREAD_COL), F.lit(UNREAD_REASON)).otherwise(F.col(error_col))
-        )
-        out = _with_label(out, self.label_from_folder)
-        return out.select(*columns, *self.partition_columns, *(["label"] if self.label_from_folder else []))
+        error = F.coalesce(F.col(listing.REASON_COL), F.col(error_col)).alias(error_col)
+        selected = [error if c == error_col else F.col(listing.quoted(c)) for c in columns]
+        selected += [F.col(_partition_alias(i)).alias(p) for i, p in enumerate(self.partition_columns)]
+        if self.label_from_folder:
+            selected.append(listing.folder_column(F.col(origin)).alias("label"))
+        return out.select(*selected)
+
+
+def _partition_alias(index: int) -> str:
+    return f"{listing.INTERNAL_PREFIX}part{index}"
 
 
 def file_inputs(
@@ -181,66 +190,44 @@ def file_inputs(
     keep_unread: bool,
     label_from_folder: bool,
     conf: dict[str, str | None],
+    output_columns: Sequence[str] = ("image", "error"),
 ) -> FileInputs:
     """List and sample ``paths`` (see :func:`gpuimages.listing.list_files`) into a stage's input.
 
-    With ``keep_unread``, listed files the scan returns no bytes for (empty, unreadable) join the
-    input with null content, so they are planned with the rest (an explicit ``num_partitions``
-    stays exact) and get a row.
+    With ``keep_unread``, listed files the scan returns no bytes for (empty, unreadable, vanished)
+    join the input with null content and their reason, each file exactly once (see
+    :func:`gpuimages.listing.stage_input`), so they are planned with the rest (an explicit
+    ``num_partitions`` stays exact) and get a row. ``output_columns`` are the stage's result columns,
+    which partition folders may not be named like.
     """
+    from pyspark.sql import functions as F
+
     found = listing.list_files(
-        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
+        keep_listing=keep_unread,
     )
     parts = found.partition_columns
-    _check_partition_names(parts, label_from_folder)
+    check_partition_names(parts, [*output_columns, *(["label"] if label_from_folder else [])])
     log.info(
         "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
         found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
-    frame = found.frame.select("path", "content", *parts, _flag(False))
-    if keep_unread:
-        unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
-        if unread is not None:
-            schema = {f.name: f.dataType for f in found.frame.schema.fields}
-            frame = frame.unionByName(_unread_inputs(unread, parts, schema))
+    slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
+    frame = listing.stage_input(found, keep_unread, slots)
+    frame = frame.select(
+        listing.ORIGIN_COL, listing.CONTENT_COL,
+        *[F.col(listing.quoted(p)).alias(_partition_alias(i)) for i, p in enumerate(parts)], listing.REASON_COL,
+    )
     return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files())
 
 
-#: Marks the rows of listed files the scan returned no bytes for, through the decode stage.
-_UNREAD_COL = "__gpuimages_unread"
-
-
-def _flag(value: bool):
-    from pyspark.sql import functions as F
-
-    return F.lit(value).alias(_UNREAD_COL)
-
-
-def _check_partition_names(parts: tuple[str, ...], label_from_folder: bool) -> None:
-    taken = {"image", "error"} | ({"label"} if label_from_folder else set())
-    clash = sorted(taken.intersection(parts))
+def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:
+    """Refuse partition columns named like an output column (or an internal one), ignoring case as
+    Spark's column resolution does."""
+    lowered = {t.lower() for t in taken}
+    clash = sorted(p for p in parts if p.lower() in lowered or p.lower().startswith(listing.INTERNAL_PREFIX))
     if clash:
         raise ValueError(
-            f"partition columns: expected names other than {sorted(taken)}, got partition folder(s) named {clash}"
+            f"partition columns: expected names other than {sorted(taken)} (in any case), got partition "
+            f"folder(s) named {clash}"
         )
-
-
-def _with_label(df: DataFrame, label_from_folder: bool) -> DataFrame:
-    if not label_from_folder:
-        return df
-    from pyspark.sql import functions as F
-
-    return df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
-
-
-def _unread_inputs(unread: DataFrame, parts: tuple[str, ...], schema: dict) -> DataFrame:
-    """Decode-stage input rows for unread origins: the file's path (the URI decoded, as ``binaryFile``
-    gives it), null content, and the partition values parsed from the path (typed as Spark's partition
-    discovery typed them)."""
-    from pyspark.sql import functions as F
-
-    origin = F.col("origin")
-    path = F.call_function("url_decode", F.call_function("replace", origin, F.lit("+"), F.lit("%2B")))
-    columns = [path.alias("path"), F.lit(None).cast("binary").alias("content")]
-    columns += [listing.partition_value(origin, name, schema[name]).alias(name) for name in parts]
-    return unread.select(*columns, _flag(True))

@@ -193,18 +193,19 @@ def transcode_files(
     decode_options = make_decode_options(**kwargs)
     options = make_encode_options(**encode_kw, device=decode_options.device, batch_size=decode_options.batch_size)
     conf = session_conf(spark)
+    columns = ["origin", "height", "width", "encoded", "error"]
     inputs = file_inputs(
         spark, listing.normalize_paths(path), recursive=recursive, path_glob_filter=path_glob_filter,
         sample_ratio=check_sample_ratio(sample_ratio), seed=check_seed(seed), keep_unread=True,
-        label_from_folder=label_from_folder, conf=conf,
+        label_from_folder=label_from_folder, conf=conf, output_columns=columns,
     )
-    columns = encode_columns(inputs.frame, "content", "encoded", "error", keep_input=False)
+    stage_columns = encode_columns(inputs.frame, listing.CONTENT_COL, "encoded", "error", keep_input=False)
     out = transcode_frame(
-        inputs.frame, decode_options, options, columns, origin_col="path", origin_is_path=True,
+        inputs.frame, decode_options, options, stage_columns, origin_col=listing.ORIGIN_COL,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes,
         num_files=inputs.num_files, conf=conf,
     )
-    return inputs.finish(out, ["origin", "height", "width", "encoded", "error"])
+    return inputs.finish(out, columns, origin="origin")
 
 
 _ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}

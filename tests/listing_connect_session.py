@@ -21,21 +21,31 @@ from typing import Any
 SAMPLE = {"sample_ratio": 0.5, "seed": 7}
 
 
-def cases(spark: Any, root: str) -> dict:
+def cases(spark: Any, root: str, hostile: str | None = None, shadow: str | None = None) -> dict:
     import gpuimages
+    from gpuimages.transcode import transcode_files
 
-    return {
+    out = {
         "partitions": lambda: gpuimages.read_images(spark, root, device="cpu", label_from_folder=True),
         "partitions_drop_invalid": lambda: gpuimages.read_images(spark, root, device="cpu", drop_invalid=True),
         "sampled": lambda: gpuimages.read_images(spark, root, device="cpu", **SAMPLE),
         "spark_image": lambda: spark.read.format("image").load(root),
     }
+    if hostile:
+        out["hostile"] = lambda: gpuimages.read_images(spark, hostile, device="cpu")
+        out["hostile_transcoded"] = lambda: transcode_files(spark, hostile, device="cpu", format="png")
+    if shadow:
+        out["shadow"] = lambda: gpuimages.read_images(spark, shadow, device="cpu")
+        out["shadow_spark_image"] = lambda: spark.read.format("image").load(shadow)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--hostile", help="a folder of files Spark's binary read returns nothing for")
+    parser.add_argument("--shadow", help="a folder with partition folders named like binaryFile's columns")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = SparkSession.builder.remote("local[2]").getOrCreate()
     summary: dict[str, Any] = {"session_class": f"{type(spark).__module__}.{type(spark).__name__}", "cases": {}}
     try:
-        for name, build in cases(spark, args.root).items():
+        for name, build in cases(spark, args.root, args.hostile, args.shadow).items():
             entry: dict[str, Any] = {}
             summary["cases"][name] = entry
             try:

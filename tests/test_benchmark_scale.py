@@ -58,3 +58,14 @@ def test_connect_leg_with_a_listing_over_the_message_limit_reads_every_non_empty
     assert result["valid_rows"] == result["expect_valid"] == 200
     assert result["rows"] == 200  # the zero-byte files could not be counted ...
     assert any("could not be brought to the driver" in w for w in result["warnings"])  # ... and it says so
+
+
+def test_unreadable_files_in_the_tree_get_rows_with_their_reason(spark, tmp_path):
+    tree = scale.make_tree(tmp_path, count=40, folders=4, empty=2, unreadable=3)
+    assert tree.files == 45 and len([p for p in tree.folder.rglob("*:*")]) == 3
+    result = scale.measure_classic(spark, tree, full=True)
+    assert (result.rows, result.valid_rows) == (45, 40)
+    assert result.unread_rows == result.expect_unread == 5
+    assert result.full_s and result.full_ratio
+    assert all(met for goal, met, _ in scale.check_goals(result, None) if "row" in goal or "reason" in goal)
+    assert "full read" in scale.format_report(tree, result, None)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from images import bomb_png, encode, odd_files, rgb_array
+from images import bomb_png, encode, odd_files, rgb_array, write_files
 
+import gpuimages
 from gpuimages import listing
 from gpuimages.engines.formats import sniff
 
@@ -17,6 +18,10 @@ from gpuimages.engines.formats import sniff
         ("file:/tmp/caf\u00e9.jpg", "file:///tmp/caf\u00e9.jpg"),
         ("s3a://bucket/dir/a b.jpg", "s3a://bucket/dir/a%20b.jpg"),
         ("hdfs://nn:8020/x/y.jpg", "hdfs://nn:8020/x/y.jpg"),
+        ("file:/tmp/new\nline.jpg", "file:///tmp/new%0Aline.jpg"),
+        ("file:/tmp/t\tb\x01\x7f.jpg", "file:///tmp/t%09b%01%7F.jpg"),
+        ("file:/tmp/nbsp\u00a0nel\u0085ls\u2028.jpg", "file:///tmp/nbsp%C2%A0nel%C2%85ls%E2%80%A8.jpg"),
+        ("file:/tmp/zw\u200bsp\U0001f600.jpg", "file:///tmp/zw\u200bsp\U0001f600.jpg"),
     ],
 )
 def test_to_origin_matches_java_uri(path, origin):
@@ -111,3 +116,51 @@ def test_error_summary_names_the_grpc_limit():
         "Received message larger than max (5242880 vs. 1048576)"
     )
     assert listing.error_summary(ValueError("first\nsecond")) == "ValueError: first"
+
+
+CONTROL_NAMES = [
+    "new\nline.png", "tab\there.png", "bell\x07.png", "del\x7f.png", "nbsp\u00a0.png", "nel\u0085.png",
+    "ls\u2028.png", "zero\u200bwidth.png", "cr\r.png",
+]
+
+
+def test_origins_with_control_characters_equal_spark_image_source(spark, tmp_path):
+    files = {name: encode(rgb_array(4, 4 + i, seed=i), "PNG") for i, name in enumerate(CONTROL_NAMES)}
+    write_files(tmp_path, files)
+    theirs = spark.read.format("image").load(str(tmp_path))
+    expected = sorted(r.image.origin for r in theirs.collect())
+    assert len(expected) == len(CONTROL_NAMES)
+    assert any("%0A" in o for o in expected) and any("\u200b" in o for o in expected)
+    ours = gpuimages.read_images(spark, str(tmp_path), device="cpu").collect()
+    assert sorted(r.image.origin for r in ours) == expected
+    assert all(r.error is None for r in ours)
+    # to_origin turns binaryFile's decoded paths into the same URIs
+    paths = [r.path for r in spark.read.format("binaryFile").load(str(tmp_path)).select("path").collect()]
+    assert sorted(listing.to_origin(p) for p in paths) == expected
+
+
+def test_parse_read_schema():
+    plan = "FileScan binaryFile [path#1,content#2,length#3] ... ReadSchema: struct<path:string,content:binary>"
+    assert listing.parse_read_schema(plan) == ["path", "content"]
+    assert listing.parse_read_schema("ReadSchema: struct<>") == []
+    assert listing.parse_read_schema("ReadSchema: struct<path:string,modificationTime:tim...>") is None
+    assert listing.parse_read_schema("no scan") is None
+
+
+@pytest.mark.parametrize("folder, expected", [
+    ("cls=a", ("cls",)), ("path=x", ("path",)), ("Content=7", ("Content",)), ("length=1/k=v", ("length", "k")),
+])
+def test_partition_columns_are_told_from_binary_file_columns_of_the_same_name(spark, tmp_path, folder, expected):
+    write_files(tmp_path, {f"{folder}/a.png": encode(rgb_array(4, 4), "PNG")})
+    frame = spark.read.format("binaryFile").load(str(tmp_path))
+    assert listing.partition_columns(frame) == expected
+    plan = listing._plan_text(frame)  # the Connect way, on this session
+    read = listing.parse_read_schema(plan)
+    assert tuple(c for c in frame.columns if c not in read) == expected
+
+
+def test_spark_escape_path_name_matches_folder_names_spark_writes(spark, tmp_path):
+    df = spark.createDataFrame([("a:b/c d%e", 1)], "k string, v int")
+    df.write.partitionBy("k").parquet(str(tmp_path / "t"))
+    folder = next(p.name for p in (tmp_path / "t").iterdir() if p.name.startswith("k="))
+    assert folder == "k=" + listing.spark_escape_path_name("a:b/c d%e")

@@ -33,14 +33,34 @@ def root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def connect_run(root, tmp_path_factory):
+def hostile(tmp_path_factory) -> Path:
+    """Files Spark lists but its binary read returns nothing for."""
+    folder = tmp_path_factory.mktemp("connect-hostile") / "hostile"
+    write_files(folder, {"ok.png": encode(rgb_array(5, 7), "PNG"), "a:b.png": encode(rgb_array(4, 4), "PNG"),
+                         "empty.png": b"", "new\nline.png": encode(rgb_array(3, 3), "PNG")})
+    os.mkfifo(folder / "pipe.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shadow(tmp_path_factory) -> Path:
+    """Partition folders named like binaryFile's content column."""
+    folder = tmp_path_factory.mktemp("connect-shadow") / "images"
+    write_files(folder, {"content=a/x.png": encode(rgb_array(5, 7, seed=1), "PNG"),
+                         "content=b/y.jpg": encode(rgb_array(6, 8, seed=2), "JPEG"), "content=b/empty.png": b""})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def connect_run(root, hostile, shadow, tmp_path_factory):
     pytest.importorskip("grpc")
     out = tmp_path_factory.mktemp("connect-listing")
     env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["PYSPARK_PYTHON"] = sys.executable
     proc = subprocess.run(
-        [sys.executable, helper.__file__, "--root", str(root), "--out", str(out)],
+        [sys.executable, helper.__file__, "--root", str(root), "--out", str(out), "--hostile", str(hostile),
+         "--shadow", str(shadow)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
     )
     results = out / "results.json"
@@ -90,3 +110,28 @@ def test_sample_is_the_same_on_connect_and_classic(spark, root, connect_run):
     connect = {r["image"]["origin"] for r in _table(connect_run, "sampled").to_pylist()}
     classic = {r.image.origin for r in gpuimages.read_images(spark, str(root), device="cpu", **helper.SAMPLE).collect()}
     assert connect == classic and 0 < len(connect) < 16
+
+
+@pytest.mark.parametrize("name", ["hostile", "hostile_transcoded", "shadow"])
+def test_hostile_folders_give_the_classic_rows_on_connect(spark, hostile, shadow, connect_run, name):
+    from gpuimages import listing
+
+    connect = _table(connect_run, name)
+    classic = helper.cases(spark, "unused", str(hostile), str(shadow))[name]().toArrow()
+    assert connect.schema.names == classic.schema.names
+    assert [f.type for f in connect.schema] == [f.type for f in classic.schema]
+    key = "origin" if name == "hostile_transcoded" else "image"
+    rows = sorted(connect.to_pylist(), key=lambda r: r[key] if key == "origin" else r[key]["origin"])
+    assert rows == sorted(classic.to_pylist(), key=lambda r: r[key] if key == "origin" else r[key]["origin"])
+    if name.startswith("hostile"):
+        reasons = {r[key] if key == "origin" else r[key]["origin"]: r["error"] for r in rows}
+        assert len(reasons) == 5
+        assert sorted(v for v in reasons.values() if v) == sorted(
+            [listing.COLON_REASON, listing.EMPTY_REASON, "no bytes read: not a regular file (a named pipe)"]
+        )
+    else:
+        assert connect.schema.names == ["image", "error", "content"]
+        theirs = _table(connect_run, "shadow_spark_image")
+        ref = {r["image"]["origin"]: (r["content"], r["image"]["data"]) for r in theirs.to_pylist()}
+        mine = {r["image"]["origin"]: (r["content"], r["image"]["data"]) for r in rows if r["error"] is None}
+        assert mine == ref and len(ref) == 2

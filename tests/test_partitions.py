@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 from images import encode, rgb_array, write_files
 
 import gpuimages
 from gpuimages.reader import UNREAD_REASON
+from gpuimages.transcode import transcode_files
 
 TYPE_INFERENCE = "spark.sql.sources.partitionColumnTypeInference.enabled"
 
@@ -128,3 +131,110 @@ def test_partition_folder_named_like_an_output_column_is_refused(spark, tmp_path
     write_files(tmp_path, {"error=x/a.png": encode(rgb_array(4, 4), "PNG")})
     with pytest.raises(ValueError, match="partition columns: expected names other than"):
         gpuimages.read_images(spark, str(tmp_path), device="cpu")
+
+
+# --- Partition folders named like binaryFile's columns --------------------------------------------
+
+SHADOWING_FOLDERS = [
+    "content=a",
+    "content=7",
+    "path=x",
+    "Path=y",
+    "length=5",
+    "LENGTH=99999999999",
+    "modificationTime=2020-01-01 00%3A00%3A00",
+    "_metadata=q",
+]
+
+
+@pytest.mark.parametrize("folder", SHADOWING_FOLDERS)
+def test_partition_folder_named_like_a_binary_file_column_is_decoded_like_spark(spark, tmp_path, folder):
+    """Spark's image source decodes the files below ``content=a/`` and keeps the column; so must we."""
+    root = tmp_path / "images"
+    files = {
+        f"{folder}/a.jpg": encode(rgb_array(8, 12, seed=1), "JPEG", quality=90),
+        f"{folder}/b.png": encode(rgb_array(5, 7, seed=2), "PNG"),
+        f"{folder}/empty.png": b"",
+    }
+    other = folder.split("=", 1)[0] + "=other"
+    files[f"{other}/c.png"] = encode(rgb_array(6, 6, seed=3), "PNG")
+    write_files(root, files)
+    theirs_df = spark.read.format("image").load(str(root))
+    ours_df = gpuimages.read_images(spark, str(root), device="cpu")
+    name = theirs_df.columns[1]
+    assert theirs_df.columns == ["image", name]
+    assert ours_df.columns == ["image", "error", name]
+    assert ours_df.schema[name].dataType == theirs_df.schema[name].dataType
+    theirs = {unquote(_name(r.image.origin)): r for r in theirs_df.collect()}
+    ours = {unquote(_name(r.image.origin)): r for r in ours_df.collect()}
+    assert set(ours) == set(theirs) | {f"{folder}/empty.png"}
+    assert ours[f"{folder}/empty.png"].error == UNREAD_REASON
+    assert ours[f"{folder}/empty.png"][name] == ours[f"{folder}/a.jpg"][name]
+    for key, ref in theirs.items():
+        mine = ours[key]
+        assert mine.error is None, (key, mine.error)
+        assert mine[name] == ref[name], key
+        assert (mine.image.origin, mine.image.height, mine.image.width, mine.image.nChannels) == (
+            ref.image.origin, ref.image.height, ref.image.width, ref.image.nChannels,
+        )
+        assert mine.image.data == ref.image.data, key
+
+
+def test_shadowing_partition_with_sampling_transcoding_and_label(spark, tmp_path):
+    root = tmp_path / "images"
+    write_files(root, {
+        f"content={c}/f{i}.png": encode(rgb_array(4, 4 + i, seed=i), "PNG") for c in ("a", "b") for i in range(6)
+    })
+    full = {_name(r.image.origin): r for r in gpuimages.read_images(
+        spark, str(root), device="cpu", label_from_folder=True).collect()}
+    assert len(full) == 12 and all(r.error is None and r.label == f"content={r.content}" for r in full.values())
+    sampled = gpuimages.read_images(spark, str(root), device="cpu", sample_ratio=0.5, seed=5).collect()
+    assert 0 < len(sampled) < 12
+    assert all(full[_name(r.image.origin)].content == r.content for r in sampled)
+    out = transcode_files(spark, str(root), device="cpu", format="png")
+    assert out.columns == ["origin", "height", "width", "encoded", "error", "content"]
+    rows = out.collect()
+    assert len(rows) == 12 and all(r.error is None and r.encoded for r in rows)
+    assert {r.content for r in rows} == {"a", "b"}
+
+
+def test_files_outside_the_partition_layout_stay_out_when_bytes_come_from_a_second_listing(spark, tmp_path):
+    root = tmp_path / "images"
+    write_files(root, {
+        "content=a/x.png": encode(rgb_array(4, 4), "PNG"),
+        "content=a/sub/y.png": encode(rgb_array(4, 5), "PNG"),
+        "_hidden/z.png": encode(rgb_array(4, 6), "PNG"),
+    })
+    listed = sorted(spark.read.format("binaryFile").load(str(root)).inputFiles())
+    ours = gpuimages.read_images(spark, str(root), device="cpu").collect()
+    assert sorted(r.image.origin for r in ours) == listed
+    assert all(r.content == "a" and r.error is None for r in ours)
+
+
+@pytest.mark.parametrize("folder", ["IMAGE=x", "Error=x", "__gpuimages_reason=x"])
+def test_output_column_names_are_refused_in_any_case(spark, tmp_path, folder):
+    write_files(tmp_path, {f"{folder}/a.png": encode(rgb_array(4, 4), "PNG")})
+    with pytest.raises(ValueError, match="partition columns: expected names other than"):
+        gpuimages.read_images(spark, str(tmp_path), device="cpu")
+
+
+@pytest.mark.parametrize("folder, kwargs", [
+    ("Label=x", {"label_from_folder": True}),
+    ("ORIGIN=x", {}),
+    ("height=1", {}),
+    ("Encoded=x", {}),
+])
+def test_transcode_files_refuses_its_own_column_names(spark, tmp_path, folder, kwargs):
+    write_files(tmp_path, {f"{folder}/a.png": encode(rgb_array(4, 4), "PNG")})
+    with pytest.raises(ValueError, match="partition columns: expected names other than"):
+        transcode_files(spark, str(tmp_path), device="cpu", **kwargs)
+
+
+def test_dotted_partition_names_pass_through(spark, tmp_path):
+    root = tmp_path / "images"
+    write_files(root, {"a.b=1/x.png": encode(rgb_array(4, 4), "PNG"), "a.b=2/empty.png": b""})
+    theirs = spark.read.format("image").load(str(root))
+    ours = gpuimages.read_images(spark, str(root), device="cpu")
+    assert ours.columns == ["image", "error", "a.b"]
+    assert ours.schema["a.b"].dataType == theirs.schema["a.b"].dataType
+    assert sorted((r["a.b"], r.error is None) for r in ours.collect()) == [(1, True), (2, False)]

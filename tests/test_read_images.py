@@ -170,7 +170,7 @@ def test_missing_path_is_a_clear_error(spark, tmp_path):
     "kwargs, error, match",
     [
         ({"device": "tpu"}, ValueError, "device: expected one of auto, cpu, gpu, got 'tpu'"),
-        ({"sample_ratio": 0}, ValueError, r"sample_ratio: expected a number in \(0, 1\]"),
+        ({"sample_ratio": -0.1}, ValueError, r"sample_ratio: expected a number in \[0, 1\]"),
         ({"sample_ratio": 1.5}, ValueError, "sample_ratio: expected"),
         ({"resize": (0, 3)}, ValueError, "resize\\[0\\] \\(height\\): expected a positive integer"),
         ({"resize": "big"}, ValueError, "resize: expected \\(height, width\\)"),

@@ -71,3 +71,23 @@ def test_a_sample_that_keeps_nothing_is_an_empty_frame_with_the_columns(spark, m
     df = gpuimages.read_images(spark, str(mixed_dir), sample_ratio=0.01, seed=seed, device="cpu")
     assert df.columns == ["image", "error"]
     assert df.count() == 0
+
+
+def test_a_ratio_of_zero_is_an_empty_result_and_opens_nothing(spark, tmp_path):
+    from gpuimages.transcode import transcode_files
+
+    write_files(tmp_path, {"big.png": encode(rgb_array(64, 64, seed=3), "PNG"), "empty.png": b""})
+    spark.conf.set(MAX_LENGTH, "10")  # opening big.png would fail the job
+    try:
+        df = gpuimages.read_images(spark, str(tmp_path), sample_ratio=0, device="cpu")
+        assert df.columns == ["image", "error"]
+        assert df.count() == 0
+        assert transcode_files(spark, str(tmp_path), sample_ratio=0.0, device="cpu").count() == 0
+    finally:
+        spark.conf.unset(MAX_LENGTH)
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.01, True, "0.5", None])
+def test_sample_ratio_outside_zero_to_one_is_refused(spark, tmp_path, bad):
+    with pytest.raises(ValueError, match=r"sample_ratio: expected a number in \[0, 1\]"):
+        gpuimages.read_images(spark, str(tmp_path), sample_ratio=bad)

@@ -57,7 +57,7 @@ from gpuimages.engines.formats import (
     png_rows_complete,
     sniff,
 )
-from gpuimages.options import DecodeOptions
+from gpuimages.options import DecodeOptions, resize_pixels_reason
 from gpuimages.task.images import ImageBatch, ImageBatchBuilder
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,16 @@ def check_bytes(blob: bytes | None, options: DecodeOptions) -> HeaderInfo:
 
 
 def check_pixels(width: int, height: int, options: DecodeOptions) -> None:
-    """Refuse an image whose claimed size is over ``max_pixels`` (decompression-bomb guard)."""
+    """Refuse an image whose claimed size, or its size after ``resize``, is over ``max_pixels``
+    (decompression-bomb guard)."""
     if width * height > options.max_pixels:
         raise Refused(
             f"image claims {width}x{height} = {width * height} pixels, "
             f"over max_pixels={options.max_pixels}; refused without decoding"
         )
+    too_large = resize_pixels_reason(options, height, width)
+    if too_large:
+        raise Refused(too_large)
 
 
 def _open(blob: bytes, options: DecodeOptions) -> Image.Image:

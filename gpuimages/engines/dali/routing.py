@@ -28,7 +28,7 @@ import numpy as np
 from gpuimages.engines.color import srgb_transform
 from gpuimages.engines.formats import PNG_GRAY, PNG_PALETTE, PNG_RGB, PNG_RGBA, HeaderInfo, sniff
 from gpuimages.engines.pillow import SWAPS_AXES, exif_orientation
-from gpuimages.options import DecodeOptions
+from gpuimages.options import DecodeOptions, resize_pixels_reason
 
 _DALI_PNG_TYPES = {PNG_GRAY: 1, PNG_RGB: 3, PNG_PALETTE: 3, PNG_RGBA: 4}
 
@@ -103,7 +103,7 @@ def route(blob: bytes | None, options: DecodeOptions) -> tuple[int, int, int] | 
         return "not jpeg/png"
     if info.width <= 0 or info.height <= 0:
         return "header without size"
-    if info.pixels > options.max_pixels:
+    if info.pixels > options.max_pixels or resize_pixels_reason(options, info.height, info.width):
         return "over max_pixels"
     if channels == 4 and options.resize is not None:
         return "rgba resize"
