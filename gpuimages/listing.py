@@ -130,12 +130,6 @@ def load_path(origin: str) -> str:
     return escape_glob(unquote(origin))
 
 
-def folder_label(origin: str) -> str:
-    """The parent folder name of a file (decoded), used by ``label_from_folder``."""
-    parts = unquote(origin).rstrip("/").split("/")
-    return parts[-2] if len(parts) >= 2 else ""
-
-
 def quoted(name: str) -> str:
     """A column name for ``F.col``/``select`` taken literally (dots, backticks)."""
     return "`" + name.replace("`", "``") + "`"

@@ -74,10 +74,6 @@ def test_parse_size_in_bytes():
     assert listing.parse_size_in_bytes("no statistics") is None
 
 
-def test_folder_label_decodes():
-    assert listing.folder_label("file:///d/my%20cats/x.jpg") == "my cats"
-
-
 @pytest.mark.parametrize("bad", [[], 3, [""], None])
 def test_normalize_paths_rejects(bad):
     with pytest.raises((TypeError, ValueError), match="expected"):
