@@ -9,7 +9,8 @@ bytes (see ``docs/listing.md``). Partition columns (``root/cls=kittens/a.jpg`` -
 Spark's partition discovery, exactly as ``spark.read.format("image")`` gives them, even when a
 partition folder is named like one of ``binaryFile``'s own columns.
 
-:func:`probe_local_files` is the one part that runs on executors (inside ``mapInArrow``).
+The probe of listed local files runs on executors as a stage on the task runtime
+(:class:`gpuimages.task.steps.probe.Probe`, through :func:`gpuimages.stage.run_stage`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow as pa
     from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 
 log = logging.getLogger(__name__)
@@ -848,36 +848,23 @@ def _checksum_problem(path: str, crc_path: str) -> str | None:
             return None  # opened a moment ago: leave it to Spark
 
 
-def probe_local_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body (executors): for each listed ``origin``, a row (:data:`ORIGIN_COL`,
-    :data:`REASON_COL`) only when :func:`local_file_problem` finds one. Files are opened, never read."""
-    import pyarrow as pa
-
-    _CHECKSUM_CACHE.clear()  # a reused worker must not see a folder as an earlier task listed it
-    for batch in batches:
-        origins, reasons = [], []
-        for origin in batch.column(0).to_pylist():
-            reason = None if origin is None else local_file_problem(origin)
-            if reason is not None:
-                origins.append(origin)
-                reasons.append(reason)
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(origins, pa.string()), pa.array(reasons, pa.string())], names=[ORIGIN_COL, REASON_COL]
-        )
+def forget_checksums() -> None:
+    """Forget the checksum files seen so far (a new task lists folders afresh)."""
+    _CHECKSUM_CACHE.clear()
 
 
-def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
+def stage_input(found: Listing, keep_unread: bool, slots: int, conf: dict[str, str | None]) -> DataFrame:
     """A stage's input: one row per listed (and sampled) file, exactly once.
 
     Columns :data:`ORIGIN_COL`, :data:`CONTENT_COL`, the partition columns and :data:`REASON_COL`
     (null for the files the scan read; the reason, with null content, for the others). With
     ``keep_unread`` and the listing at hand:
 
-    * local files (``file:``): the listing goes through :func:`probe_local_files` (a lazy Python
-      stage that opens each file, never reads it); its few rows are broadcast once and decide, file by
-      file, which side gives the row: a file with a reason comes from the listing, every other from
-      the scan. One join on one evaluation of the probe, so a file the JVM reads although the probe
-      found a problem (or the reverse) is never counted twice;
+    * local files (``file:``): the listing goes through a lazy probe stage
+      (:class:`gpuimages.task.steps.probe.Probe`, which opens each file, never reads it); its few rows
+      are broadcast once and decide, file by file, which side gives the row: a file with a reason
+      comes from the listing, every other from the scan. One join on one evaluation of the probe, so
+      a file the JVM reads although the probe found a problem (or the reverse) is never counted twice;
     * other filesystems: a left anti join of the listing against the scan's file paths (Spark's
       statuses, no content read); left out when every path read is local.
 
@@ -892,9 +879,7 @@ def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
         return scanned.select(ORIGIN_COL, CONTENT_COL, *map(quoted, parts), null_reason)
 
     listed = found.listed.select(F.col("origin").alias(ORIGIN_COL))
-    flagged = listed.filter(F.col(ORIGIN_COL).startswith("file:")).mapInArrow(
-        probe_local_files, f"{ORIGIN_COL} string, {REASON_COL} string"
-    )
+    flagged = probe_stage(listed.filter(F.col(ORIGIN_COL).startswith("file:")), conf)
     listing_rows = listed.select(
         ORIGIN_COL, F.lit(None).cast("binary").alias(CONTENT_COL),
         *[F.lit(None).cast(found.partition_types[p]).alias(p) for p in parts], F.lit(True).alias(_LISTED_COL),
@@ -916,6 +901,22 @@ def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
         REASON_COL,
     )
     return local if found.all_local else local.unionByName(_remote_unread(found, slots))
+
+
+def probe_stage(listed: DataFrame, conf: dict[str, str | None]) -> DataFrame:
+    """``(ORIGIN_COL, REASON_COL)`` of the listed local files Spark's binary read returns no bytes for."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from gpuimages.stage import run_stage
+    from gpuimages.task.runner import StageSpec
+    from gpuimages.task.steps.probe import Probe
+
+    spec = StageSpec(
+        "probe", "cpu", ORIGIN_COL, "values", (Probe(ORIGIN_COL, REASON_COL),), (ORIGIN_COL, REASON_COL),
+        error_col=None,
+    )
+    schema = StructType([StructField(ORIGIN_COL, StringType(), True), StructField(REASON_COL, StringType(), True)])
+    return run_stage(listed, spec, schema, conf)
 
 
 def _remote_unread(found: Listing, slots: int) -> DataFrame:

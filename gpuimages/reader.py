@@ -213,7 +213,7 @@ def file_inputs(
         found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
     slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
-    frame = listing.stage_input(found, keep_unread, slots)
+    frame = listing.stage_input(found, keep_unread, slots, conf)
     frame = frame.select(
         listing.ORIGIN_COL, listing.CONTENT_COL,
         *[F.col(listing.quoted(p)).alias(_partition_alias(i)) for i, p in enumerate(parts)], listing.REASON_COL,

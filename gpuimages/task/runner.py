@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 TASK_LOG_ENV = "GPUIMAGES_TASK_LOG"
 
 
+#: What a stage's input column holds.
+INPUT_KINDS = ("bytes", "struct", "values")
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """A stage as the driver planned it: picklable, validated, complete.
@@ -39,7 +43,8 @@ class StageSpec:
     name:            the stage's name in logs ("decode", "encode", "featurize", ...).
     device:          "auto", "cpu" or "gpu" (resolved on the driver).
     input_col:       the column the first step reads.
-    input_kind:      "bytes" (encoded files) or "struct" (Spark's image struct).
+    input_kind:      "bytes" (encoded files), "struct" (Spark's image struct) or "values" (any column: its
+                     values are the steps' input, as bytes are).
     steps:           the capabilities, in order.
     columns:         the output columns in order: an input column name is passed through, a name a
                      step produces (or ``error_col``) is taken from the work.
@@ -67,8 +72,8 @@ class StageSpec:
     max_batch_bytes: int = 128 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if self.input_kind not in ("bytes", "struct"):
-            raise ValueError(f"input_kind: expected 'bytes' or 'struct', got {self.input_kind!r}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind: expected one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
         if not self.steps:
             raise ValueError("steps: expected at least one step")
 
@@ -108,7 +113,7 @@ def start_work(chunk: pa.RecordBatch, spec: StageSpec) -> Work:
     """The work of one chunk: encoded bytes or a view of the image structs, the origins, earlier reasons."""
     work = Work(chunk, _origins(chunk, spec))
     column = chunk.column(spec.input_col)
-    if spec.input_kind == "bytes":
+    if spec.input_kind != "struct":
         work.blobs = column.to_pylist()
     else:
         work.images = ImageBatch.from_struct(column)
