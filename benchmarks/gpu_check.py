@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
 
     used_after = gpu_memory_used(device.gpu_id)
     worker_cache().clear()
-    release_unused()
+    release_unused(device.gpu_id)
     used_released = gpu_memory_used(device.gpu_id)
     memory = {"status": "ok" if device.gpu_id is not None else "skipped: no GPU", "before": mib(used_before),
               "after": mib(used_after), "after_release_unused": mib(used_released)}
