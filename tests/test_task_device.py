@@ -160,3 +160,22 @@ def test_auto_uses_a_library_only_on_a_gpu_where_it_imports(monkeypatch):
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="device: expected one of auto, cpu, gpu, got 'tpu'"):
         dev.resolve_task_device("tpu", _Context(), env={})
+
+
+def test_an_address_cuda_cannot_see_fails_gpu_tasks_but_auto_tasks_are_placed(monkeypatch, fresh_slots, caplog):
+    _gpus(monkeypatch, 2)
+    env = {"CUDA_VISIBLE_DEVICES": "2,3"}
+    with pytest.raises(ValueError, match=r"GPU address '1'"):
+        dev.resolve_task_device("gpu", _Context(["1"], partition=1), env=env)
+    got = dev.resolve_task_device("auto", _Context(["1"], partition=1), env=env)
+    assert got == TaskDevice("auto", 1, 1) and "placed as if Spark had assigned no GPU" in caplog.text
+
+
+def test_slot_locks_that_cannot_be_written_do_not_fail_the_task(monkeypatch, fresh_slots, tmp_path, caplog):
+    _gpus(monkeypatch, 2)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    fresh_slots.folder = str(blocker / "slots")  # a folder under a file: makedirs raises NotADirectoryError
+    got = dev.resolve_task_device("auto", _Context(partition=1), env={})
+    assert got.gpu_id == 1 and "GPU slot locks in" in caplog.text
+    assert dev.resolve_task_device("auto", _Context(partition=0), env={}).gpu_id == 1  # the worker stays on it

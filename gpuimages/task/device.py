@@ -288,18 +288,24 @@ class _Slots:
             return False
         import fcntl
 
-        os.makedirs(self.folder, exist_ok=True)
-        for k in range(limit):
-            path = os.path.join(self.folder, f"gpu-{name}-{k}.lock")
-            handle = open(path, "a+")  # noqa: SIM115 - held open on purpose: the lock lives with it
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                handle.close()
-                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    continue
-                raise
-            self.held[name] = handle
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            for k in range(limit):
+                path = os.path.join(self.folder, f"gpu-{name}-{k}.lock")
+                handle = open(path, "a+")  # noqa: SIM115 - held open on purpose: the lock lives with it
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    handle.close()
+                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        continue
+                    raise
+                self.held[name] = handle
+                return True
+        except OSError as exc:  # no writable temporary folder, no flock: the bound is advisory, not a failure
+            log.warning("gpuimages: GPU slot locks in %s are unavailable (%s); using GPU %s without the bound on "
+                        "workers per GPU", self.folder, exc, name)
+            self.held[name] = None
             return True
         return False
 
@@ -320,7 +326,8 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
     """The :class:`TaskDevice` of the running task for a stage whose ``device`` is ``mode``.
 
     * "cpu": no GPU.
-    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal`.
+    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal` (an address it cannot
+      map fails the task under "gpu"; under "auto" the task is placed as without an address, with a warning).
     * None assigned, CUDA devices visible: the GPU this worker already uses, else spread by
       partition id; under "auto" only where one of the GPU's worker slots is free (else CPU).
     * No CUDA device: no GPU (under "gpu" the steps then use their libraries' CPU paths, with a warning).
@@ -339,7 +346,13 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
         if count == 0:
             log.warning("Spark assigned GPU %s to this task but this process sees no CUDA device", addresses[0])
             return TaskDevice(mode, None, threads, addresses[0])
-        return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0])
+        try:
+            return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0])
+        except ValueError as exc:
+            if mode == "gpu":
+                raise
+            # "auto" must not fail a job over a discovery script that disagrees with CUDA_VISIBLE_DEVICES
+            log.warning("device='auto': %s; the task is placed as if Spark had assigned no GPU", exc)
     if count == 0:
         if mode == "gpu":
             log.warning("device='gpu' but this process sees no CUDA device; GPU libraries run their CPU paths")
