@@ -482,3 +482,25 @@ def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monk
     assert work.reasons[3] == "not a recognised image format"
     step.open(DALI_CPU)  # the failure is remembered by the worker: no second attempt, no second warning
     assert caplog.text.count("could not start") == 1
+
+
+def test_gpu_extras_stay_on_one_cuda_major():
+    """The gpu and onnx-gpu extras go into one process: CUDA 12 builds only. onnxruntime-gpu on PyPI is a CUDA 13
+    build from 1.27 (its [cuda,cudnn] extras bring nvidia-cuda-runtime 13 and nvidia-cudnn-cu13), so it is capped."""
+    import re
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    reqs = [Requirement(r) for r in extras["gpu"] + extras["onnx-gpu"]]
+    ort = next(r for r in reqs if r.name == "onnxruntime-gpu")
+    assert Version("1.26.0") in ort.specifier and Version("1.27.0") not in ort.specifier
+    assert Version("1.21.0") in ort.specifier and Version("1.20.2") not in ort.specifier  # preload_dlls()
+    for r in reqs:
+        if r.name.startswith(("nvidia-", "cupy-")):
+            assert re.search(r"(cu12|cuda12x|cuda120)$", r.name), r.name
