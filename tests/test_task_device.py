@@ -179,3 +179,21 @@ def test_slot_locks_that_cannot_be_written_do_not_fail_the_task(monkeypatch, fre
     got = dev.resolve_task_device("auto", _Context(partition=1), env={})
     assert got.gpu_id == 1 and "GPU slot locks in" in caplog.text
     assert dev.resolve_task_device("auto", _Context(partition=0), env={}).gpu_id == 1  # the worker stays on it
+
+
+def test_cuda_numbers_gpus_as_nvidia_smi_unless_the_environment_chose(monkeypatch):
+    """Discovery scripts print nvidia-smi's indices (PCI order); CUDA's default order is FASTEST_FIRST, which
+    differs on a node with mixed GPU models. The order is set before this process's first CUDA call."""
+    seen = []
+
+    def driver() -> int:
+        seen.append(dev.os.environ.get("CUDA_DEVICE_ORDER"))
+        return 2
+
+    monkeypatch.setattr(dev, "_count", None)  # restored afterwards
+    monkeypatch.setattr(dev, "_count_from_driver_api", driver)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    assert dev.visible_gpu_count() == 2 and seen == ["PCI_BUS_ID"]
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    dev.visible_gpu_count(refresh=True)
+    assert seen == ["PCI_BUS_ID", "FASTEST_FIRST"]

@@ -17,7 +17,9 @@ Threads: a task may use ``TaskContext.cpus()`` CPU threads (``spark.task.cpus`` 
 profile's), which sizes DALI's, nvImageCodec's and ONNX Runtime's thread pools.
 
 Nothing here imports a GPU library or pyspark at module import. The CUDA driver is asked for the
-device count inside the worker only (never in Spark's forking daemon: CUDA does not survive a fork).
+device count inside the worker only (never in Spark's forking daemon: CUDA does not survive a fork),
+after setting ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` where the environment did not choose an order, so that
+CUDA numbers GPUs as ``nvidia-smi`` and the discovery scripts do on nodes with mixed GPU models too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,10 @@ AUTO_WORKERS_PER_GPU_ENV = "GPUIMAGES_AUTO_WORKERS_PER_GPU"
 DEFAULT_AUTO_WORKERS_PER_GPU = 4
 #: Environment variable overriding the CPU threads a task's libraries may use.
 THREADS_ENV = "GPUIMAGES_TASK_THREADS"
+#: CUDA's device order. Its default, FASTEST_FIRST, numbers the GPUs of a node with mixed models differently
+#: from ``nvidia-smi`` (and from the indices discovery scripts print, and ``CUDA_VISIBLE_DEVICES`` lists);
+#: PCI_BUS_ID numbers them as ``nvidia-smi`` does. The same order on a node of one GPU model.
+DEVICE_ORDER_ENV = "CUDA_DEVICE_ORDER"
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -199,11 +205,18 @@ def _count_from_driver_api() -> int:
         return 0
 
 
+def pci_device_order(env: MutableMapping[str, str] | None = None) -> None:
+    """Number CUDA devices as ``nvidia-smi`` does (``CUDA_DEVICE_ORDER=PCI_BUS_ID``) unless the environment
+    chose an order. Read by CUDA when it initialises, so this runs before this process's first CUDA call."""
+    (os.environ if env is None else env).setdefault(DEVICE_ORDER_ENV, "PCI_BUS_ID")
+
+
 def visible_gpu_count(refresh: bool = False) -> int:
-    """CUDA devices this process can use, asked of the CUDA driver once per process."""
+    """CUDA devices this process can use, asked of the CUDA driver once per process (devices in PCI order)."""
     global _count
     with _lock:
         if _count is None or refresh:
+            pci_device_order()
             _count = _count_from_driver_api()
             log.debug("visible CUDA devices: %d", _count)
         return _count
