@@ -146,7 +146,10 @@ def transcode_frame(
         device=resolved,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(Decode(decode_options, to_device=options.format == "jpeg"), Encode(options, columns.output_col)),
+        steps=(
+            Decode(decode_options, to_device=options.format == "jpeg" and options.encoder != "pillow"),
+            Encode(options, columns.output_col),
+        ),
         columns=columns.names,
         origin_col=origin_col,
         origin_is_path=origin_is_path,

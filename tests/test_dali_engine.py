@@ -648,3 +648,18 @@ def test_jpeg_with_non_srgb_profile_goes_to_pillow_for_colour_management():
     assert engine.last_routes[0] == "pillow: jpeg with a non-sRGB ICC profile"
     assert engine.last_routes[1] == "dali"
     assert np.array_equal(ours.pixels(0), ref.pixels(0))
+
+
+@pytest.mark.parametrize(
+    ("message", "oom"),
+    [
+        ("Critical error in pipeline: CUDA error: out of memory", True),
+        ("Can't allocate 268435456 bytes on device 0.", True),
+        ("nvjpeg error #5 (allocator failure) when running nvjpegDecodeJpegHost", True),
+        ("NVJPEG_STATUS_ALLOCATOR_FAILURE", True),
+        ("nvjpeg error #6 (execution failed) when running nvjpegDecodeJpegDevice", False),
+        ("Bad jpeg", False),
+    ],
+)
+def test_out_of_memory_messages_are_recognised(message, oom):
+    assert pipelines.is_oom(RuntimeError(message)) is oom

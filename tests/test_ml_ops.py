@@ -352,3 +352,32 @@ def test_gpu_without_cupy_or_gpu_computes_with_numpy(caplog):
     assert "computing with numpy" in caplog.text
     assert arrays_for(TaskDevice("auto", None)) is NUMPY
     assert arrays_for(TaskDevice("cpu", 0)) is NUMPY
+
+
+def test_a_cupy_that_imports_but_cannot_compute_falls_back_to_numpy(monkeypatch, caplog):
+    """cupy for another CUDA major than the driver's imports fine and fails on first use: numpy, said once."""
+    import sys
+    import types
+
+    from gpuimages.task import device as dev
+    from gpuimages.transforms import arrays
+
+    class Device:
+        def __init__(self, ordinal):
+            pass
+
+        def __enter__(self):
+            raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime")
+
+        def __exit__(self, *exc):
+            return False
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(Device=Device)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(dev._imports, "cupy", True)
+    monkeypatch.setattr(arrays, "_computes", {})
+    with caplog.at_level(logging.WARNING, logger="gpuimages.transforms.arrays"):
+        assert arrays_for(TaskDevice("auto", 1)) is NUMPY
+        assert arrays_for(TaskDevice("gpu", 1)) is NUMPY
+    assert caplog.text.count("cupy cannot compute on GPU 1 (RuntimeError: cudaErrorInsufficientDriver") == 1

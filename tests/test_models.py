@@ -448,3 +448,59 @@ def test_tensor_decoder_batches_stay_valid_after_the_pipeline_runs_again(cnn):
         alone = next(iter(decoder.decode([blobs[i] for i in batch.rows], {})))
         assert np.array_equal(batch.host_view(), alone.host_view())
     assert len([k for k in worker_cache().keys() if type(k).__name__ == "TensorKey"]) == 1  # one pipeline
+
+
+@pytest.mark.dali
+@pytest.mark.skipif(not HAS_DALI, reason="needs nvidia-dali")
+def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monkeypatch, fresh, caplog):
+    """A DALI tensor decoder that cannot start (no usable GPU, a broken install) must not fail the task: the
+    step decodes with the engine Decode falls back to, as decode_images does."""
+    import pyarrow as pa
+
+    from gpuimages.engines import dali_tensors
+    from gpuimages.options import make_decode_options
+    from gpuimages.task.steps import Featurize
+    from gpuimages.task.steps.base import Work
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(dali_tensors, "TensorDecoder", broken)
+    fn = ModelSpec("function", function=lambda images: images.mean(axis=(1, 2)))
+    step = Featurize("function", (8, 8), "out", model=fn, batch_size=4,
+                     decode=make_decode_options(resize=(8, 8), device="gpu"))
+    with caplog.at_level(logging.WARNING, logger="gpuimages.task.steps.base"):
+        step.open(DALI_CPU)
+    assert step._tensors is None and step._decoder is not None
+    assert "the DALI tensor decoder could not start" in caplog.text
+    blobs = [encode(rgb_array(20, 30, seed=s), "JPEG", quality=90) for s in range(3)] + [b"junk"]
+    work = Work(pa.RecordBatch.from_pydict({"content": blobs}), pa.nulls(4, pa.string()))
+    work.blobs = blobs
+    step.run(work)
+    out = work.columns["out"].to_pylist()
+    assert [v is None for v in out] == [False, False, False, True] and len(out[0]) == 3
+    assert work.reasons[3] == "not a recognised image format"
+    step.open(DALI_CPU)  # the failure is remembered by the worker: no second attempt, no second warning
+    assert caplog.text.count("could not start") == 1
+
+
+def test_gpu_extras_stay_on_one_cuda_major():
+    """The gpu and onnx-gpu extras go into one process: CUDA 12 builds only. onnxruntime-gpu on PyPI is a CUDA 13
+    build from 1.27 (its [cuda,cudnn] extras bring nvidia-cuda-runtime 13 and nvidia-cudnn-cu13), so it is capped."""
+    import re
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    reqs = [Requirement(r) for r in extras["gpu"] + extras["onnx-gpu"]]
+    ort = next(r for r in reqs if r.name == "onnxruntime-gpu")
+    assert Version("1.26.0") in ort.specifier and Version("1.27.0") not in ort.specifier
+    assert Version("1.21.0") in ort.specifier and Version("1.20.2") not in ort.specifier  # preload_dlls()
+    for r in reqs:
+        if r.name.startswith(("nvidia-", "cupy-")):
+            assert re.search(r"(cu12|cuda12x|cuda120)$", r.name), r.name

@@ -81,3 +81,52 @@ def test_concurrent_gets_build_one_object():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError, match="capacity: expected a positive integer, got 0"):
         WorkerCache(0)
+
+
+class _FakeCupy:
+    """cupy's pools as far as release_unused uses them: one pool per device, freed on the current device."""
+
+    def __init__(self):
+        self.current = 0
+        self.freed: list[object] = []
+        fake = self
+
+        class Device:
+            def __init__(self, ordinal):
+                self.ordinal, self.previous = ordinal, None
+
+            def __enter__(self):
+                self.previous, fake.current = fake.current, self.ordinal
+                return self
+
+            def __exit__(self, *exc):
+                fake.current = self.previous
+
+        class Pool:
+            def free_all_blocks(self):
+                fake.freed.append(fake.current)
+
+        class PinnedPool:
+            def free_all_blocks(self):
+                fake.freed.append("pinned")
+
+        self.cuda = type("cuda", (), {"Device": Device})
+        self.get_default_memory_pool = Pool
+        self.get_default_pinned_memory_pool = PinnedPool
+
+
+def test_release_unused_frees_cupy_blocks_on_the_task_gpu_not_the_current_device(monkeypatch):
+    import sys
+
+    from gpuimages.task.cache import release_unused
+
+    cupy = _FakeCupy()
+    calls = []
+    dali = type("backend", (), {"ReleaseUnusedMemory": staticmethod(lambda: calls.append("dali"))})
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "nvidia.dali.backend", dali)
+    release_unused(2)
+    assert cupy.freed == [2, "pinned"] and cupy.current == 0 and calls == ["dali"]
+    cupy.freed.clear()
+    release_unused(None)  # a task without a GPU allocated no device blocks
+    assert cupy.freed == ["pinned"]

@@ -160,3 +160,40 @@ def test_auto_uses_a_library_only_on_a_gpu_where_it_imports(monkeypatch):
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="device: expected one of auto, cpu, gpu, got 'tpu'"):
         dev.resolve_task_device("tpu", _Context(), env={})
+
+
+def test_an_address_cuda_cannot_see_fails_gpu_tasks_but_auto_tasks_are_placed(monkeypatch, fresh_slots, caplog):
+    _gpus(monkeypatch, 2)
+    env = {"CUDA_VISIBLE_DEVICES": "2,3"}
+    with pytest.raises(ValueError, match=r"GPU address '1'"):
+        dev.resolve_task_device("gpu", _Context(["1"], partition=1), env=env)
+    got = dev.resolve_task_device("auto", _Context(["1"], partition=1), env=env)
+    assert got == TaskDevice("auto", 1, 1) and "placed as if Spark had assigned no GPU" in caplog.text
+
+
+def test_slot_locks_that_cannot_be_written_do_not_fail_the_task(monkeypatch, fresh_slots, tmp_path, caplog):
+    _gpus(monkeypatch, 2)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    fresh_slots.folder = str(blocker / "slots")  # a folder under a file: makedirs raises NotADirectoryError
+    got = dev.resolve_task_device("auto", _Context(partition=1), env={})
+    assert got.gpu_id == 1 and "GPU slot locks in" in caplog.text
+    assert dev.resolve_task_device("auto", _Context(partition=0), env={}).gpu_id == 1  # the worker stays on it
+
+
+def test_cuda_numbers_gpus_as_nvidia_smi_unless_the_environment_chose(monkeypatch):
+    """Discovery scripts print nvidia-smi's indices (PCI order); CUDA's default order is FASTEST_FIRST, which
+    differs on a node with mixed GPU models. The order is set before this process's first CUDA call."""
+    seen = []
+
+    def driver() -> int:
+        seen.append(dev.os.environ.get("CUDA_DEVICE_ORDER"))
+        return 2
+
+    monkeypatch.setattr(dev, "_count", None)  # restored afterwards
+    monkeypatch.setattr(dev, "_count_from_driver_api", driver)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    assert dev.visible_gpu_count() == 2 and seen == ["PCI_BUS_ID"]
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    dev.visible_gpu_count(refresh=True)
+    assert seen == ["PCI_BUS_ID", "FASTEST_FIRST"]

@@ -52,3 +52,40 @@ def test_device_images_reach_the_encoder_with_sizes_and_reasons():
     for i in (0, 2):
         with Image.open(io.BytesIO(work.columns["encoded"][i].as_py())) as im:
             assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (16, 12))
+
+
+@pytest.mark.parametrize(("codec_imports", "expected"), [(True, True), (False, False)])
+def test_images_stay_on_the_device_only_for_nvimgcodec(monkeypatch, codec_imports, expected):
+    """Without nvImageCodec the JPEGs are Pillow's, which would copy device images to the host one at a time:
+    the engine then makes host batches (its batched page-locked copy) instead."""
+    from gpuimages.task import device as dev
+    from gpuimages.task.steps import decode as decode_module
+
+    asked = []
+
+    class Engine:
+        name = "dali-gpu"
+
+    def fake_engine(options, device, name=None, device_output=False):
+        asked.append(device_output)
+        return Engine()
+
+    monkeypatch.setattr(decode_module, "decode_engine", fake_engine)
+    monkeypatch.setitem(dev._imports, "nvidia.dali", True)
+    monkeypatch.setitem(dev._imports, "nvidia.nvimgcodec", codec_imports)
+    step = Decode(make_decode_options(device="auto"), to_device=True)
+    step.open(TaskDevice("auto", 0, 1))
+    assert asked == [expected] and step._device_output is expected
+
+
+def test_transcode_with_the_pillow_encoder_decodes_to_host_memory(spark, monkeypatch):
+    import gpuimages
+    from gpuimages import transcode
+
+    captured = []
+    monkeypatch.setattr(transcode, "run_stage", lambda df, spec, *a, **kw: captured.append(spec) or df)
+    df = spark.createDataFrame([(encode(rgb_array(8, 8, seed=1), "JPEG"), "a.jpg")], "content binary, path string")
+    gpuimages.transcode_images(df, format="jpeg", encoder="pillow", device="auto")
+    gpuimages.transcode_images(df, format="jpeg", device="auto")
+    gpuimages.transcode_images(df, format="png", device="auto")
+    assert [spec.steps[0].to_device for spec in captured] == [False, True, False]

@@ -210,7 +210,7 @@ def _cuda_inactive(path: str, gpu_id: int, available: list[str], active: list[st
         "cuda-inactive",
         f"gpuimages: a GPU was requested (CUDA device {gpu_id}) but the ONNX model {path} runs on ONNX Runtime's "
         f"CPU provider: {why}. Every device batch is copied to host memory and run on the CPU. Fix: "
-        f"{GPU_INSTALL_HINT} (onnxruntime-gpu >= 1.21 with the CUDA 12 and cuDNN 9 wheels; keep only one of "
+        f"{GPU_INSTALL_HINT} (onnxruntime-gpu >= 1.21, < 1.27 with the CUDA 12 and cuDNN 9 wheels; keep only one of "
         "onnxruntime / onnxruntime-gpu installed).",
     )
 

@@ -119,10 +119,14 @@ def worker_cache() -> WorkerCache:
         return _CACHE
 
 
-def release_unused() -> None:
+def release_unused(gpu_id: int | None = None) -> None:
     """Give device and pinned memory that no live object uses back (DALI, cupy); end of every task.
 
-    Only libraries this worker already imported are asked; nothing is imported here.
+    ``gpu_id``: the CUDA ordinal the task computed on. cupy keeps one pool per device and
+    ``MemoryPool.free_all_blocks()`` frees the pool of the *current* device only, which is not the
+    task's GPU once a step's ``with cupy.cuda.Device(gpu_id)`` has ended; so the task's device is made
+    current for it. DALI's ``ReleaseUnusedMemory`` covers every device and its pinned pool (safe while
+    pipelines run). Only libraries this worker already imported are asked; nothing is imported here.
     """
     backend = sys.modules.get("nvidia.dali.backend")
     if backend is not None and hasattr(backend, "ReleaseUnusedMemory"):
@@ -133,7 +137,9 @@ def release_unused() -> None:
     cupy = sys.modules.get("cupy")
     if cupy is not None:
         try:
-            cupy.get_default_memory_pool().free_all_blocks()
+            if gpu_id is not None:
+                with cupy.cuda.Device(int(gpu_id)):
+                    cupy.get_default_memory_pool().free_all_blocks()
             cupy.get_default_pinned_memory_pool().free_all_blocks()
         except Exception as exc:  # noqa: BLE001
             log.debug("cupy pool release failed: %s", exc)

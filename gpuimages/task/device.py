@@ -17,7 +17,9 @@ Threads: a task may use ``TaskContext.cpus()`` CPU threads (``spark.task.cpus`` 
 profile's), which sizes DALI's, nvImageCodec's and ONNX Runtime's thread pools.
 
 Nothing here imports a GPU library or pyspark at module import. The CUDA driver is asked for the
-device count inside the worker only (never in Spark's forking daemon: CUDA does not survive a fork).
+device count inside the worker only (never in Spark's forking daemon: CUDA does not survive a fork),
+after setting ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` where the environment did not choose an order, so that
+CUDA numbers GPUs as ``nvidia-smi`` and the discovery scripts do on nodes with mixed GPU models too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,10 @@ AUTO_WORKERS_PER_GPU_ENV = "GPUIMAGES_AUTO_WORKERS_PER_GPU"
 DEFAULT_AUTO_WORKERS_PER_GPU = 4
 #: Environment variable overriding the CPU threads a task's libraries may use.
 THREADS_ENV = "GPUIMAGES_TASK_THREADS"
+#: CUDA's device order. Its default, FASTEST_FIRST, numbers the GPUs of a node with mixed models differently
+#: from ``nvidia-smi`` (and from the indices discovery scripts print, and ``CUDA_VISIBLE_DEVICES`` lists);
+#: PCI_BUS_ID numbers them as ``nvidia-smi`` does. The same order on a node of one GPU model.
+DEVICE_ORDER_ENV = "CUDA_DEVICE_ORDER"
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -199,11 +205,18 @@ def _count_from_driver_api() -> int:
         return 0
 
 
+def pci_device_order(env: MutableMapping[str, str] | None = None) -> None:
+    """Number CUDA devices as ``nvidia-smi`` does (``CUDA_DEVICE_ORDER=PCI_BUS_ID``) unless the environment
+    chose an order. Read by CUDA when it initialises, so this runs before this process's first CUDA call."""
+    (os.environ if env is None else env).setdefault(DEVICE_ORDER_ENV, "PCI_BUS_ID")
+
+
 def visible_gpu_count(refresh: bool = False) -> int:
-    """CUDA devices this process can use, asked of the CUDA driver once per process."""
+    """CUDA devices this process can use, asked of the CUDA driver once per process (devices in PCI order)."""
     global _count
     with _lock:
         if _count is None or refresh:
+            pci_device_order()
             _count = _count_from_driver_api()
             log.debug("visible CUDA devices: %d", _count)
         return _count
@@ -288,18 +301,24 @@ class _Slots:
             return False
         import fcntl
 
-        os.makedirs(self.folder, exist_ok=True)
-        for k in range(limit):
-            path = os.path.join(self.folder, f"gpu-{name}-{k}.lock")
-            handle = open(path, "a+")  # noqa: SIM115 - held open on purpose: the lock lives with it
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                handle.close()
-                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    continue
-                raise
-            self.held[name] = handle
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            for k in range(limit):
+                path = os.path.join(self.folder, f"gpu-{name}-{k}.lock")
+                handle = open(path, "a+")  # noqa: SIM115 - held open on purpose: the lock lives with it
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    handle.close()
+                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        continue
+                    raise
+                self.held[name] = handle
+                return True
+        except OSError as exc:  # no writable temporary folder, no flock: the bound is advisory, not a failure
+            log.warning("gpuimages: GPU slot locks in %s are unavailable (%s); using GPU %s without the bound on "
+                        "workers per GPU", self.folder, exc, name)
+            self.held[name] = None
             return True
         return False
 
@@ -320,7 +339,8 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
     """The :class:`TaskDevice` of the running task for a stage whose ``device`` is ``mode``.
 
     * "cpu": no GPU.
-    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal`.
+    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal` (an address it cannot
+      map fails the task under "gpu"; under "auto" the task is placed as without an address, with a warning).
     * None assigned, CUDA devices visible: the GPU this worker already uses, else spread by
       partition id; under "auto" only where one of the GPU's worker slots is free (else CPU).
     * No CUDA device: no GPU (under "gpu" the steps then use their libraries' CPU paths, with a warning).
@@ -339,7 +359,13 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
         if count == 0:
             log.warning("Spark assigned GPU %s to this task but this process sees no CUDA device", addresses[0])
             return TaskDevice(mode, None, threads, addresses[0])
-        return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0])
+        try:
+            return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0])
+        except ValueError as exc:
+            if mode == "gpu":
+                raise
+            # "auto" must not fail a job over a discovery script that disagrees with CUDA_VISIBLE_DEVICES
+            log.warning("device='auto': %s; the task is placed as if Spark had assigned no GPU", exc)
     if count == 0:
         if mode == "gpu":
             log.warning("device='gpu' but this process sees no CUDA device; GPU libraries run their CPU paths")

@@ -199,7 +199,7 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterato
     finally:
         for step in steps:
             step.close()
-        release_unused()
+        release_unused(device.gpu_id)
     record_task(spec, engines, device, rows)
 
 

@@ -56,14 +56,18 @@ NUMPY_ARRAYS = Arrays("numpy-arrays", np, use_pillow=False)
 
 
 def arrays_for(device: TaskDevice) -> Arrays:
-    """cupy on the task's GPU where cupy imports there; numpy/Pillow otherwise.
+    """cupy on the task's GPU where cupy imports and computes there; numpy/Pillow otherwise.
 
     Under ``device="gpu"`` a task without a GPU or without cupy computes with numpy (same
-    results), with a warning once per worker.
+    results), with a warning once per worker. A cupy that imports but cannot compute on the GPU (a
+    wheel for another CUDA major than the driver's, no NVRTC to compile its kernels) is found by
+    :func:`cupy_computes` once per worker and GPU, and the task computes with numpy, with a warning.
     """
     if device.mode == "cpu" or device.gpu_id is None or not library_imports("cupy"):
         if device.mode == "gpu":
             _warn_once(device)
+        return NUMPY
+    if not cupy_computes(device.gpu_id):
         return NUMPY
     import cupy
 
@@ -71,6 +75,25 @@ def arrays_for(device: TaskDevice) -> Arrays:
 
 
 _warned: set[str] = set()
+_computes: dict[int, bool] = {}
+
+
+def cupy_computes(gpu_id: int) -> bool:
+    """Whether cupy runs an elementwise kernel on CUDA device ``gpu_id`` (tried once per worker and GPU)."""
+    known = _computes.get(gpu_id)
+    if known is not None:
+        return known
+    try:
+        import cupy
+
+        with cupy.cuda.Device(int(gpu_id)):
+            ok = int(cupy.asnumpy(cupy.arange(3, dtype=cupy.uint8) + 1).sum()) == 6
+    except Exception as exc:  # noqa: BLE001 - any failure means "not on this GPU"
+        log.warning("gpuimages: cupy cannot compute on GPU %s (%s: %s); computing with numpy", gpu_id,
+                    type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        ok = False
+    _computes[gpu_id] = ok
+    return ok
 
 
 def _warn_once(device: TaskDevice) -> None:

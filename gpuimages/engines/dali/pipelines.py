@@ -59,8 +59,11 @@ WINDOW = 2
 #: pageable memory: ``set_pinned(false)`` in DALI's ``backend_impl.cc``), or "device" (stays in GPU memory).
 OUTPUTS = ("pinned", "as_cpu", "device")
 
+#: Out-of-memory messages: CUDA's, DALI's (``CUDABadAlloc``: "Can't allocate ... bytes on device"), and nvJPEG's
+#: through nvImageCodec ("nvjpeg error #5 (allocator failure)").
 _OOM = re.compile(
-    r"out of memory|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|bad_alloc|can't allocate|allocation failed",
+    r"out of memory|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|bad_alloc|can't allocate|allocation failed"
+    r"|allocator failure|ALLOCATOR_FAILURE",
     re.IGNORECASE,
 )
 

@@ -22,6 +22,7 @@ from gpuimages.options import DecodeOptions
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
+from gpuimages.task.steps.encode import NVIMGCODEC_MODULE
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,11 @@ def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None =
 class Decode(Step):
     """Encoded bytes (``work.blobs``) to pixels (``work.images``); undecodable files get their reason.
 
-    ``to_device``: on a task with a GPU and the DALI engine, leave the images in GPU memory
+    ``to_device``: on a task with a GPU, the DALI engine and nvImageCodec, leave the images in GPU memory
     (``work.device_images``, alpha dropped) for an :class:`~gpuimages.task.steps.Encode` step that encodes
-    JPEG there (the GPU transcode: no host round trip). Elsewhere it has no effect.
+    JPEG there (the GPU transcode: no host round trip). Elsewhere it has no effect: without nvImageCodec the
+    encoder is Pillow's, which would copy device images to the host one by one instead of in DALI's batched,
+    page-locked copy.
     """
 
     options: DecodeOptions
@@ -119,7 +122,9 @@ class Decode(Step):
     _device_output: bool = field(default=False, init=False, repr=False, compare=False)
 
     def open(self, device: TaskDevice) -> None:
-        self._device_output = self.to_device and device.on_gpu and engine_name(device) == "dali"
+        self._device_output = (
+            self.to_device and device.on_gpu and engine_name(device) == "dali" and device.uses(NVIMGCODEC_MODULE)
+        )
         self._engine = decode_engine(self.options, device, device_output=self._device_output)
         self._device_output = self._device_output and self._engine.name.startswith("dali")
 

@@ -5,7 +5,8 @@ itself straight to the model's size:
 
 * on a task whose device uses DALI, with a model: :class:`~gpuimages.engines.dali_tensors.TensorDecoder`
   decodes, resizes and normalises a device batch into the model's input on the GPU, and the model
-  reads it in place (files DALI does not take are decoded by Pillow and come as a host batch);
+  reads it in place (files DALI does not take are decoded by Pillow and come as a host batch); a tensor
+  decoder that cannot start leaves the bytes to the next path, with a warning;
 * otherwise the engine :class:`~gpuimages.task.steps.decode.Decode` uses decodes to ``image_size``
   (JPEG draft mode on Pillow) and the host path below runs.
 
@@ -28,7 +29,7 @@ from gpuimages.options import DecodeOptions
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.images import ImageBatch, list_column
-from gpuimages.task.steps.base import Step, Work
+from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
 from gpuimages.task.steps.decode import Decode, engine_name
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class Featurize(Step):
             self._model = create_model(self.model, device)
         if self.decode is not None and self._model is not None and engine_name(device) == "dali":
             self._tensors = tensor_decoder(self.decode, self._model.input_format, device)
-        elif self.decode is not None:
+        if self.decode is not None and self._tensors is None:  # no DALI, or it could not start
             self._decoder = Decode(self.decode)
             self._decoder.open(device)
         self._arrays = arrays_for(device) if self.backbone == "histogram" else NUMPY
@@ -162,9 +163,16 @@ class Featurize(Step):
 
 
 def tensor_decoder(options: DecodeOptions, input_format: Any, device: TaskDevice) -> Any:
-    """The worker's DALI tensor decoder for ``options`` and the model's input format, from the worker cache."""
+    """The worker's DALI tensor decoder for ``options`` and the model's input format, from the worker cache.
+
+    None when DALI cannot start here (no usable GPU, a broken installation): the step then decodes with the
+    engine :class:`Decode` falls back to, with a warning, as ``decode_images`` does; a missing or too old
+    DALI raises its ImportError naming the extra.
+    """
     from gpuimages.engines.dali_tensors import TensorDecoder
 
     options = dataclasses.replace(options, batch_size=options.device_batch_size)
     key = ("tensors", device.gpu_id, device.threads, options, input_format)
-    return worker_cache().get(key, lambda: TensorDecoder(options, input_format, device))
+    return worker_cache().get(key, lambda: gpu_or_cpu(
+        True, lambda: TensorDecoder(options, input_format, device), lambda: None, "the DALI tensor decoder", device
+    ))
