@@ -1,5 +1,6 @@
-"""The capabilities of the runtime, each a small step: decode, transform, featurize, encode, write."""
+"""The capabilities of the runtime, each a small step: unpack, decode, transform, featurize, encode, write."""
 
+from gpuimages.task.steps.archives import Unpack
 from gpuimages.task.steps.base import Step, Work
 from gpuimages.task.steps.decode import Decode, ReturnImages
 from gpuimages.task.steps.encode import Encode
@@ -7,4 +8,6 @@ from gpuimages.task.steps.featurize import Featurize
 from gpuimages.task.steps.transform import Transform, Unroll
 from gpuimages.task.steps.write import Write
 
-__all__ = ["Decode", "Encode", "Featurize", "ReturnImages", "Step", "Transform", "Unroll", "Work", "Write"]
+__all__ = [
+    "Decode", "Encode", "Featurize", "ReturnImages", "Step", "Transform", "Unpack", "Unroll", "Work", "Write",
+]
