@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import listing, planning
+from gpuimages.archives import ArchiveReading, archive_reading
 from gpuimages.decode import DecodeColumns, decode_frame
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
@@ -56,6 +57,8 @@ def read_images(
     strict: bool = False,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     device_batch_size: int = DEFAULT_DEVICE_BATCH_SIZE,
+    archives: bool | str = True,
+    webdataset: Any = False,
 ) -> DataFrame:
     """Read images into a DataFrame with Spark's image schema.
 
@@ -95,6 +98,14 @@ def read_images(
             from each file's header after resize/crop (default 128 MiB); an image larger than
             this is decoded alone. Bounds a worker's memory by bytes as ``batch_size`` does by count.
         device_batch_size: images per GPU decode (a DALI device batch); also bounded by ``max_batch_bytes``.
+        archives: ``.tar``, ``.tar.gz``/``.tgz`` and ``.zip`` files are read as folders: one row per image
+            member, ``origin`` ``<archive URI>#<member path>``, streamed member by member in the task,
+            sampled per member (see docs/training-data.md). True: opened by path in the tasks where the
+            path is local (plain, ``file:``, ``dbfs:``), read through ``binaryFile`` otherwise; "path" or
+            "content" force either; False: archives are files like any other.
+        webdataset: add the WebDataset siblings of each image member (``key.cls``, ``key.txt``, ...) as
+            columns after ``error``: True for ``cls`` (bigint), ``txt`` and ``json`` (strings), a list of
+            extensions, or a mapping of extension to "long", "string" or "binary".
     """
     paths = listing.normalize_paths(path)
     options = make_decode_options(
@@ -119,9 +130,10 @@ def read_images(
         raise TypeError(f"path_glob_filter: expected a glob string or None, got {path_glob_filter!r}")
 
     conf = session_conf(spark)
+    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
     inputs = file_inputs(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
-        keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf,
+        keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf, archives=reading,
     )
     layout = DecodeColumns(
         "content", "path", "image", "error", inputs.passthrough, drop_invalid=drop_invalid, origin_is_path=True
@@ -135,6 +147,7 @@ def read_images(
         total_bytes=inputs.total_bytes,
         num_files=inputs.num_files,
         conf=conf,
+        unpack=inputs.unpack,  # archives: the step that streams their members
     )
     return inputs.finish(decoded, ["image", "error"])
 
@@ -153,11 +166,22 @@ class FileInputs:
     label_from_folder: bool
     total_bytes: int | None
     num_files: int | None
+    archives: ArchiveReading | None = None  # archives: how they are read (None: archives are files)
 
     @property
     def passthrough(self) -> tuple[str, ...]:
         """Columns of :attr:`frame` a stage passes through: the path, partition columns, the unread flag."""
-        return ("path", *self.partition_columns, _UNREAD_COL)
+        return ("path", *self.partition_columns, *self._archive_columns, _UNREAD_COL)
+
+    @property
+    def _archive_columns(self) -> tuple[str, ...]:
+        return () if self.archives is None else self.archives.columns
+
+    def unpack(self, bounds, max_batch_bytes: int, keep_input: bool = False):
+        """archives: the task step that unpacks them before ``bounds`` (the decode), or None."""
+        if self.archives is None:
+            return None
+        return self.archives.step("content", bounds, max_batch_bytes, path_col="path", keep_input=keep_input)
 
     def finish(self, out: DataFrame, columns: Sequence[str], error_col: str = "error") -> DataFrame:
         """The stage's ``columns``, then the partition columns and ``label``; unread files get their reason."""
@@ -167,7 +191,8 @@ class FileInputs:
             error_col, F.when(F.col(_UNREAD_COL), F.lit(UNREAD_REASON)).otherwise(F.col(error_col))
         )
         out = _with_label(out, self.label_from_folder)
-        return out.select(*columns, *self.partition_columns, *(["label"] if self.label_from_folder else []))
+        return out.select(*columns, *self._archive_columns, *self.partition_columns,
+                          *(["label"] if self.label_from_folder else []))
 
 
 def file_inputs(
@@ -181,6 +206,7 @@ def file_inputs(
     keep_unread: bool,
     label_from_folder: bool,
     conf: dict[str, str | None],
+    archives: ArchiveReading | None = None,
 ) -> FileInputs:
     """List and sample ``paths`` (see :func:`gpuimages.listing.list_files`) into a stage's input.
 
@@ -189,21 +215,29 @@ def file_inputs(
     stays exact) and get a row.
     """
     found = listing.list_files(
-        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter,
+        sample_ratio=sample_ratio if archives is None else 1.0, seed=seed,
     )
+    if archives is not None:  # archives: loose files sampled by file, archives kept whole (members sampled in tasks)
+        found = archives.sample_listing(found)
+        archives.check_names(("image", "error", "label", *found.partition_columns))
     parts = found.partition_columns
     _check_partition_names(parts, label_from_folder)
     log.info(
         "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
         found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
-    frame = found.frame.select("path", "content", *parts, _flag(False))
+    frame = (found.frame if archives is None else archives.split(found.frame)).select(  # archives: not read by Spark
+        "path", "content", *parts, _flag(False)
+    )
     if keep_unread:
         unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
         if unread is not None:
             schema = {f.name: f.dataType for f in found.frame.schema.fields}
             frame = frame.unionByName(_unread_inputs(unread, parts, schema))
-    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files())
+    if archives is not None:  # archives: null sibling columns, filled for members in the task
+        frame = archives.with_columns(frame)
+    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archives)
 
 
 #: Marks the rows of listed files the scan returned no bytes for, through the decode stage.

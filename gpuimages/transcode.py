@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import scheduling
-from gpuimages.decode import DecodeColumns, check_columns
+from gpuimages.decode import DecodeColumns, check_columns, unpack_steps
 from gpuimages.encode import EncodeColumns, encode_columns, encoded_schema
 from gpuimages.encoders import (
     DEFAULT_PNG_LEVEL,
@@ -128,9 +128,11 @@ def transcode_frame(
     total_bytes: int | None = None,
     num_files: int | None = None,
     conf: dict[str, str | None] | None = None,
+    unpack: Any = None,
 ) -> DataFrame:
     """Resolve the device and run the transcode stage (shared by :func:`transcode_images` and
-    :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage."""
+    :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage (``unpack``
+    as there: archives into their members before the decode)."""
     conf = conf if conf is not None else session_conf(df.sparkSession)
     resolved = scheduling.resolve_device(decode_options.device, conf)
     decode_options = dataclasses.replace(decode_options, device=resolved)
@@ -146,7 +148,9 @@ def transcode_frame(
         device=resolved,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(Decode(decode_options, to_device=options.format == "jpeg"), Encode(options, columns.output_col)),
+        steps=(*unpack_steps(unpack, decode := Decode(decode_options, to_device=options.format == "jpeg"),
+                          decode_options.max_batch_bytes),
+               decode, Encode(options, columns.output_col)),
         columns=columns.names,
         origin_col=origin_col,
         origin_is_path=origin_is_path,
@@ -170,16 +174,21 @@ def transcode_files(
     path_glob_filter: str | None = None,
     sample_ratio: float = 1.0,
     seed: int = 0,
+    archives: bool | str = True,
+    webdataset: Any = False,
     **kwargs: Any,
 ) -> DataFrame:
     """List (and sample) files as ``read_images`` does and transcode them: one row per listed file.
 
     Columns ``origin`` (the image-source URI ``read_images`` gives), ``height``, ``width``,
-    ``encoded``, ``error``, the partition columns and, with ``label_from_folder``, ``label``. Files
+    ``encoded``, ``error``, the WebDataset sibling columns asked for, the partition columns and, with
+    ``label_from_folder``, ``label``. Archives are read as ``read_images`` reads them (``archives``,
+    ``webdataset``): one row per image member. Files
     the binary read returned nothing for (empty, unreadable) get null bytes and ``read_images``' reason. ``kwargs`` are
     :func:`transcode_images`' options (resize, center_crop, format, quality, device, ...).
     """
     from gpuimages import listing
+    from gpuimages.archives import archive_reading
     from gpuimages.reader import file_inputs
 
     check_bool("recursive", recursive)
@@ -193,16 +202,19 @@ def transcode_files(
     decode_options = make_decode_options(**kwargs)
     options = make_encode_options(**encode_kw, device=decode_options.device, batch_size=decode_options.batch_size)
     conf = session_conf(spark)
+    paths = listing.normalize_paths(path)
+    sample_ratio, seed = check_sample_ratio(sample_ratio), check_seed(seed)
+    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
     inputs = file_inputs(
-        spark, listing.normalize_paths(path), recursive=recursive, path_glob_filter=path_glob_filter,
-        sample_ratio=check_sample_ratio(sample_ratio), seed=check_seed(seed), keep_unread=True,
-        label_from_folder=label_from_folder, conf=conf,
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter,
+        sample_ratio=sample_ratio, seed=seed, keep_unread=True,
+        label_from_folder=label_from_folder, conf=conf, archives=reading,
     )
     columns = encode_columns(inputs.frame, "content", "encoded", "error", keep_input=False)
     out = transcode_frame(
         inputs.frame, decode_options, options, columns, origin_col="path", origin_is_path=True,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes,
-        num_files=inputs.num_files, conf=conf,
+        num_files=inputs.num_files, conf=conf, unpack=inputs.unpack,
     )
     return inputs.finish(out, ["origin", "height", "width", "encoded", "error"])
 
