@@ -1,12 +1,14 @@
 """write_webdataset: shards of samples (image, cls, txt, json), their sizes, names and keys, atomic and
 retry-safe writes, the round trip through read_images and DALI's WebDataset reader, the img2dataset job
-(transcode_files into shards)."""
+(transcode_files into shards) and the command line."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -264,3 +266,22 @@ def test_fsspec_store(tmp_path):
         assert tar.getnames() == ["00000-00000000.png", "00000-00000000.cls", "00000-00000002.png",
                                   "00000-00000002.cls"]
     assert not [f for f in os.listdir(os.environ.get("TMPDIR", "/tmp")) if f.startswith("gpuimages-shard-")]
+
+
+# --------------------------------------------------------------------------------------- command line
+
+
+def test_cli_convert_to_webdataset(spark, photos, tmp_path):
+    dest = tmp_path / "shards"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpuimages", "-v", "convert", str(photos), str(dest), "--format", "webdataset",
+         "--resize", "32", "--label-from-folder", "--recursive", "--master", "local[1]", "--device", "cpu",
+         "--shard-samples", "5"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # broken.jpg is not in a shard
+    assert "wrote 8 samples in 2 shards (1 invalid)" in proc.stdout
+    assert "broken.jpg" in proc.stderr
+    names = [n for p in _shards(dest) for n in _tar_names(p)]
+    assert sum(n.endswith(".jpg") for n in names) == 8 and sum(n.endswith(".cls") for n in names) == 8
