@@ -110,12 +110,17 @@ def opens_by_path(mode: bool | str, paths: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class ArchiveReading:
-    """How a read treats archives (made on the driver by :func:`archive_reading`)."""
+    """How a read treats archives (made on the driver by :func:`archive_reading`).
+
+    ``present``: the listing holds archives (:meth:`probe`); without any, the read is the plain one
+    (the sibling columns are still added, null).
+    """
 
     by_path: bool
     siblings: tuple[Sibling, ...]
     sample_ratio: float
     seed: int
+    present: bool = True
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -150,10 +155,22 @@ class ArchiveReading:
             listed = listed.filter(is_archive_path(origin) | sample_condition(origin, self.sample_ratio, self.seed))
         return replace(found, frame=frame, listed=listed, sample_ratio=self.sample_ratio)
 
+    def probe(self, found: Listing) -> ArchiveReading:
+        """This plan with ``present`` set: whether ``found`` lists an archive. A query of the listing on the
+        driver where it is a local Dataset (no job), else a scan of the archive names (no file is read)."""
+        from pyspark.sql import functions as F
+
+        if found.listed is not None:
+            empty = found.listed.filter(is_archive_path(F.col("origin"))).isEmpty()
+        else:
+            empty = found.frame.filter(is_archive_path(F.col("_metadata.file_path"))).select("path").isEmpty()
+        log.info("gpuimages: the listing holds %s", "no archive" if empty else "archives, read member by member")
+        return replace(self, present=not empty)
+
     def split(self, frame: DataFrame) -> DataFrame:
         """The ``binaryFile`` scan as loose files (with ``content``) and archives (with null ``content``
         where the task opens them by path, so Spark never reads them)."""
-        if not self.by_path:
+        if not self.by_path or not self.present:
             return frame
         from pyspark.sql import functions as F
 
@@ -171,8 +188,11 @@ class ArchiveReading:
         return frame.select("*", *[F.lit(None).cast(SPARK_TYPES[s.kind]).alias(s.column) for s in self.siblings])
 
     def step(self, input_col: str, bounds: Step, max_batch_bytes: int, *, path_col: str | None,
-             keep_input: bool = False) -> Unpack:
-        """The task's :class:`~gpuimages.task.steps.archives.Unpack` step, feeding ``bounds``."""
+             keep_input: bool = False) -> Unpack | None:
+        """The task's :class:`~gpuimages.task.steps.archives.Unpack` step, feeding ``bounds`` (None when the
+        listing holds no archive)."""
+        if not self.present:
+            return None
         return Unpack(
             input_col=input_col, bounds=bounds, max_batch_bytes=max_batch_bytes, path_col=path_col,
             keep_input=keep_input, sample_ratio=self.sample_ratio, seed=self.seed, siblings=self.siblings,

@@ -220,6 +220,7 @@ def file_inputs(
     )
     if archives is not None:  # archives: loose files sampled by file, archives kept whole (members sampled in tasks)
         found = archives.sample_listing(found)
+        archives = archives.probe(found)
         archives.check_names(("image", "error", "label", *found.partition_columns))
     parts = found.partition_columns
     _check_partition_names(parts, label_from_folder)

@@ -428,3 +428,26 @@ def test_transcode_files_reads_members(spark, shard_dir):
     rows = out.collect()
     assert len(rows) == 18 and all(r.error is None and min(r.height, r.width) == 8 for r in rows)
     assert {r.label for r in rows if "#n01440764" in r.origin} == {"n01440764"}
+
+
+def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
+    import re
+
+    from gpuimages.archives import archive_reading
+    from gpuimages.reader import file_inputs
+    from gpuimages.stage import session_conf
+
+    for i in range(4):
+        (tmp_path / f"f{i}.png").write_bytes(png(i, 4, 4))
+    conf = session_conf(spark)
+
+    def plan(archives) -> tuple[str, bool]:
+        inputs = file_inputs(spark, [str(tmp_path)], recursive=False, path_glob_filter=None, sample_ratio=1.0, seed=0,
+                             keep_unread=True, label_from_folder=False, conf=conf, archives=archives)
+        text = re.sub(r"#\d+|plan_id=\d+", "", inputs.frame._jdf.queryExecution().optimizedPlan().toString())
+        return text, inputs.unpack(None, 1) is not None
+
+    assert plan(archive_reading(True, False, [str(tmp_path)])) == plan(None) == (plan(None)[0], False)
+    (tmp_path / "a.tar").write_bytes(tar_bytes([("x.png", png(9))]))
+    text, unpacks = plan(archive_reading(True, False, [str(tmp_path)]))
+    assert unpacks and text.count("binaryFile") == plan(None)[0].count("binaryFile") + 1  # the archives scan
