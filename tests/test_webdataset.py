@@ -285,3 +285,18 @@ def test_cli_convert_to_webdataset(spark, photos, tmp_path):
     assert "broken.jpg" in proc.stderr
     names = [n for p in _shards(dest) for n in _tar_names(p)]
     assert sum(n.endswith(".jpg") for n in names) == 8 and sum(n.endswith(".cls") for n in names) == 8
+
+
+def test_training_data_example_runs(spark, photos, tmp_path, capsys):
+    pytest.importorskip("nvidia.dali")
+    page = (Path(__file__).resolve().parents[1] / "docs" / "training-data.md").read_text()
+    code = page.split("<!-- example: training-data -->\n```python\n", 1)[1].split("```", 1)[0]
+    line = 'SRC, SHARDS = "/data/photos", "/data/shards"'
+    assert line in code
+    code = code.replace(line, f"SRC, SHARDS = {str(photos)!r}, {str(tmp_path / 'shards')!r}")
+    exec(compile(code, "docs/training-data.md", "exec"), {"__name__": "example"})  # noqa: S102 - the page's example
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "Row(sum(samples)=8, sum(skipped)=1)"
+    count, labels = out[-1].split(" ", 1)[0], out[-1].rsplit("[", 1)[1].strip("]").split(", ")
+    assert count == "8" and "[4, 3, 224, 224]" in out[-1]  # the epoch, a batch of normalised crops
+    assert len(labels) == 4 and set(labels) <= {"0", "1"}
