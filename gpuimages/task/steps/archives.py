@@ -92,9 +92,15 @@ def member_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (ext if dot else "")
 
 
+def normalized(name: str) -> str:
+    """A member path without ``.`` parts and leading slashes (``./a/b.jpg`` -> ``a/b.jpg``, as ``tar cf x.tar .``
+    names members)."""
+    return "/".join(p for p in name.split("/") if p and p != ".")
+
+
 def is_hidden(name: str) -> bool:
     """A member Spark's listing would skip as a file: a path part starting with ``.``, or ``_`` without ``=``."""
-    return any(p.startswith(".") or (p.startswith("_") and "=" not in p) for p in name.split("/") if p)
+    return any(p.startswith(".") or (p.startswith("_") and "=" not in p) for p in normalized(name).split("/"))
 
 
 def is_image_name(name: str) -> bool:
@@ -126,9 +132,9 @@ def strip_suffix(name: str) -> str:
 def member_path(archive_path: str, levels: tuple[str, ...]) -> str:
     """The path a member would have if each archive were a folder named after it, without its extension."""
     parts = [strip_suffix(archive_path.rstrip("/"))]
-    parts += [strip_suffix(level.strip("/")) for level in levels[:-1]]
-    parts.append(levels[-1].lstrip("/"))
-    return "/".join(parts)
+    parts += [strip_suffix(normalized(level)) for level in levels[:-1]]
+    parts.append(normalized(levels[-1]))
+    return "/".join(p for p in parts if p)
 
 
 def open_path(path: str) -> BinaryIO:
