@@ -167,16 +167,21 @@ class ArchiveReading:
         log.info("gpuimages: the listing holds %s", "no archive" if empty else "archives, read member by member")
         return replace(self, present=not empty)
 
-    def split(self, frame: DataFrame) -> DataFrame:
-        """The ``binaryFile`` scan as loose files (with ``content``) and archives (with null ``content``
-        where the task opens them by path, so Spark never reads them)."""
-        if not self.by_path or not self.present:
+    def split(self, frame: DataFrame, slots: int) -> DataFrame:
+        """The ``binaryFile`` scan as loose files (with ``content``, coalesced to ``slots`` partitions as a
+        decode stage is) and archives (with null ``content`` where the task opens them by path, so Spark
+        never reads them), in the partitions Spark's scan packs them in: a few archives each, balanced
+        by size, so that the stage (which keeps these partitions) runs one task per few archives and
+        Spark's scheduler spreads them over the cores."""
+        if not self.present:
             return frame
         from pyspark.sql import functions as F
 
         file_path = F.col("_metadata.file_path")
-        loose = frame.filter(~is_archive_path(file_path))
-        archives = frame.filter(is_archive_path(file_path)).withColumn("content", F.lit(None).cast("binary"))
+        loose = frame.filter(~is_archive_path(file_path)).coalesce(max(1, slots))
+        archives = frame.filter(is_archive_path(file_path))
+        if self.by_path:
+            archives = archives.withColumn("content", F.lit(None).cast("binary"))
         return loose.unionByName(archives)
 
     def with_columns(self, frame: DataFrame) -> DataFrame:

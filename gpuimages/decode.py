@@ -210,7 +210,7 @@ def decode_frame(
         device=device,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(*unpack_steps(unpack, decode := Decode(options), options.max_batch_bytes), decode,
+        steps=(*(first := unpack_steps(unpack, decode := Decode(options), options.max_batch_bytes)), decode,
                ReturnImages(columns.output_col)),
         columns=(*columns.passthrough, columns.output_col, columns.error_col),
         origin_col=columns.origin_col,
@@ -223,6 +223,7 @@ def decode_frame(
     return run_stage(
         df, spec, schema, conf,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
+        coalesce=not first,  # archives: the input's partitions are kept (planned by the archive split)
     )
 
 

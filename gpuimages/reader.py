@@ -228,11 +228,12 @@ def file_inputs(
         "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
         found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
-    frame = (found.frame if archives is None else archives.split(found.frame)).select(  # archives: not read by Spark
+    slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
+    frame = (found.frame if archives is None else archives.split(found.frame, slots)).select(  # archives: not read
         "path", "content", *parts, _flag(False)
     )
     if keep_unread:
-        unread = listing.unread_origins(found, planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS)
+        unread = listing.unread_origins(found, slots)
         if unread is not None:
             schema = {f.name: f.dataType for f in found.frame.schema.fields}
             frame = frame.unionByName(_unread_inputs(unread, parts, schema))

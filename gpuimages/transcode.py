@@ -148,8 +148,8 @@ def transcode_frame(
         device=resolved,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(*unpack_steps(unpack, decode := Decode(decode_options, to_device=options.format == "jpeg"),
-                          decode_options.max_batch_bytes),
+        steps=(*(first := unpack_steps(unpack, decode := Decode(decode_options, to_device=options.format == "jpeg"),
+                                       decode_options.max_batch_bytes)),
                decode, Encode(options, columns.output_col)),
         columns=columns.names,
         origin_col=origin_col,
@@ -162,6 +162,7 @@ def transcode_frame(
     return run_stage(
         df, spec, encoded_schema(df, columns), conf, num_partitions=num_partitions,
         task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
+        coalesce=not first,  # archives: the input's partitions are kept (planned by the archive split)
     )
 
 

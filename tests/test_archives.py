@@ -83,6 +83,14 @@ def test_tar_members_hidden_and_other_members_and_nested_tars():
     assert member_path("file:/d/train.tar", ("n01.tar", "n1_a.JPEG")) == "file:/d/train/n01/n1_a.JPEG"
 
 
+def test_members_named_from_the_current_folder():
+    data = tar_bytes([("./", b""), ("./cats/1.jpg", jpeg(1)), ("./.DS_Store", b"x"), ("./2.png", png(2))])
+    entries, reader = _entries(data)
+    assert [e.levels for e in entries] == [("./cats/1.jpg",), ("./2.png",)] and reader.skipped == 2
+    assert member_path("file:/d/x.tar", ("./cats/1.jpg",)) == "file:/d/x/cats/1.jpg"
+    assert member_path("file:/d/x.tar", ("./2.png",)) == "file:/d/x/2.png"
+
+
 def test_origin_escapes_hash_and_spaces_so_the_first_hash_splits():
     origin = member_origin("file:///d/a%23b.tar", ("x#y/p q%.jpg",))
     assert origin == "file:///d/a%23b.tar#x%23y/p%20q%25.jpg"
@@ -451,3 +459,24 @@ def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
     (tmp_path / "a.tar").write_bytes(tar_bytes([("x.png", png(9))]))
     text, unpacks = plan(archive_reading(True, False, [str(tmp_path)]))
     assert unpacks and text.count("binaryFile") == plan(None)[0].count("binaryFile") + 1  # the archives scan
+
+
+def test_archives_keep_the_scans_partitions(spark, shard_dir):
+    """Spark packs archives into scan partitions by size (here one each); the stage keeps them, so archives
+    are spread over tasks that Spark's scheduler balances, not coalesced into the 2 slots' tasks."""
+    import gpuimages
+    from pyspark.sql import functions as F
+
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "1")  # as with archives of more than 128 MB each
+    try:
+        rows = gpuimages.read_images(spark, str(shard_dir), device="cpu").select(
+            "image.origin", F.spark_partition_id().alias("task")).collect()
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+    tasks = {}
+    for r in rows:
+        tasks.setdefault(r.origin.split("#", 1)[0], set()).add(r.task)
+    archives = {a: t for a, t in tasks.items() if a.endswith((".tar", ".gz", ".zip"))}
+    assert len(archives) == 5 and all(len(t) == 1 for t in archives.values())
+    assert len(set().union(*archives.values())) == 5  # a task each
