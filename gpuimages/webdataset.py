@@ -146,8 +146,10 @@ def write_webdataset(
             image structs, as in :func:`gpuimages.encode_images` (ignored for binary input).
         origin_col: binary input: the column naming each image in the report's reasons (default ``origin``
             then ``path``).
-        num_partitions: repartition to this many write tasks (default: about one per core or GPU slot);
-            each task writes its own shards.
+        num_partitions: repartition to this many write tasks; by default each partition of ``df`` is one
+            task writing its own shards (``read_images`` and ``transcode_files`` give about one partition
+            per core, or per few archives when reading archives: the upstream work is not squeezed into
+            fewer tasks).
     """
     if df.isStreaming:
         raise ValueError(
@@ -220,7 +222,7 @@ def write_webdataset(
     try:
         report = run_stage(
             df.select(*[f"`{c}`" for c in dict.fromkeys(columns)]), spec, schema, session_conf(df.sparkSession),
-            num_partitions=num_partitions, task_gpu_amount=task_gpu_amount,
+            num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, coalesce=False,
         )
         # computed once: a local checkpoint is never recomputed (a lost block fails the query instead)
         report = report.localCheckpoint(eager=True)
