@@ -111,6 +111,10 @@ def test_siblings_grouped_by_key(kind):
     assert [v["cls"] for _, v in rows] == [i % 3 for i in range(5)]
     assert [v["json"] for _, v in rows] == [f'{{"i": {i}}}' for i in range(5)]
     assert Sibling("cls", "c", "long").value(b" 7\n") == 7 and Sibling("cls", "c", "long").value(b"cat") is None
+    unparsed = {}
+    text = tar_bytes([("a.jpg", jpeg(1)), ("a.cls", b"cats"), ("b.jpg", jpeg(2)), ("b.cls", b"2")])
+    entries, _ = _entries(text, "tar", siblings)
+    assert [v["cls"] for _, v in group_samples(iter(entries), unparsed)] == [None, 2] and unparsed == {"cls": "cats"}
 
 
 def test_truncated_and_broken_tars_keep_the_members_before_the_break():

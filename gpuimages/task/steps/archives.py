@@ -323,9 +323,10 @@ class ArchiveReader:
                     )
 
 
-def group_samples(entries: Iterator[Entry]) -> Iterator[tuple[Entry, dict[str, Any]]]:
+def group_samples(entries: Iterator[Entry], unparsed: dict[str, str] | None = None
+                  ) -> Iterator[tuple[Entry, dict[str, Any]]]:
     """Image entries (and breaks) with the sibling values of their WebDataset sample (adjacent members with
-    the same key)."""
+    the same key). ``unparsed`` collects, per column, an example of a value its kind could not read."""
     key: tuple | None = None
     images: list[Entry] = []
     values: dict[str, Any] = {}
@@ -348,7 +349,9 @@ def group_samples(entries: Iterator[Entry]) -> Iterator[tuple[Entry, dict[str, A
             yield from flush()
             key = entry_key
         if entry.sibling is not None:
-            values[entry.sibling.column] = entry.sibling.value(entry.data)
+            value = values[entry.sibling.column] = entry.sibling.value(entry.data)
+            if value is None and unparsed is not None and entry.data.strip():
+                unparsed.setdefault(entry.sibling.column, entry.data[:40].decode("utf-8", "replace"))
         else:
             images.append(entry)
     yield from flush()
@@ -446,9 +449,11 @@ class Unpack(Step):
     name = "unpack"
     rows: int = field(default=16, init=False, repr=False, compare=False)
     _counts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _unparsed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def open(self, device: TaskDevice) -> None:
         self._counts = {"archives": 0, "members": 0, "skipped": 0}
+        self._unparsed = {}
 
     def chunk_rows(self, rows_per_batch: int) -> int:
         self.rows = max(1, self.bounds.chunk_rows(rows_per_batch))
@@ -511,12 +516,15 @@ class Unpack(Step):
             return
         try:
             entries = reader.entries(source, kind)
-            yield from (group_samples(entries) if self.siblings else ((e, {}) for e in entries))
+            yield from (group_samples(entries, self._unparsed) if self.siblings else ((e, {}) for e in entries))
         finally:
             source.close()
             self._counts["skipped"] += reader.skipped
 
     def close(self) -> None:
+        for column, example in self._unparsed.items():
+            log.warning("gpuimages: WebDataset %r members that are not integers (e.g. %r) are null; read them as "
+                        "text with webdataset={%r: 'string'}", column, example, column)
         if self._counts.get("archives"):
             log.info("gpuimages: unpacked %d archive(s): %d member row(s), %d other member(s) not read",
                      self._counts["archives"], self._counts["members"], self._counts["skipped"])
