@@ -468,8 +468,9 @@ def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
 def test_archives_keep_the_scans_partitions(spark, shard_dir):
     """Spark packs archives into scan partitions by size (here one each); the stage keeps them, so archives
     are spread over tasks that Spark's scheduler balances, not coalesced into the 2 slots' tasks."""
-    import gpuimages
     from pyspark.sql import functions as F
+
+    import gpuimages
 
     old = spark.conf.get("spark.sql.files.maxPartitionBytes")
     spark.conf.set("spark.sql.files.maxPartitionBytes", "1")  # as with archives of more than 128 MB each
