@@ -9,6 +9,7 @@ origin, height and width; pixels never reach the JVM. Driver side only here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -129,10 +130,13 @@ def transcode_frame(
     num_files: int | None = None,
     conf: dict[str, str | None] | None = None,
     unpack: Any = None,
+    then: Any = None,
+    then_schema: Any = None,
 ) -> DataFrame:
     """Resolve the device and run the transcode stage (shared by :func:`transcode_images` and
     :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage (``unpack``
-    as there: archives into their members before the decode)."""
+    as there: archives into their members before the decode). ``then``: a step run on the encoded bytes
+    in the same task (shards written), whose own output (``then_schema``) the stage returns."""
     conf = conf if conf is not None else session_conf(df.sparkSession)
     resolved = scheduling.resolve_device(decode_options.device, conf)
     decode_options = dataclasses.replace(decode_options, device=resolved)
@@ -150,8 +154,8 @@ def transcode_frame(
         input_kind="bytes",
         steps=(*(first := unpack_steps(unpack, decode := Decode(decode_options, to_device=options.format == "jpeg"),
                                        decode_options.max_batch_bytes)),
-               decode, Encode(options, columns.output_col)),
-        columns=columns.names,
+               decode, Encode(options, columns.output_col), *((then,) if then is not None else ())),
+        columns=columns.names if then is None else tuple(then_schema.fieldNames()),
         origin_col=origin_col,
         origin_is_path=origin_is_path,
         error_col=columns.error_col,
@@ -160,7 +164,7 @@ def transcode_frame(
         max_batch_bytes=decode_options.max_batch_bytes,
     )
     return run_stage(
-        df, spec, encoded_schema(df, columns), conf, num_partitions=num_partitions,
+        df, spec, encoded_schema(df, columns) if then is None else then_schema, conf, num_partitions=num_partitions,
         task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
         coalesce=not first,  # archives: the input's partitions are kept (planned by the archive split)
     )
@@ -191,6 +195,7 @@ def transcode_files(
     from gpuimages import listing
     from gpuimages.archives import archive_reading
     from gpuimages.reader import file_inputs
+    from gpuimages.webdataset import remember_transcode
 
     check_bool("recursive", recursive)
     check_bool("label_from_folder", label_from_folder)
@@ -212,12 +217,13 @@ def transcode_files(
         label_from_folder=label_from_folder, conf=conf, archives=reading,
     )
     columns = encode_columns(inputs.frame, "content", "encoded", "error", keep_input=False)
-    out = transcode_frame(
-        inputs.frame, decode_options, options, columns, origin_col="path", origin_is_path=True,
+    stage = functools.partial(
+        transcode_frame, inputs.frame, decode_options, options, columns, origin_col="path", origin_is_path=True,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes,
         num_files=inputs.num_files, conf=conf, unpack=inputs.unpack,
     )
-    return inputs.finish(out, ["origin", "height", "width", "encoded", "error"])
+    out = inputs.finish(stage(), ["origin", "height", "width", "encoded", "error"])
+    return remember_transcode(out, stage, inputs)  # write_webdataset(out) writes shards in the same task
 
 
 _ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}

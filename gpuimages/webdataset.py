@@ -6,6 +6,11 @@ planned stage whose task encodes image structs where needed (:class:`gpuimages.t
 encoders ``encode_images`` uses, on the GPU where assigned) and writes shards
 (:class:`gpuimages.task.steps.WriteShards`). The report (one row per shard) is computed once, so the
 shards are written once.
+
+The img2dataset job, ``write_webdataset(transcode_files(...), ...)``, runs as one stage: the DataFrame
+``transcode_files`` returns is remembered (:func:`remember_transcode`), and writing it adds the shard
+step to the transcode's own task, so the encoded bytes are written where they are made instead of
+crossing to the JVM and into a second Python stage (which measured as costly as the writing itself).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import fnmatch
 import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from gpuimages.encoders import (
     DEFAULT_ENCODE_BATCH,
@@ -43,6 +50,44 @@ DEFAULT_SHARD_SAMPLES = 10_000
 DEFAULT_SHARD_BYTES = 1 << 30
 #: Shard write modes: "error" refuses a non-empty destination, "overwrite" replaces the prefix's shards.
 SHARD_MODES = ("error", "overwrite")
+
+
+@dataclass(frozen=True)
+class TranscodeSource:
+    """How ``transcode_files`` made a DataFrame: its stage (``transcode_frame`` with its inputs bound, taking
+    ``then=``/``then_schema=``) and the columns a step after the encoder sees in that task."""
+
+    stage: Callable[..., Any]
+    columns: frozenset[str]
+    label_from_folder: bool
+
+
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def remember_transcode(df: DataFrame, stage: Callable[..., Any], inputs: Any) -> DataFrame:
+    """Remember that ``df`` is ``transcode_files``' result of ``stage`` over ``inputs`` (a
+    :class:`gpuimages.reader.FileInputs`), for :func:`write_webdataset`; returns ``df``."""
+    archives = () if inputs.archives is None else inputs.archives.columns
+    columns = {"origin", "height", "width", *inputs.partition_columns, *archives}
+    if inputs.label_from_folder:
+        columns.add("label")
+    _SOURCES[df] = TranscodeSource(stage, frozenset(columns), inputs.label_from_folder)
+    return df
+
+
+def _fusable(df: DataFrame, input_col: str, origin_col: str | None, error_col: str | None,
+             wanted: Sequence[str]) -> TranscodeSource | None:
+    """The transcode ``df`` is the unchanged result of, when the shards can be written in its task."""
+    try:
+        source = _SOURCES.get(df)
+    except TypeError:  # not weakly referable
+        return None
+    if source is None or input_col != "encoded" or origin_col not in (None, "origin"):
+        return None
+    if error_col not in (None, "error"):
+        return None
+    return source if set(wanted) <= source.columns else None
 
 
 def _positive(name: str, value: object) -> int:
@@ -195,10 +240,13 @@ def write_webdataset(
 
     device = resolve_encode_device(options.device, options.encoder) if is_struct else "cpu"
     options = dataclasses.replace(options, device=device)
+    source = None if is_struct else _fusable(
+        df, input_col, origin_col, error_col, [c for c in (key_col, label_col, text_col, *json_cols) if c])
     plan = ShardPlan(
         root=root, max_samples=max_samples, max_bytes=max_bytes, prefix=prefix,
         extension=options.extension if is_struct else None, key_col=key_col, label_col=label_col,
         text_col=text_col, json_cols=json_cols, mtime=int(time.time()),
+        label_path_col="path" if source is not None and source.label_from_folder else None,
     )
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
@@ -220,10 +268,16 @@ def write_webdataset(
         rows_per_batch=options.batch_size,
     )
     try:
-        report = run_stage(
-            df.select(*[f"`{c}`" for c in dict.fromkeys(columns)]), spec, schema, session_conf(df.sparkSession),
-            num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, coalesce=False,
-        )
+        if source is not None:  # transcode_files' result: the shards are written in the transcode's own task
+            log.info("gpuimages: write_webdataset writes the shards in the transcode's tasks")
+            overrides = {k: v for k, v in (("num_partitions", num_partitions), ("task_gpu_amount", task_gpu_amount))
+                         if v is not None}
+            report = source.stage(then=WriteShards(plan, options.batch_size), then_schema=schema, **overrides)
+        else:
+            report = run_stage(
+                df.select(*[f"`{c}`" for c in dict.fromkeys(columns)]), spec, schema, session_conf(df.sparkSession),
+                num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, coalesce=False,
+            )
         # computed once: a local checkpoint is never recomputed (a lost block fails the query instead)
         report = report.localCheckpoint(eager=True)
     finally:

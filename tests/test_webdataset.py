@@ -170,6 +170,39 @@ def test_img2dataset_job_transcode_files_into_shards(spark, photos, tmp_path):
     assert sum(n.endswith(".cls") for n in names) == 8
 
 
+def _samples(folder: Path) -> list[tuple]:
+    """Every sample of the shards under ``folder`` as (image bytes, cls, json), sorted."""
+    out = {}
+    for shard in _shards(folder):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                key, ext = m.name.split(".", 1)
+                out.setdefault((shard.name, key), {})[ext] = tar.extractfile(m).read()
+    return sorted((s["jpg"], s.get("cls"), s.get("json")) for s in out.values())
+
+
+def test_transcode_files_result_is_written_in_its_own_tasks(spark, photos, tmp_path, caplog):
+    import logging
+
+    import gpuimages
+    from gpuimages.transcode import transcode_files
+
+    jobs = transcode_files(spark, str(photos), recursive=True, resize=48, device="cpu", label_from_folder=True)
+    kwargs = {"label_col": "label", "json_cols": ["origin", "width", "height"], "num_partitions": 1}
+    with caplog.at_level(logging.INFO, logger="gpuimages.webdataset"):
+        fused = gpuimages.write_webdataset(jobs, str(tmp_path / "fused"), **kwargs).collect()
+        assert "in the transcode's tasks" in caplog.text
+        caplog.clear()
+        composed = gpuimages.write_webdataset(jobs.select("*"), str(tmp_path / "composed"), **kwargs).collect()
+        assert "in the transcode's tasks" not in caplog.text
+    assert [(r.samples, r.skipped, r.status) for r in fused] == [(r.samples, r.skipped, r.status) for r in composed]
+    assert fused[0].samples == 8 and fused[0].skipped == 1 and "broken.jpg" in fused[0].reason
+    a, b = _samples(tmp_path / "fused"), _samples(tmp_path / "composed")
+    assert len(a) == 8 and a == b  # the same bytes, labels (the folder) and metadata either way
+    assert all(min(json.loads(j)["width"], json.loads(j)["height"]) == 48 for _, _, j in a)
+    assert {c for _, c, _ in a} == {b"cats", b"dogs"}
+
+
 def test_modes_and_checks(spark, photos, tmp_path):
     import gpuimages
 

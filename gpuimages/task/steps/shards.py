@@ -73,6 +73,13 @@ def safe_key(value: str) -> str:
     return key
 
 
+def folder_of(path: str) -> str | None:
+    """The parent folder's name in a path, as ``read_images``' ``label_from_folder`` takes it
+    (``element_at(split(path, '/'), -2)``)."""
+    parts = path.split("/")
+    return parts[-2] if len(parts) >= 2 else None
+
+
 def label_text(value: Any) -> str:
     """The text of a ``.cls`` member: an integer in decimal, anything else as its string."""
     if isinstance(value, bool):
@@ -104,6 +111,9 @@ class ShardPlan:
 
     ``extension``: the image member's extension for image structs encoded in the task; None: from the
     bytes' signature. ``mtime``: the members' modification time (the job's start), the same on a retry.
+    ``label_path_col``: where the step follows a transcode in the same task, the column of each row's
+    path; the value named ``label`` is then its folder (as ``label_from_folder`` makes it). Columns
+    are looked up among the earlier steps' outputs (``origin``, ``height``, ``width``) first.
     """
 
     root: str
@@ -116,6 +126,7 @@ class ShardPlan:
     text_col: str | None = None
     json_cols: tuple[str, ...] = ()
     mtime: int = 0
+    label_path_col: str | None = None
 
 
 class _Shard:
@@ -217,6 +228,11 @@ class WriteShards(Step):
     def _column(self, work: Work, name: str | None) -> list[Any]:
         if name is None:
             return [None] * len(work)
+        if name in work.columns:
+            return work.columns[name].to_pylist()
+        if name == "label" and self.plan.label_path_col is not None:
+            paths = work.chunk.column(self.plan.label_path_col).to_pylist()
+            return [None if p is None else folder_of(p) for p in paths]
         return work.chunk.column(name).to_pylist()
 
     def run(self, work: Work) -> None:
@@ -226,7 +242,7 @@ class WriteShards(Step):
         keys = self._column(work, plan.key_col)
         labels = self._column(work, plan.label_col)
         texts = self._column(work, plan.text_col)
-        extras = {c: work.chunk.column(c).to_pylist() for c in plan.json_cols}
+        extras = {c: self._column(work, c) for c in plan.json_cols}
         origins = work.origins.to_pylist()
         for i, blob in enumerate(work.blobs):
             row = self._row
