@@ -1,7 +1,7 @@
 """Datasets in shards: reading WebDataset shards against the same images as loose files, writing shards
 against transcoding alone, and the round trip.
 
-    python -m benchmarks.shards            # 400 photographs, best of 3
+    python -m benchmarks.shards            # 600 photographs, best of 5
     python -m benchmarks.shards --quick    # 200 photographs, one timed pass
 
 On real-looking photographs (``benchmarks.data.photo_set``, ImageNet-sized JPEGs), in one local session:
@@ -240,16 +240,16 @@ def format_report(p: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.shards", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 photographs, one timed pass")
-    parser.add_argument("--count", type=int, help="photographs (default 400; quick: 200)")
-    parser.add_argument("--repeats", type=int, help="timed passes per row, best kept (default 3; quick: 1)")
+    parser.add_argument("--count", type=int, help="photographs (default 600; quick: 200)")
+    parser.add_argument("--repeats", type=int, help="timed passes per row, best kept (default 5; quick: 1)")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="local[N]")
     parser.add_argument("--shards", type=int, help="shards the photographs are packed in (default 2 per core)")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    count = args.count or (200 if args.quick else 400)
-    repeats = args.repeats or (1 if args.quick else 3)
+    count = args.count or (200 if args.quick else 600)
+    repeats = args.repeats or (1 if args.quick else 5)
     payload = run(count, repeats, args.out_dir, args.data_root, args.cores, args.shards or 2 * args.cores)
     print(format_report(payload))
     print(json.dumps(payload["ratios"]))
