@@ -104,6 +104,7 @@ def test_round_trip_sizes_pixels_and_labels(spark, photos, tmp_path, fmt):
         [1, 3, 3, 3, 3, 3, 3, 4] if fmt == "png" else [1, 3, 3, 3, 3, 3, 3, 3])
 
 
+@pytest.mark.dali
 def test_dali_webdataset_reader_reads_the_shards(spark, photos, tmp_path):
     pytest.importorskip("nvidia.dali")
     from nvidia.dali import fn, pipeline_def, types
@@ -320,6 +321,7 @@ def test_cli_convert_to_webdataset(spark, photos, tmp_path):
     assert sum(n.endswith(".jpg") for n in names) == 8 and sum(n.endswith(".cls") for n in names) == 8
 
 
+@pytest.mark.dali
 def test_training_data_example_runs(spark, photos, tmp_path, capsys):
     pytest.importorskip("nvidia.dali")
     page = (Path(__file__).resolve().parents[1] / "docs" / "training-data.md").read_text()
