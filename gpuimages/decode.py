@@ -136,7 +136,8 @@ def decode_images(
             this is decoded alone. Bounds a worker's memory by bytes as ``batch_size`` does by count.
         archives: a value holding a tar (plain or gzip) or zip archive (by its signature) becomes one row
             per image member, the other columns repeated, ``image.origin`` ``<origin>#<member path>``
-            (see docs/training-data.md).
+            (see docs/training-data.md). The stage then keeps ``df``'s partitions (a ``binaryFile`` read
+            packs a few archives in each) instead of coalescing them to one per slot.
         webdataset: with ``archives``, the WebDataset siblings of each image member as columns, as in
             :func:`gpuimages.read_images`.
     """

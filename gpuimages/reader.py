@@ -29,6 +29,8 @@ from gpuimages.stage import session_conf
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
+    from gpuimages.task.steps import Step
+
 log = logging.getLogger(__name__)
 
 #: Reason recorded for a listed file that the binary read returned no bytes for.
@@ -177,7 +179,7 @@ class FileInputs:
     def _archive_columns(self) -> tuple[str, ...]:
         return () if self.archives is None else self.archives.columns
 
-    def unpack(self, bounds, max_batch_bytes: int, keep_input: bool = False):
+    def unpack(self, bounds: Step, max_batch_bytes: int, keep_input: bool = False) -> Step | None:
         """archives: the task step that unpacks them before ``bounds`` (the decode), or None."""
         if self.archives is None:
             return None

@@ -191,6 +191,7 @@ def transcode_files(
     ``webdataset``): one row per image member. Files
     the binary read returned nothing for (empty, unreadable) get null bytes and ``read_images``' reason. ``kwargs`` are
     :func:`transcode_images`' options (resize, center_crop, format, quality, device, ...).
+    :func:`gpuimages.write_webdataset` of the result (as it is) writes the shards in the transcode's own task.
     """
     from gpuimages import listing
     from gpuimages.archives import archive_reading
