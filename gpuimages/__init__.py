@@ -4,6 +4,7 @@
     >>> df = gpuimages.read_images(spark, "/data/images", recursive=True, device="auto")
     >>> jpegs = gpuimages.encode_images(df, "image", format="jpeg", quality=90)
     >>> report = gpuimages.write_images(df, "/data/thumbs", format="jpeg")
+    >>> shards = gpuimages.write_webdataset(df, "/data/shards", label_col="label")
 
 Importing this package imports neither pyspark's JVM side nor DALI/cupy; engines load on executors.
 """
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 _ensure_java()
 __all__ = [
     "read_images", "decode_images", "encode_images", "transcode_images", "transcode_files", "write_images",
-    "__version__",
+    "write_webdataset", "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gpuimages.encode import encode_images
     from gpuimages.reader import read_images
     from gpuimages.transcode import transcode_files, transcode_images
+    from gpuimages.webdataset import write_webdataset
     from gpuimages.write import write_images
 
 #: Public functions and the module each is imported from when first used.
@@ -38,6 +40,7 @@ _LAZY = {
     "transcode_images": "gpuimages.transcode",
     "transcode_files": "gpuimages.transcode",
     "write_images": "gpuimages.write",
+    "write_webdataset": "gpuimages.webdataset",
 }
 
 

@@ -1,5 +1,8 @@
 """Command line: ``gpuimages convert``, ``gpuimages write``, ``gpuimages info`` and ``gpuimages demo``.
 
+``convert --format webdataset`` is the img2dataset job: files (or archives) in, resized JPEGs in
+WebDataset shards out (``transcode_files`` into ``write_webdataset``).
+
 Every option is checked with the library's own checks before a Spark session starts; a bad option is
 a one-line usage error with exit status 2. ``convert`` and ``write`` exit with 1 when rows failed (and
 print them), 0 when every row was written (or skipped).
@@ -43,11 +46,12 @@ def _add_read_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_image_options(p: argparse.ArgumentParser, default_format: str) -> None:
-    formats = ["raw", "jpeg", "png"] if default_format == "raw" else ["jpeg", "png"]
+    formats = ["raw", "jpeg", "png", "webdataset"] if default_format == "raw" else ["jpeg", "png"]
     p.add_argument("--resize", nargs="+", type=int, metavar="SIZE",
                    help="one size (the shorter side, aspect kept) or H W (exact)")
     p.add_argument("--format", default=default_format, choices=formats,
-                   help="raw: Spark's image schema (pixels); jpeg/png: encoded bytes with origin, height, width"
+                   help="raw: Spark's image schema (pixels); jpeg/png: encoded bytes with origin, height, width; "
+                   "webdataset: JPEG shards (tar files) in the folder dest"
                    if default_format == "raw" else "file format")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
     p.add_argument("--label-from-folder", action="store_true",
@@ -125,7 +129,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.command == "info":
         return
     _resize(args)
-    make_encode_options(format="jpeg" if args.format == "raw" else args.format, quality=args.quality)
+    make_encode_options(format=args.format if args.format in ("jpeg", "png") else "jpeg", quality=args.quality)
     check_num_partitions(args.num_partitions)
     if args.show_failures < 0:
         raise ValueError(f"--show-failures: expected a count of 0 or more, got {args.show_failures}")
@@ -133,6 +137,13 @@ def _check_args(args: argparse.Namespace) -> None:
         from gpuimages.write import check_destination
 
         check_destination(args.dest, args.mode)
+    elif args.format == "webdataset":
+        from gpuimages.write import check_destination
+
+        for name in ("shard_samples", "shard_mb"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+        check_destination(args.dest, "overwrite" if args.overwrite else "error")
     elif not args.overwrite:
         from gpuimages.files import is_local, local_path
 
@@ -150,7 +161,7 @@ def _transcoded(spark, args: argparse.Namespace):
         label_from_folder=args.label_from_folder,
         device=args.device,
         resize=_resize(args),
-        format=args.format,
+        format="jpeg" if args.format == "webdataset" else args.format,
         quality=args.quality,
         num_partitions=args.num_partitions,
     )
@@ -161,6 +172,8 @@ def _convert(args: argparse.Namespace) -> int:
     from gpuimages.session import local_session
 
     spark = local_session(args.master, "gpuimages-convert")
+    if args.format == "webdataset":
+        return _convert_shards(spark, args)
     if args.format == "raw":
         df = gpuimages.read_images(
             spark,
@@ -190,6 +203,39 @@ def _convert(args: argparse.Namespace) -> int:
     what = "images" if args.format == "raw" else f"{args.format.upper()} images"
     print(f"wrote {total} {what} ({failed} invalid) to {args.dest} in {seconds:.1f} s ({total / seconds:.0f} images/s)")
     return EXIT_FAILED_ROWS if failed else EXIT_OK
+
+
+def _convert_shards(spark, args: argparse.Namespace) -> int:
+    """``convert --format webdataset``: transcode into JPEG samples and write them as shards."""
+    from gpuimages.webdataset import write_webdataset
+
+    df = _transcoded(spark, args)
+    start = time.perf_counter()
+    log.info("converting %s into WebDataset shards under %s", args.src, args.dest)
+    with _Progress(spark):
+        report = write_webdataset(
+            df, args.dest, "encoded", label_col="label" if args.label_from_folder else None,
+            json_cols=["origin", "height", "width"], max_samples=args.shard_samples,
+            max_bytes=args.shard_mb * 1024 * 1024, mode="overwrite" if args.overwrite else "error",
+        )
+    rows = report.orderBy("partition", "shard").collect()
+    seconds = time.perf_counter() - start
+    shown = 0
+    for row in rows:
+        if row.status == "written":
+            log.info("shard %s: %d samples, %d bytes", row.shard, row.samples, row.bytes)
+        if row.reason and shown < args.show_failures:
+            shown += 1
+            print(f"{row.status}: {row.shard or f'partition {row.partition}'}: {row.reason}", file=sys.stderr)
+    written = [r for r in rows if r.status == "written"]
+    samples = sum(r.samples for r in written)
+    invalid = sum(r.skipped for r in rows)
+    failed = [r for r in rows if r.status == "failed"]
+    print(f"wrote {samples} samples in {len(written)} shards ({invalid} invalid) to {args.dest} in {seconds:.1f} s "
+          f"({samples / seconds:.0f} images/s)")
+    if failed:
+        print(f"{len(failed)} shard(s) could not be written", file=sys.stderr)
+    return EXIT_FAILED_ROWS if failed or (invalid and not args.drop_invalid) else EXIT_OK
 
 
 def _write(args: argparse.Namespace) -> int:
@@ -244,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--drop-invalid", action="store_true", help="leave images that cannot be decoded out")
     convert.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
     convert.add_argument("--show-failures", type=int, default=20, metavar="N", help="print up to N invalid images")
+    convert.add_argument("--shard-samples", type=int, default=10_000, metavar="N",
+                         help="webdataset: samples per shard (default 10000)")
+    convert.add_argument("--shard-mb", type=int, default=1024, metavar="MB",
+                         help="webdataset: largest shard in MiB (default 1024)")
     convert.set_defaults(func=_convert)
 
     write = sub.add_parser("write", help="read images and write them as JPEG/PNG files (ImageFolder layout by label)",

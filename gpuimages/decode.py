@@ -8,6 +8,7 @@ the same code runs on classic and Spark Connect sessions.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,18 +26,21 @@ from gpuimages.options import (
 from gpuimages.schema import image_struct_type
 from gpuimages.stage import run_stage, session_conf
 from gpuimages.task.runner import StageSpec
-from gpuimages.task.steps import Decode, ReturnImages
+from gpuimages.task.steps import Decode, ReturnImages, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
+
+#: Makes the step that unpacks archives before a decode: called with the decode step and the byte budget.
+UnpackFactory = Callable[[Step, int], "Step | None"]
 
 
 @dataclass(frozen=True)
 class DecodeColumns:
     """Which columns go in and out of the decode stage (checked by :func:`check_columns`).
 
-    ``origin_is_path``: ``origin_col`` holds ``binaryFile`` paths, turned into image-source URIs
-    (``read_images``).
+    ``prior_error_col``: a column of reasons known before decoding (``read_images``: files the scan
+    returned no bytes for), which win over the decoder's.
     """
 
     input_col: str
@@ -45,7 +49,7 @@ class DecodeColumns:
     error_col: str
     passthrough: tuple[str, ...]
     drop_invalid: bool = False
-    origin_is_path: bool = False
+    prior_error_col: str | None = None
 
 
 def check_columns(df: DataFrame, columns: DecodeColumns) -> None:
@@ -98,6 +102,8 @@ def decode_images(
     strict: bool = False,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     device_batch_size: int = DEFAULT_DEVICE_BATCH_SIZE,
+    archives: bool = False,
+    webdataset: Any = False,
 ) -> DataFrame:
     """Decode encoded image bytes in ``df[input_col]`` into Spark's image schema.
 
@@ -128,6 +134,12 @@ def decode_images(
         max_batch_bytes: decoded pixel bytes per engine call and per Arrow batch returned, predicted
             from each file's header after resize/crop (default 128 MiB); an image larger than
             this is decoded alone. Bounds a worker's memory by bytes as ``batch_size`` does by count.
+        archives: a value holding a tar (plain or gzip) or zip archive (by its signature) becomes one row
+            per image member, the other columns repeated, ``image.origin`` ``<origin>#<member path>``
+            (see docs/training-data.md). The stage then keeps ``df``'s partitions (a ``binaryFile`` read
+            packs a few archives in each) instead of coalescing them to one per slot.
+        webdataset: with ``archives``, the WebDataset siblings of each image member as columns, as in
+            :func:`gpuimages.read_images`.
     """
     options = make_decode_options(
         resize=resize,
@@ -142,11 +154,25 @@ def decode_images(
         device_batch_size=device_batch_size,
     )
     keep_input = check_bool("keep_input", keep_input)
+    unpack = None
+    if check_bool("archives", archives):  # archives: unpacked by signature before the decode
+        from gpuimages.archives import ArchiveReading, sibling_columns
+
+        reading = ArchiveReading(False, sibling_columns(webdataset), 1.0, 0)
+        reading.check_names((*df.columns, output_col, error_col))
+        df = reading.with_columns(df)
+
+        def unpack(bounds, budget):
+            return reading.step(input_col, bounds, budget, path_col=None, keep_input=keep_input)
+    elif webdataset:
+        raise ValueError("webdataset: expected archives=True to read WebDataset siblings")
     passthrough = tuple(f for f in df.columns if keep_input or f != input_col)
     columns = DecodeColumns(
         input_col, origin_col, output_col, error_col, passthrough, drop_invalid=check_bool("drop_invalid", drop_invalid)
     )
-    return decode_frame(df, options, columns, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount)
+    return decode_frame(
+        df, options, columns, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, unpack=unpack
+    )
 
 
 def decode_frame(
@@ -159,10 +185,12 @@ def decode_frame(
     total_bytes: int | None = None,
     num_files: int | None = None,
     conf: dict[str, str | None] | None = None,
+    unpack: UnpackFactory | None = None,
 ) -> DataFrame:
     """Plan and run the decode stage (shared by :func:`decode_images` and ``read_images``).
 
-    ``conf`` is :func:`gpuimages.stage.session_conf` when the caller has read it already.
+    ``conf`` is :func:`gpuimages.stage.session_conf` when the caller has read it already. ``unpack`` makes
+    a step run before the decode (archives into their members), given the decode step and the byte budget.
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -178,16 +206,18 @@ def decode_frame(
         + [StructField(columns.output_col, image_struct_type(), True),
            StructField(columns.error_col, StringType(), True)]
     )
+    decode = Decode(options)
+    unpacking = unpack_steps(unpack, decode, options.max_batch_bytes)
     spec = StageSpec(
         name="decode",
         device=device,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(Decode(options), ReturnImages(columns.output_col)),
+        steps=(*unpacking, decode, ReturnImages(columns.output_col)),
         columns=(*columns.passthrough, columns.output_col, columns.error_col),
         origin_col=columns.origin_col,
-        origin_is_path=columns.origin_is_path,
         error_col=columns.error_col,
+        prior_error_col=columns.prior_error_col,
         drop_invalid=columns.drop_invalid,
         rows_per_batch=options.batch_size,
         max_batch_bytes=options.max_batch_bytes,
@@ -195,4 +225,11 @@ def decode_frame(
     return run_stage(
         df, spec, schema, conf,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
+        coalesce=not unpacking,  # archives: the input's partitions are kept (planned by the archive split)
     )
+
+
+def unpack_steps(unpack: UnpackFactory | None, decode: Step, budget: int) -> tuple[Step, ...]:
+    """The step ``unpack`` makes before ``decode`` (none without one)."""
+    step = None if unpack is None else unpack(decode, budget)
+    return () if step is None else (step,)

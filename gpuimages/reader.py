@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import listing, planning
+from gpuimages.archives import ArchiveReading, archive_reading, folder_origin
 from gpuimages.decode import DecodeColumns, decode_frame
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
@@ -27,6 +28,8 @@ from gpuimages.stage import session_conf
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
+
+    from gpuimages.task.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ def read_images(
     strict: bool = False,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     device_batch_size: int = DEFAULT_DEVICE_BATCH_SIZE,
+    archives: bool | str = True,
+    webdataset: Any = False,
 ) -> DataFrame:
     """Read images into a DataFrame with Spark's image schema.
 
@@ -96,6 +101,14 @@ def read_images(
             from each file's header after resize/crop (default 128 MiB); an image larger than
             this is decoded alone. Bounds a worker's memory by bytes as ``batch_size`` does by count.
         device_batch_size: images per GPU decode (a DALI device batch); also bounded by ``max_batch_bytes``.
+        archives: ``.tar``, ``.tar.gz``/``.tgz`` and ``.zip`` files are read as folders: one row per image
+            member, ``origin`` ``<archive URI>#<member path>``, streamed member by member in the task,
+            sampled per member (see docs/training-data.md). True: opened by path in the tasks where the
+            path is local (plain, ``file:``, ``dbfs:``), read through ``binaryFile`` otherwise; "path" or
+            "content" force either; False: archives are files like any other.
+        webdataset: add the WebDataset siblings of each image member (``key.cls``, ``key.txt``, ...) as
+            columns after ``error``: True for ``cls`` (bigint), ``txt`` and ``json`` (strings), a list of
+            extensions, or a mapping of extension to "long", "string" or "binary".
     """
     paths = listing.normalize_paths(path)
     options = make_decode_options(
@@ -120,12 +133,14 @@ def read_images(
         raise TypeError(f"path_glob_filter: expected a glob string or None, got {path_glob_filter!r}")
 
     conf = session_conf(spark)
+    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
     inputs = file_inputs(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
-        keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf,
+        keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf, archives=reading,
     )
     layout = DecodeColumns(
-        listing.CONTENT_COL, listing.ORIGIN_COL, "image", "error", inputs.passthrough, drop_invalid=drop_invalid
+        listing.CONTENT_COL, listing.ORIGIN_COL, "image", "error", inputs.passthrough, drop_invalid=drop_invalid,
+        prior_error_col=listing.REASON_COL,
     )
     decoded = decode_frame(
         inputs.frame,
@@ -136,6 +151,7 @@ def read_images(
         total_bytes=inputs.total_bytes,
         num_files=inputs.num_files,
         conf=conf,
+        unpack=inputs.unpack,  # archives: the step that streams their members
     )
     return inputs.finish(decoded, ["image", "error"], origin="image.origin")
 
@@ -155,12 +171,30 @@ class FileInputs:
     label_from_folder: bool
     total_bytes: int | None
     num_files: int | None
+    archives: ArchiveReading | None = None  # archives: how they are read (None: archives are files)
 
     @property
     def passthrough(self) -> tuple[str, ...]:
         """Columns of :attr:`frame` a stage passes through: the partition columns (under internal names,
-        so that any folder name survives ``mapInArrow``) and the unread reason."""
-        return (*map(_partition_alias, range(len(self.partition_columns))), listing.REASON_COL)
+        so that any folder name survives ``mapInArrow``), the WebDataset sibling columns, the unread reason."""
+        return (*map(_partition_alias, range(len(self.partition_columns))), *self._archive_columns,
+                listing.REASON_COL)
+
+    @property
+    def stage_columns(self) -> tuple[tuple[str, str], ...]:
+        """``(partition column, the name a stage carries it under)`` pairs."""
+        return tuple((p, _partition_alias(i)) for i, p in enumerate(self.partition_columns))
+
+    @property
+    def _archive_columns(self) -> tuple[str, ...]:
+        return () if self.archives is None else self.archives.columns
+
+    def unpack(self, bounds: Step, max_batch_bytes: int, keep_input: bool = False) -> Step | None:
+        """archives: the task step that unpacks them before ``bounds`` (the decode), or None."""
+        if self.archives is None:
+            return None
+        return self.archives.step(listing.CONTENT_COL, bounds, max_batch_bytes, path_col=listing.ORIGIN_COL,
+                                  keep_input=keep_input)
 
     def finish(self, out: DataFrame, columns: Sequence[str], origin: str, error_col: str = "error") -> DataFrame:
         """The stage's ``columns``, then the partition columns and ``label`` (from the ``origin`` column);
@@ -169,9 +203,10 @@ class FileInputs:
 
         error = F.coalesce(F.col(listing.REASON_COL), F.col(error_col)).alias(error_col)
         selected = [error if c == error_col else F.col(listing.quoted(c)) for c in columns]
+        selected += [F.col(c) for c in self._archive_columns]
         selected += [F.col(_partition_alias(i)).alias(p) for i, p in enumerate(self.partition_columns)]
         if self.label_from_folder:
-            selected.append(listing.folder_column(F.col(origin)).alias("label"))
+            selected.append(listing.folder_column(folder_origin(F.col(origin))).alias("label"))
         return out.select(*selected)
 
 
@@ -191,6 +226,7 @@ def file_inputs(
     label_from_folder: bool,
     conf: dict[str, str | None],
     output_columns: Sequence[str] = ("image", "error"),
+    archives: ArchiveReading | None = None,
 ) -> FileInputs:
     """List and sample ``paths`` (see :func:`gpuimages.listing.list_files`) into a stage's input.
 
@@ -203,9 +239,13 @@ def file_inputs(
     from pyspark.sql import functions as F
 
     found = listing.list_files(
-        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
-        keep_listing=keep_unread,
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter,
+        sample_ratio=sample_ratio if archives is None else 1.0, seed=seed, keep_listing=keep_unread,
     )
+    if archives is not None:  # archives: loose files sampled by file, archives kept whole (members sampled in tasks)
+        found = archives.sample_listing(found)
+        archives = archives.probe(found)
+        archives.check_names(("image", "error", "label", *found.partition_columns))
     parts = found.partition_columns
     check_partition_names(parts, [*output_columns, *(["label"] if label_from_folder else [])])
     log.info(
@@ -214,11 +254,15 @@ def file_inputs(
     )
     slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
     frame = listing.stage_input(found, keep_unread, slots, conf)
+    if archives is not None:  # archives: not read by Spark where the tasks open them by path
+        frame = archives.split(frame, slots)
     frame = frame.select(
         listing.ORIGIN_COL, listing.CONTENT_COL,
         *[F.col(listing.quoted(p)).alias(_partition_alias(i)) for i, p in enumerate(parts)], listing.REASON_COL,
     )
-    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files())
+    if archives is not None:  # archives: null sibling columns, filled for members in the task
+        frame = archives.with_columns(frame)
+    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archives)
 
 
 def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:

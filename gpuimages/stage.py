@@ -75,13 +75,16 @@ def run_stage(
     task_gpu_amount: float | None = None,
     total_bytes: int | None = None,
     num_files: int | None = None,
+    coalesce: bool = True,
 ) -> DataFrame:
     """Plan the partitions of ``df`` and run ``spec`` over them: the one way into ``mapInArrow``.
 
     ``num_partitions`` repartitions explicitly; otherwise a batch DataFrame is coalesced (no
     shuffle) to about one partition per slot (GPU slots for ``device="gpu"``), more above the
-    byte cap (see :mod:`gpuimages.planning`). For ``spec.device == "gpu"`` the stage gets the
-    resource profile :func:`gpuimages.scheduling.decide_profile` allows. Every task runs
+    byte cap (see :mod:`gpuimages.planning`), unless ``coalesce`` is False: ``df``'s partitions were
+    planned already (archives: one task per few archives, which Spark's scheduler balances). For
+    ``spec.device == "gpu"`` the stage gets the resource profile
+    :func:`gpuimages.scheduling.decide_profile` allows. Every task runs
     :func:`gpuimages.task.runner.run_partition` with ``spec``.
     """
     import pyspark
@@ -89,7 +92,7 @@ def run_stage(
     device, name = spec.device, spec.name
     if num_partitions is not None:
         df = df.repartition(num_partitions)
-    elif not df.isStreaming:
+    elif not df.isStreaming and coalesce:
         slots = (planning.gpu_slots(conf) if device == "gpu" else None) or planning.cluster_slots(conf)
         n = planning.plan_partitions(slots, total_bytes=total_bytes, num_files=num_files)
         log.info("gpuimages: %s stage planned as %d partition(s) (%s slots)", name, n, slots)

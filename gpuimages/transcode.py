@@ -9,13 +9,14 @@ origin, height and width; pixels never reach the JVM. Driver side only here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import scheduling
-from gpuimages.decode import DecodeColumns, check_columns
+from gpuimages.decode import DecodeColumns, check_columns, unpack_steps
 from gpuimages.encode import EncodeColumns, encode_columns, encoded_schema
 from gpuimages.encoders import (
     DEFAULT_PNG_LEVEL,
@@ -122,15 +123,21 @@ def transcode_frame(
     columns: EncodeColumns,
     *,
     origin_col: str | None,
-    origin_is_path: bool = False,
+    prior_error_col: str | None = None,
     num_partitions: int | None = None,
     task_gpu_amount: float | None = None,
     total_bytes: int | None = None,
     num_files: int | None = None,
     conf: dict[str, str | None] | None = None,
+    unpack: Any = None,
+    then: Any = None,
+    then_schema: Any = None,
 ) -> DataFrame:
     """Resolve the device and run the transcode stage (shared by :func:`transcode_images` and
-    :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage."""
+    :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage (``unpack``
+    as there: archives into their members before the decode; ``prior_error_col`` as
+    :class:`gpuimages.decode.DecodeColumns`' ). ``then``: a step run on the encoded bytes
+    in the same task (shards written), whose own output (``then_schema``) the stage returns."""
     conf = conf if conf is not None else session_conf(df.sparkSession)
     resolved = scheduling.resolve_device(decode_options.device, conf)
     decode_options = dataclasses.replace(decode_options, device=resolved)
@@ -141,26 +148,25 @@ def transcode_frame(
                 resolve_encode_device("gpu", "nvimgcodec")  # raises the ImportError naming the extra
             log.info("device='gpu': nvImageCodec is not installed; JPEG is encoded with Pillow")
             options = dataclasses.replace(options, encoder="pillow")
+    decode = Decode(decode_options, to_device=options.format == "jpeg" and options.encoder != "pillow")
+    unpacking = unpack_steps(unpack, decode, decode_options.max_batch_bytes)
     spec = StageSpec(
         name="transcode",
         device=resolved,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(
-            Decode(decode_options, to_device=options.format == "jpeg" and options.encoder != "pillow"),
-            Encode(options, columns.output_col),
-        ),
-        columns=columns.names,
+        steps=(*unpacking, decode, Encode(options, columns.output_col), *((then,) if then is not None else ())),
+        columns=columns.names if then is None else tuple(then_schema.fieldNames()),
         origin_col=origin_col,
-        origin_is_path=origin_is_path,
         error_col=columns.error_col,
-        prior_error_col=columns.error_col if columns.merge_error else None,
+        prior_error_col=prior_error_col or (columns.error_col if columns.merge_error else None),
         rows_per_batch=decode_options.batch_size,
         max_batch_bytes=decode_options.max_batch_bytes,
     )
     return run_stage(
-        df, spec, encoded_schema(df, columns), conf, num_partitions=num_partitions,
+        df, spec, encoded_schema(df, columns) if then is None else then_schema, conf, num_partitions=num_partitions,
         task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
+        coalesce=not unpacking,  # archives: the input's partitions are kept (planned by the archive split)
     )
 
 
@@ -173,17 +179,24 @@ def transcode_files(
     path_glob_filter: str | None = None,
     sample_ratio: float = 1.0,
     seed: int = 0,
+    archives: bool | str = True,
+    webdataset: Any = False,
     **kwargs: Any,
 ) -> DataFrame:
     """List (and sample) files as ``read_images`` does and transcode them: one row per listed file.
 
     Columns ``origin`` (the image-source URI ``read_images`` gives), ``height``, ``width``,
-    ``encoded``, ``error``, the partition columns and, with ``label_from_folder``, ``label``. Files
+    ``encoded``, ``error``, the WebDataset sibling columns asked for, the partition columns and, with
+    ``label_from_folder``, ``label``. Archives are read as ``read_images`` reads them (``archives``,
+    ``webdataset``): one row per image member. Files
     the binary read returned nothing for (empty, unreadable) get null bytes and ``read_images``' reason. ``kwargs`` are
     :func:`transcode_images`' options (resize, center_crop, format, quality, device, ...).
+    :func:`gpuimages.write_webdataset` of the result (as it is) writes the shards in the transcode's own task.
     """
     from gpuimages import listing
+    from gpuimages.archives import archive_reading
     from gpuimages.reader import file_inputs
+    from gpuimages.webdataset import remember_transcode
 
     check_bool("recursive", recursive)
     check_bool("label_from_folder", label_from_folder)
@@ -196,19 +209,23 @@ def transcode_files(
     decode_options = make_decode_options(**kwargs)
     options = make_encode_options(**encode_kw, device=decode_options.device, batch_size=decode_options.batch_size)
     conf = session_conf(spark)
+    paths = listing.normalize_paths(path)
+    sample_ratio, seed = check_sample_ratio(sample_ratio), check_seed(seed)
+    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
     columns = ["origin", "height", "width", "encoded", "error"]
     inputs = file_inputs(
-        spark, listing.normalize_paths(path), recursive=recursive, path_glob_filter=path_glob_filter,
-        sample_ratio=check_sample_ratio(sample_ratio), seed=check_seed(seed), keep_unread=True,
-        label_from_folder=label_from_folder, conf=conf, output_columns=columns,
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
+        keep_unread=True, label_from_folder=label_from_folder, conf=conf, output_columns=columns, archives=reading,
     )
     stage_columns = encode_columns(inputs.frame, listing.CONTENT_COL, "encoded", "error", keep_input=False)
-    out = transcode_frame(
-        inputs.frame, decode_options, options, stage_columns, origin_col=listing.ORIGIN_COL,
+    stage = functools.partial(
+        transcode_frame, inputs.frame, decode_options, options, stage_columns, origin_col=listing.ORIGIN_COL,
+        prior_error_col=listing.REASON_COL,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes,
-        num_files=inputs.num_files, conf=conf,
+        num_files=inputs.num_files, conf=conf, unpack=inputs.unpack,
     )
-    return inputs.finish(out, columns, origin="origin")
+    out = inputs.finish(stage(), columns, origin="origin")
+    return remember_transcode(out, stage, inputs)  # write_webdataset(out) writes shards in the same task
 
 
 _ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}

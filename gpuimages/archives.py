@@ -1,0 +1,230 @@
+"""Reading images inside archives: the driver's side (options, the listing's split, sampling, columns).
+
+``read_images`` and ``transcode_files`` treat ``.tar``, ``.tar.gz``/``.tgz`` and ``.zip`` files as
+folders of images (``archives=True``, the default). The listing stays Spark's: the driver splits the
+``binaryFile`` scan in two by each file's name (a filter on ``_metadata.file_path``, which Spark
+applies to its listing):
+
+- loose files are read as before (``content``), and sampled by file;
+- archives are read **without** their ``content`` column where the task can open them by path (a
+  ``binaryFile`` scan that does not select ``content`` never opens the file), so each archive reaches
+  its task as a path and is streamed there member by member (:class:`gpuimages.task.steps.archives.Unpack`).
+  Where the task cannot open the path, the scan reads the archive's bytes (the whole archive is then in
+  the task's memory while it is unpacked). Archives are never dropped by file sampling: their members
+  are sampled in the task by the same seeded rule.
+
+``decode_images(archives=True)`` unpacks a column of archive bytes (a ``binaryFile`` read of ``*.tar``),
+recognised by their signature. Only the DataFrame API is used, on classic and Spark Connect sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from gpuimages.task.steps.archives import ARCHIVE_SUFFIXES, SIBLING_TYPES, Sibling, Unpack
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame
+
+    from gpuimages.listing import Listing
+    from gpuimages.task.steps.base import Step
+
+log = logging.getLogger(__name__)
+
+#: ``webdataset=True``: the sibling members read, and their columns' kinds (see :class:`Sibling`).
+DEFAULT_SIBLINGS = {"cls": "long", "txt": "string", "json": "string"}
+#: The kind of an extension named in a list (``webdataset=["cls", "seg.png"]``).
+KNOWN_KINDS = {"cls": "long", "txt": "string", "json": "string"}
+#: Spark SQL type of each sibling kind.
+SPARK_TYPES = {"string": "string", "long": "bigint", "binary": "binary"}
+#: Values of ``archives``.
+ARCHIVE_MODES = (True, False, "path", "content")
+#: URI schemes whose files a task opens by path under ``archives=True`` (FUSE mounts included).
+LOCAL_SCHEMES = ("file", "dbfs")
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_ARCHIVE_PATTERN = "(?i)(" + "|".join(re.escape(s) for s in ARCHIVE_SUFFIXES) + ")$"
+_COLUMN_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def is_archive_path(col: Column) -> Column:
+    """True where a path or URI column names an archive (by its ending, any case)."""
+    return col.rlike(_ARCHIVE_PATTERN)
+
+
+def sibling_columns(webdataset: Any) -> tuple[Sibling, ...]:
+    """The WebDataset siblings asked for: ``False``/``None`` none; ``True`` ``cls`` (long), ``txt`` and
+    ``json`` (strings); a list of extensions (``cls`` long, ``txt``/``json`` string, others binary); or a
+    mapping of extension to kind ("string", "long" or "binary")."""
+    if webdataset is None or webdataset is False:
+        return ()
+    if webdataset is True:
+        kinds = dict(DEFAULT_SIBLINGS)
+    elif isinstance(webdataset, Mapping):
+        kinds = dict(webdataset)
+    elif isinstance(webdataset, (list, tuple)) and not isinstance(webdataset, str):
+        kinds = {ext: KNOWN_KINDS.get(str(ext).lower(), "binary") for ext in webdataset}
+    else:
+        raise TypeError(
+            "webdataset: expected True/False, a list of extensions or a mapping of extension to kind, "
+            f"got {webdataset!r}"
+        )
+    siblings = []
+    for ext, kind in kinds.items():
+        if not isinstance(ext, str) or not ext.strip(".") or "/" in ext:
+            raise ValueError(f"webdataset: expected extensions such as 'cls' or 'seg.png', got {ext!r}")
+        if kind not in SIBLING_TYPES:
+            raise ValueError(f"webdataset: expected a kind among {sorted(SIBLING_TYPES)} for {ext!r}, got {kind!r}")
+        ext = ext.strip(".").lower()
+        siblings.append(Sibling(ext, _COLUMN_UNSAFE.sub("_", ext), kind))
+    names = [s.column for s in siblings]
+    if len(set(names)) != len(names):
+        raise ValueError(f"webdataset: expected extensions that make distinct column names, got {names}")
+    return tuple(siblings)
+
+
+def check_archives(value: Any) -> bool | str:
+    """Validate ``archives``: True (opened by path where local, else read by Spark), False, "path" or "content"."""
+    if isinstance(value, bool) or value in ("path", "content"):
+        return value
+    raise ValueError(f"archives: expected True, False, 'path' or 'content', got {value!r}")
+
+
+def opens_by_path(mode: bool | str, paths: Sequence[str]) -> bool:
+    """Whether the tasks open archives by path: ``"path"``, or ``True`` with every path local (plain
+    paths, ``file:``, ``dbfs:`` through the Databricks FUSE mounts)."""
+    if mode == "path":
+        return True
+    if mode == "content":
+        return False
+    for p in paths:
+        m = _SCHEME.match(p)
+        if m is not None and len(m.group(1)) > 1 and m.group(1).lower() not in LOCAL_SCHEMES:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class ArchiveReading:
+    """How a read treats archives (made on the driver by :func:`archive_reading`).
+
+    ``present``: the listing holds archives (:meth:`probe`); without any, the read is the plain one
+    (the sibling columns are still added, null).
+    """
+
+    by_path: bool
+    siblings: tuple[Sibling, ...]
+    sample_ratio: float
+    seed: int
+    present: bool = True
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The WebDataset sibling columns the read adds."""
+        return tuple(s.column for s in self.siblings)
+
+    def check_names(self, taken: Sequence[str]) -> None:
+        """Refuse sibling columns named like other columns of the result."""
+        clash = sorted(set(self.columns).intersection(taken))
+        if clash:
+            raise ValueError(
+                f"webdataset: expected extensions whose columns are not already columns ({sorted(taken)}), "
+                f"got {clash}"
+            )
+
+    def sample_listing(self, found: Listing) -> Listing:
+        """Sample loose files by file as :func:`gpuimages.listing.list_files` does; archives stay whole (the
+        task samples their members by the same rule). ``found`` must be listed unsampled."""
+        if self.sample_ratio >= 1.0:
+            return found
+        from pyspark.sql import functions as F
+
+        from gpuimages.listing import ORIGIN_COL, sample_condition
+
+        origin_col = F.col(ORIGIN_COL)
+        frame = found.frame.filter(
+            is_archive_path(origin_col) | sample_condition(origin_col, self.sample_ratio, self.seed)
+        )
+        listed = found.listed
+        if listed is not None:
+            origin = F.col("origin")
+            listed = listed.filter(is_archive_path(origin) | sample_condition(origin, self.sample_ratio, self.seed))
+        return replace(found, frame=frame, listed=listed, sample_ratio=self.sample_ratio)
+
+    def probe(self, found: Listing) -> ArchiveReading:
+        """This plan with ``present`` set: whether ``found`` lists an archive. A query of the listing on the
+        driver where it is a local Dataset (no job), else a scan of the archive names (no file is read)."""
+        from pyspark.sql import functions as F
+
+        from gpuimages.listing import ORIGIN_COL
+
+        if found.listed is not None:
+            empty = found.listed.filter(is_archive_path(F.col("origin"))).isEmpty()
+        else:
+            empty = found.frame.filter(is_archive_path(F.col(ORIGIN_COL))).select(ORIGIN_COL).isEmpty()
+        log.info("gpuimages: the listing holds %s", "no archive" if empty else "archives, read member by member")
+        return replace(self, present=not empty)
+
+    def split(self, frame: DataFrame, slots: int) -> DataFrame:
+        """A stage's input (:func:`gpuimages.listing.stage_input`) as loose files (with their content,
+        coalesced to ``slots`` partitions as a decode stage is) and archives (with null content where the
+        task opens them by path, so Spark never reads them), in the partitions Spark's scan packs them in:
+        a few archives each, balanced by size, so that the stage (which keeps these partitions) runs one
+        task per few archives and Spark's scheduler spreads them over the cores."""
+        if not self.present:
+            return frame
+        from pyspark.sql import functions as F
+
+        from gpuimages.listing import CONTENT_COL, ORIGIN_COL
+
+        origin = F.col(ORIGIN_COL)
+        loose = frame.filter(~is_archive_path(origin)).coalesce(max(1, slots))
+        archives = frame.filter(is_archive_path(origin))
+        if self.by_path:
+            archives = archives.withColumn(CONTENT_COL, F.lit(None).cast("binary"))
+        return loose.unionByName(archives)
+
+    def with_columns(self, frame: DataFrame) -> DataFrame:
+        """``frame`` with a null column per sibling (the task fills them for member rows)."""
+        if not self.siblings:
+            return frame
+        from pyspark.sql import functions as F
+
+        return frame.select("*", *[F.lit(None).cast(SPARK_TYPES[s.kind]).alias(s.column) for s in self.siblings])
+
+    def step(self, input_col: str, bounds: Step, max_batch_bytes: int, *, path_col: str | None,
+             keep_input: bool = False) -> Unpack | None:
+        """The task's :class:`~gpuimages.task.steps.archives.Unpack` step, feeding ``bounds`` (None when the
+        listing holds no archive)."""
+        if not self.present:
+            return None
+        return Unpack(
+            input_col=input_col, bounds=bounds, max_batch_bytes=max_batch_bytes, path_col=path_col,
+            keep_input=keep_input, sample_ratio=self.sample_ratio, seed=self.seed, siblings=self.siblings,
+        )
+
+
+def folder_origin(origin: Column) -> Column:
+    """A member's origin as if each archive were a folder named after it (``.../n01.tar#x.jpg`` ->
+    ``.../n01/x.jpg``), so the folder a label comes from is the member's (``label_from_folder``)."""
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(origin, "(?i)(" + "|".join(re.escape(s) for s in ARCHIVE_SUFFIXES) + ")#", "/")
+
+
+def archive_reading(archives: Any, webdataset: Any, paths: Sequence[str], sample_ratio: float = 1.0,
+                    seed: int = 0) -> ArchiveReading | None:
+    """The archive plan of a read of ``paths`` (None with ``archives=False``); options checked here."""
+    mode = check_archives(archives)
+    siblings = sibling_columns(webdataset)
+    if mode is False:
+        if siblings:
+            raise ValueError("webdataset: expected archives to be read (archives=True) to read WebDataset siblings")
+        return None
+    by_path = opens_by_path(mode, paths)
+    log.info("gpuimages: archives are %s", "opened by path in the tasks" if by_path else "read by Spark's binaryFile")
+    return ArchiveReading(by_path, siblings, sample_ratio, seed)

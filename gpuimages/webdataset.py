@@ -1,0 +1,289 @@
+"""``write_webdataset``: rows of images as WebDataset shards (tar files) that GPU training loaders read.
+
+Driver side only: validate the destination, columns and options, refuse a non-empty destination in
+``mode="error"`` (remove the earlier shards of the same prefix in ``mode="overwrite"``), and run one
+planned stage whose task encodes image structs where needed (:class:`gpuimages.task.steps.Encode`, the
+encoders ``encode_images`` uses, on the GPU where assigned) and writes shards
+(:class:`gpuimages.task.steps.WriteShards`). The report (one row per shard) is computed once, so the
+shards are written once.
+
+The img2dataset job, ``write_webdataset(transcode_files(...), ...)``, runs as one stage: the DataFrame
+``transcode_files`` returns is remembered (:func:`remember_transcode`), and writing it adds the shard
+step to the transcode's own task, so the encoded bytes are written where they are made instead of
+crossing to the JVM and into a second Python stage (which measured as costly as the writing itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gpuimages.encoders import (
+    DEFAULT_ENCODE_BATCH,
+    DEFAULT_PNG_LEVEL,
+    DEFAULT_QUALITY,
+    make_encode_options,
+    resolve_encode_device,
+)
+from gpuimages.files import FsspecStore, folder_entries, is_local, local_path
+from gpuimages.options import check_num_partitions
+from gpuimages.stage import run_stage, session_conf
+from gpuimages.task.runner import StageSpec
+from gpuimages.task.steps import Encode, WriteShards
+from gpuimages.task.steps.shards import REPORT_FIELDS, TMP_PREFIX, ShardPlan
+from gpuimages.write import _check_column, _pick_input, check_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+#: Defaults: WebDataset's usual shard sizes (img2dataset writes 10,000 samples a shard).
+DEFAULT_SHARD_SAMPLES = 10_000
+DEFAULT_SHARD_BYTES = 1 << 30
+#: Shard write modes: "error" refuses a non-empty destination, "overwrite" replaces the prefix's shards.
+SHARD_MODES = ("error", "overwrite")
+
+
+@dataclass(frozen=True)
+class TranscodeSource:
+    """How ``transcode_files`` made a DataFrame: its stage (``transcode_frame`` with its inputs bound, taking
+    ``then=``/``then_schema=``) and the columns a step after the encoder sees in that task."""
+
+    stage: Callable[..., Any]
+    columns: frozenset[str]
+    label_from_folder: bool
+    stage_columns: tuple[tuple[str, str], ...] = ()
+
+
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def remember_transcode(df: DataFrame, stage: Callable[..., Any], inputs: Any) -> DataFrame:
+    """Remember that ``df`` is ``transcode_files``' result of ``stage`` over ``inputs`` (a
+    :class:`gpuimages.reader.FileInputs`), for :func:`write_webdataset`; returns ``df``."""
+    archives = () if inputs.archives is None else inputs.archives.columns
+    columns = {"origin", "height", "width", *inputs.partition_columns, *archives}
+    if inputs.label_from_folder:
+        columns.add("label")
+    _SOURCES[df] = TranscodeSource(stage, frozenset(columns), inputs.label_from_folder, inputs.stage_columns)
+    return df
+
+
+def _fusable(df: DataFrame, input_col: str, origin_col: str | None, error_col: str | None,
+             wanted: Sequence[str]) -> TranscodeSource | None:
+    """The transcode ``df`` is the unchanged result of, when the shards can be written in its task."""
+    try:
+        source = _SOURCES.get(df)
+    except TypeError:  # not weakly referable
+        return None
+    if source is None or input_col != "encoded" or origin_col not in (None, "origin"):
+        return None
+    if error_col not in (None, "error"):
+        return None
+    return source if set(wanted) <= source.columns else None
+
+
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\.*?[]\x00") or prefix.startswith("-"):
+        raise ValueError(f"prefix: expected a file name prefix without dots, separators or glob characters, got "
+                         f"{prefix!r}")
+    return prefix
+
+
+def _shards_in(root: str, prefix: str) -> list[str]:
+    """Paths of the shards named ``<prefix>-*.tar`` (and temporary shards) directly under ``root``."""
+    patterns = (f"{prefix}-*.tar", f"{TMP_PREFIX}{prefix}-*.tmp")
+    if is_local(root):
+        folder = local_path(root)
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        return [os.path.join(folder, n) for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    store = FsspecStore(root)
+    if not store.fs.exists(store.root):
+        return []
+    return [p for p in store.fs.ls(store.root, detail=False)
+            if any(fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pat) for pat in patterns)]
+
+
+def _remove(root: str, paths: Sequence[str]) -> None:
+    if not paths:
+        return
+    if is_local(root):
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    else:
+        FsspecStore(root).fs.rm(list(paths))
+
+
+def write_webdataset(
+    df: DataFrame,
+    path: str | os.PathLike,
+    input_col: str | None = None,
+    *,
+    label_col: str | None = None,
+    text_col: str | None = None,
+    json_cols: Sequence[str] | None = None,
+    key_col: str | None = None,
+    origin_col: str | None = None,
+    error_col: str | None = "error",
+    max_samples: int = DEFAULT_SHARD_SAMPLES,
+    max_bytes: int = DEFAULT_SHARD_BYTES,
+    prefix: str = "shard",
+    mode: str = "error",
+    format: str = "jpeg",  # noqa: A002 - the option's public name
+    quality: int = DEFAULT_QUALITY,
+    subsampling: str = "4:2:0",
+    optimize: bool = False,
+    compress_level: int = DEFAULT_PNG_LEVEL,
+    device: str = "auto",
+    encoder: str | None = None,
+    batch_size: int = DEFAULT_ENCODE_BATCH,
+    num_partitions: int | None = None,
+    task_gpu_amount: float | None = None,
+) -> DataFrame:
+    """Write the rows of ``df`` as WebDataset shards under the folder ``path``; return one report row per shard.
+
+    Each sample is ``<key>.jpg`` (or ``.png``, ...) with the image, and, where asked, ``<key>.cls`` with
+    ``label_col``'s value (an integer in decimal; other values as their text), ``<key>.txt`` with
+    ``text_col``'s and ``<key>.json`` with the ``json_cols`` (an object of column name to value; dates
+    as ISO text, binary as base64). The image is an image-struct column (encoded in the task as ``format``,
+    with ``encode_images``' encoders: nvImageCodec on a GPU where assigned, Pillow otherwise) or a binary
+    column of encoded bytes (``transcode_files``/``transcode_images``/``encode_images`` output, or
+    ``binaryFile`` content) written as it is, its extension from its signature. ``input_col`` defaults
+    to the first of ``image``, ``encoded``, ``content``.
+
+    Shards hold at most ``max_samples`` samples and ``max_bytes`` bytes (a larger sample goes alone) and
+    are named ``<prefix>-<partition:05d>-<index:05d>.tar``; a sample's key is ``<partition:05d>-<row:08d>``
+    (unique, and the same when a task is retried) unless ``key_col`` names it (dots and separators
+    replaced). Each shard is written to a temporary name (or, on object stores, a local file uploaded in
+    one PUT) and renamed when complete, so readers never see part of a shard, and a retried task leaves
+    no partial or duplicate shard. A row without an image (an invalid image, ``error_col``'s reason,
+    null bytes) is counted in its shard's report row, not written.
+
+    ``path`` is a local path, a FUSE mount (``/dbfs/...``, ``/Volumes/...``), a ``file:`` URI, or another
+    URI written through fsspec where installed. ``mode``: "error" (default) refuses a folder that exists
+    and is not empty; "overwrite" removes the shards named ``<prefix>-*.tar`` directly under it first.
+
+    Returns a DataFrame (already computed) with ``shard`` (the file; null for a partition whose rows
+    all lacked an image), ``partition``, ``samples``, ``bytes``, ``skipped`` (rows without an image),
+    ``status`` ("written", "failed" or "skipped") and ``reason``.
+
+    Args:
+        format, quality, subsampling, optimize, compress_level, device, encoder, batch_size: encoding of
+            image structs, as in :func:`gpuimages.encode_images` (ignored for binary input).
+        origin_col: binary input: the column naming each image in the report's reasons (default ``origin``
+            then ``path``).
+        num_partitions: repartition to this many write tasks; by default each partition of ``df`` is one
+            task writing its own shards (``read_images`` and ``transcode_files`` give about one partition
+            per core, or per few archives when reading archives: the upstream work is not squeezed into
+            fewer tasks).
+    """
+    if df.isStreaming:
+        raise ValueError(
+            "df: expected a batch DataFrame, got a streaming one; in a stream, call write_webdataset on each "
+            "micro-batch inside foreachBatch (with a prefix per batch)"
+        )
+    if mode not in SHARD_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(SHARD_MODES)}, got {mode!r}")
+    root = check_path(path)
+    prefix = _check_prefix(prefix)
+    max_samples = _positive("max_samples", max_samples)
+    max_bytes = _positive("max_bytes", max_bytes)
+    input_col, is_struct = _pick_input(df, input_col)
+    options = make_encode_options(
+        format=format, quality=quality, subsampling=subsampling, optimize=optimize,
+        compress_level=compress_level, device=device, encoder=encoder, batch_size=batch_size,
+    )
+    num_partitions = check_num_partitions(num_partitions)
+    key_col = _check_column(df, "key_col", key_col)
+    label_col = _check_column(df, "label_col", label_col)
+    text_col = _check_column(df, "text_col", text_col)
+    if json_cols is None:
+        json_cols = ()
+    if isinstance(json_cols, str) or not isinstance(json_cols, (list, tuple)):
+        raise TypeError(f"json_cols: expected a list of column names, got {json_cols!r}")
+    json_cols = tuple(_check_column(df, "json_cols", c) for c in json_cols)
+    if origin_col is None and not is_struct:
+        origin_col = next((c for c in ("origin", "path") if c in df.columns), None)
+    origin_col = _check_column(df, "origin_col", origin_col)
+    error_col = error_col if error_col in df.columns and error_col != input_col else None
+
+    if mode == "error":
+        entries = folder_entries(root)
+        if entries:
+            raise FileExistsError(
+                f"path: expected a missing or empty folder with mode='error', got {root!r} holding {entries} "
+                "entries (use mode='overwrite' to replace its shards)"
+            )
+    else:
+        old = _shards_in(root, prefix)
+        log.info("gpuimages: write_webdataset removes %d earlier shard(s) under %s", len(old), root)
+        _remove(root, old)
+
+    device = resolve_encode_device(options.device, options.encoder) if is_struct else "cpu"
+    options = dataclasses.replace(options, device=device)
+    source = None if is_struct else _fusable(
+        df, input_col, origin_col, error_col, [c for c in (key_col, label_col, text_col, *json_cols) if c])
+    plan = ShardPlan(
+        root=root, max_samples=max_samples, max_bytes=max_bytes, prefix=prefix,
+        extension=options.extension if is_struct else None, key_col=key_col, label_col=label_col,
+        text_col=text_col, json_cols=json_cols, mtime=int(time.time()),
+        label_from_origin=source is not None and source.label_from_folder,
+        stage_columns=() if source is None else source.stage_columns,
+    )
+    from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+
+    spark_types = {"string": StringType(), "int32": IntegerType(), "int64": LongType()}
+    schema = StructType([StructField(n, spark_types[str(t)], True) for n, t in REPORT_FIELDS])
+    steps = (Encode(options), WriteShards(plan, options.batch_size)) if is_struct else \
+        (WriteShards(plan, options.batch_size),)
+    columns = [c for c in (input_col, origin_col, key_col, label_col, text_col, *json_cols, error_col) if c]
+    spec = StageSpec(
+        name="shards",
+        device=device,
+        input_col=input_col,
+        input_kind="struct" if is_struct else "bytes",
+        steps=steps,
+        columns=tuple(n for n, _ in REPORT_FIELDS),
+        origin_col=None if is_struct else origin_col,
+        error_col=None,
+        prior_error_col=error_col,
+        rows_per_batch=options.batch_size,
+    )
+    try:
+        if source is not None:  # transcode_files' result: the shards are written in the transcode's own task
+            log.info("gpuimages: write_webdataset writes the shards in the transcode's tasks")
+            overrides = {k: v for k, v in (("num_partitions", num_partitions), ("task_gpu_amount", task_gpu_amount))
+                         if v is not None}
+            report = source.stage(then=WriteShards(plan, options.batch_size), then_schema=schema, **overrides)
+        else:
+            report = run_stage(
+                df.select(*[f"`{c}`" for c in dict.fromkeys(columns)]), spec, schema, session_conf(df.sparkSession),
+                num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, coalesce=False,
+            )
+        # computed once: a local checkpoint is never recomputed (a lost block fails the query instead)
+        report = report.localCheckpoint(eager=True)
+    finally:
+        _remove(root, [p for p in _shards_in(root, prefix) if p.rsplit("/", 1)[-1].startswith(TMP_PREFIX)])
+    log.info("gpuimages: write_webdataset wrote under %s (the report has a row per shard)", root)
+    return report
+
