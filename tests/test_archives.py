@@ -404,11 +404,13 @@ def test_broken_archives_are_rows_with_reasons(spark, tmp_path):
     z = zip_bytes(members)
     (tmp_path / "cut.zip").write_bytes(z[: len(z) // 2])
     (tmp_path / "cut.tgz").write_bytes(gzip.compress(full)[:200])
+    (tmp_path / "text.tar").write_bytes(tar_bytes([("README.txt", b"no images here")]))
     rows = gpuimages.read_images(spark, str(tmp_path), device="cpu").collect()
     by = {_short(r.image.origin): r for r in rows}
     assert by["garbage.tar"].error.startswith("broken archive") and by["garbage.tar"].image.height == -1
     assert by["cut.zip"].error.startswith("broken archive: BadZipFile")
     assert by["empty.tar"].error.startswith("no bytes read")
+    assert by["text.tar"].error == "archive holds no image member (its other members are not read as images)"
     assert set(k for k in by if k.startswith("cut.tgz")) == {"cut.tgz#k0.jpg"}  # the gzip stream ends in it
     assert by["cut.tgz#k0.jpg"].error.startswith("truncated archive member")
     cut = sorted(k for k in by if k.startswith("cut.tar"))

@@ -8,6 +8,8 @@ origin with :func:`sampled`: one rule for every image, whatever holds it.
 
 from __future__ import annotations
 
+import re
+
 _MASK = (1 << 64) - 1
 _P1 = 0x9E3779B185EBCA87
 _P2 = 0xC2B2AE3D27D4EB4F
@@ -87,9 +89,18 @@ def sample_threshold(ratio: float) -> int:
     return int(round(ratio * (1 << SAMPLE_BITS)))
 
 
+#: An origin's ``scheme:///`` as ``_metadata.file_path`` writes it (``scheme:/``).
+_FILE_PATH_FORM = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):///")
+
+
 def sampled(origin: str, ratio: float, seed: int) -> bool:
-    """True when the image ``origin`` is in the seeded sample of ``ratio`` (Spark's rule for files)."""
+    """True when the image ``origin`` is in the seeded sample of ``ratio``: the rule
+    :func:`gpuimages.listing.sample_condition` applies to files (the hash of the origin in
+    ``_metadata.file_path``'s form, ``file:/d/a.tar#x.jpg``)."""
     if ratio >= 1.0:
         return True
+    if ratio <= 0:
+        return False
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)
-    return (spark_xxhash64(seed64, origin) >> (64 - SAMPLE_BITS)) < sample_threshold(ratio)
+    key = _FILE_PATH_FORM.sub(r"\1:/", origin, count=1)
+    return (spark_xxhash64(seed64, key) >> (64 - SAMPLE_BITS)) < sample_threshold(ratio)

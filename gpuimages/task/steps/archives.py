@@ -65,6 +65,8 @@ MAX_MEMBER_BYTES = 2**31 - 1
 _URI_SAFE = "/@_-!.~'()*,;:$&+="
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
 _READ_BUFFER = 1 << 20
+#: Reason of an archive that holds no image member (read whole: with a sample, it is simply not sampled).
+NO_MEMBERS = "archive holds no image member (its other members are not read as images)"
 
 
 def archive_suffix(name: str | None) -> str | None:
@@ -494,13 +496,17 @@ class Unpack(Step):
                 yield from part.add(i, origins[i], work.blobs[i], work.reasons[i], path, {})
                 continue
             self._counts["archives"] += 1
+            rows = 0
             for entry, values in self._entries(work.blobs[i], kind, path, origins[i]):
                 levels = entry.levels
                 origin = origins[i] if origins[i] is None or not levels else member_origin(origins[i], levels)
                 member = path if path is None or not levels else member_path(path, levels)
                 if levels:
                     self._counts["members"] += 1
+                rows += 1
                 yield from part.add(i, origin, entry.data, entry.reason, member, values)
+            if not rows and self.sample_ratio >= 1.0:  # every listed file keeps a row: the archive's says why
+                yield from part.add(i, origins[i], None, NO_MEMBERS, path, {})
             work.blobs[i] = None  # the archive's bytes are not needed any more
         yield from part.finish()
 
