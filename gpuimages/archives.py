@@ -156,8 +156,9 @@ class ArchiveReading:
         return replace(found, frame=frame, listed=listed, sample_ratio=self.sample_ratio)
 
     def probe(self, found: Listing) -> ArchiveReading:
-        """This plan with ``present`` set: whether ``found`` lists an archive. A query of the listing on the
-        driver where it is a local Dataset (no job), else a scan of the archive names (no file is read)."""
+        """This plan with ``present`` set: whether ``found`` lists an archive. A query of the listing where
+        there is one (a small job over the JVM-held listing on classic sessions, a local table on Spark
+        Connect), else a scan of the archive names; no file is read either way."""
         from pyspark.sql import functions as F
 
         from gpuimages.listing import ORIGIN_COL
