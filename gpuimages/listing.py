@@ -63,6 +63,12 @@ CHECKSUM_REASON = (
     "refuses to read it)"
 )
 OPEN_FAILED_REASON = "no bytes read: the file cannot be opened ({error})"
+BROKEN_LINK_REASON = "no bytes read: a broken symbolic link (its target {target!r} does not exist)"
+LINK_LOOP_REASON = "no bytes read: a symbolic link loop (the link leads back to itself)"
+BESIDE_PARTITIONS_REASON = (
+    "not read: a file beside partition folders (Spark's scan gives files in the folder read no row when it "
+    "holds partition folders k=v); read it by its own path, or the folder with recursive=True"
+)
 #: Files not on the local filesystem (``hdfs:``, ``s3a:``, ...) are not probed; those the scan returns
 #: no row for are either of these (a file Spark fails to open there is dropped by Spark unseen).
 REMOTE_UNREAD_REASON = "no bytes read: the file is empty (0 bytes) or vanished after listing"
@@ -204,7 +210,7 @@ def partition_value(origin: Column, name: str, data_type, lenient: bool = False)
 
     Spark writes ``name=value`` directory names with both parts escaped (``escapePathName``); the
     origin is a URI, %-escaped once more. The last ``/name=`` segment wins, as in Spark's partition
-    discovery of the directories below the base path. ``lenient`` (Spark 4+, which has
+    discovery of the directories below the base path; null without one. ``lenient`` (Spark 4+, which has
     ``try_url_decode``): a value with a stray ``%`` is kept as written, as Spark keeps it.
     """
     from pyspark.sql import functions as F
@@ -213,6 +219,7 @@ def partition_value(origin: Column, name: str, data_type, lenient: bool = False)
     raw = F.regexp_extract(origin, pattern, 1)
     value = _url_decode(_url_decode(raw), lenient=lenient)
     value = F.when(value == F.lit(HIVE_DEFAULT_PARTITION), F.lit(None)).otherwise(value)
+    value = F.when(origin.rlike(pattern), value)  # no such folder (a file beside the partitions): null
     return value.cast(data_type)
 
 
@@ -339,8 +346,11 @@ class DirectoryLinkError(ValueError):
     """A directory reached a second time through a directory link while listing recursively."""
 
 
-def check_directory_links(spark: SparkSession, paths: Sequence[str]) -> bool:
-    """Refuse local trees in which Spark's listing would reach a directory twice through a link.
+def check_directory_links(
+    spark: SparkSession, paths: Sequence[str], *, recursive: bool = True, path_glob_filter: str | None = None
+) -> tuple[bool, list[str]]:
+    """Refuse local trees in which Spark's listing would reach a directory twice through a link, and find
+    the file links Spark's listing leaves out.
 
     Spark's (Hadoop's) local listing follows directory links and never asks where they lead: a link to
     an ancestor lists the same files ~40 times (until the kernel's link limit), two such links never
@@ -348,11 +358,18 @@ def check_directory_links(spark: SparkSession, paths: Sequence[str]) -> bool:
     entry per directory (none per file), following links exactly as Spark does (hidden folders
     skipped), and refused with a :class:`DirectoryLinkError` (a ``ValueError``) naming the link.
     Links to folders reached once (outside the tree, say) are followed, as Spark follows them.
-    Paths on other filesystems are not walked (object stores have no links). Returns whether every
-    path is on the local filesystem.
+
+    The same walk notes the file links whose target is missing or which loop: Spark's listing drops
+    them without a trace, so they are returned (local paths, in the folders the read covers: every
+    folder when ``recursive``, else the top folders and partition folders ``k=v``; names matching
+    ``path_glob_filter``) to get a row with the reason. Paths on other filesystems are not walked
+    (object stores have no links). Returns whether every path is on the local filesystem, and those
+    links.
     """
     default_fs = _default_fs(spark)
     every_path_local = True
+    name_filter = _glob_regex(path_glob_filter) if path_glob_filter else None
+    broken: list[str] = []
     for path in paths:
         local = local_root(path, default_fs or "file:///")
         if local is None:
@@ -360,12 +377,56 @@ def check_directory_links(spark: SparkSession, paths: Sequence[str]) -> bool:
             continue
         if default_fs is None and not path.lower().startswith("file:"):
             every_path_local = False  # probably local (then walked), but the server may resolve it elsewhere
-        for root in _glob_roots(local):
-            _walk_once(root)
-    return every_path_local
+        roots = _glob_roots(local)
+        for root in roots:
+            if roots != [local] and _is_dead_link(root):
+                broken.append(root)  # a glob matched the link itself
+            _walk_once(root, broken, recursive, name_filter if path_glob_filter else _ANY_NAME)
+    return every_path_local, broken
 
 
-def _walk_once(root: str) -> None:
+def files_beside_partitions(spark: SparkSession, paths: Sequence[str], path_glob_filter: str | None) -> list[str]:
+    """Local files directly in a folder read without ``recursive`` that also holds partition folders.
+
+    Spark lists them, but its scan gives them no row (they have no partition value), silently. Only
+    called when the read found partition columns; plain folder paths only (a glob's matches are left
+    to Spark)."""
+    default_fs = _default_fs(spark) or "file:///"
+    name_filter = _glob_regex(path_glob_filter) if path_glob_filter else _ANY_NAME
+    found: list[str] = []
+    for path in paths:
+        local = local_root(path, default_fs)
+        if local is None or _glob_roots(local) != [local] or not os.path.isdir(local):
+            continue
+        try:
+            with os.scandir(local) as entries:
+                for entry in entries:
+                    if _hidden(entry.name) or name_filter is None or not name_filter.fullmatch(entry.name):
+                        continue
+                    try:
+                        if entry.is_file():
+                            found.append(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return found
+
+
+#: Stands for "no name filter" (a filter that cannot be translated keeps no link: ``None``).
+_ANY_NAME = re.compile(".*", re.DOTALL)
+
+
+def _is_dead_link(path: str) -> bool:
+    """A symbolic link whose target is missing, or which loops."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ELOOP) and os.path.islink(path)
+    return False
+
+
+def _walk_once(root: str, broken: list[str], recursive: bool, name_filter: re.Pattern | None) -> None:
     try:
         top = os.stat(root)
     except OSError:
@@ -373,9 +434,9 @@ def _walk_once(root: str) -> None:
     if not stat.S_ISDIR(top.st_mode):
         return
     seen: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): root}
-    stack = [root]
+    stack = [(root, True)]  # (folder, whether the read covers its files)
     while stack:
-        folder = stack.pop()
+        folder, covered = stack.pop()
         try:
             entries = os.scandir(folder)
         except OSError:
@@ -385,17 +446,24 @@ def _walk_once(root: str) -> None:
                 if _hidden(entry.name):
                     continue
                 try:
-                    if not entry.is_dir(follow_symlinks=False) and not (entry.is_symlink() and entry.is_dir()):
+                    is_dir = entry.is_dir()  # follows a link; False for a link whose target is missing
+                except OSError:
+                    is_dir = False  # a link loop (ELOOP), or unreadable
+                try:
+                    if not is_dir:
+                        if covered and entry.is_symlink() and name_filter is not None \
+                                and name_filter.fullmatch(entry.name) and _is_dead_link(entry.path):
+                            broken.append(entry.path)
                         continue
                     info = entry.stat(follow_symlinks=True)
                 except OSError:
-                    continue  # dangling or unreadable link: Spark lists nothing there
+                    continue  # unreadable link: Spark lists nothing there
                 key = (info.st_dev, info.st_ino)
                 first = seen.get(key)
                 if first is not None:
                     raise DirectoryLinkError(_link_message(entry.path, first))
                 seen[key] = entry.path
-                stack.append(entry.path)
+                stack.append((entry.path, covered and (recursive or "=" in entry.name)))
 
 
 def _link_message(path: str, first: str) -> str:
@@ -447,6 +515,8 @@ class Listing:
     sample_ratio: float = 1.0
     lenient: bool = False  # partition values parsed with try_url_decode (Spark 4+)
     all_local: bool = False  # every path is on the local filesystem (no file elsewhere can be listed)
+    #: Listed local files the scan gives no row by Spark's rules, with the reason (see :func:`list_files`).
+    known_unread: tuple[tuple[str, str], ...] = ()
 
     def planned_files(self) -> int | None:
         """Files expected after sampling (an estimate when sampling)."""
@@ -491,13 +561,18 @@ def list_files(
     """
     from pyspark.sql import functions as F
 
-    all_local = check_directory_links(spark, paths)
+    all_local, dead_links = check_directory_links(spark, paths, recursive=recursive, path_glob_filter=path_glob_filter)
     lenient = has_try_url_decode(spark)
     frame = _load(binary_reader(spark, recursive, path_glob_filter), paths)
     parts = partition_columns(frame)
     types = {f.name: f.dataType for f in frame.schema.fields if f.name in parts}
     if keep_listing:
         listed, num_files, total_bytes = listed_origins(spark, frame)
+        if listed is not None and dead_links:  # links Spark's listing drops: listed here, the probe says why
+            log.info("gpuimages: %d file link(s) with a missing target or a loop get a row", len(dead_links))
+            origins = [(to_origin("file:" + p),) for p in sorted(set(dead_links))]
+            listed = listed.unionByName(spark.createDataFrame(origins, "origin string"))
+            num_files = None if num_files is None else num_files + len(origins)
     else:
         listed, num_files, total_bytes = None, *_counts(spark, frame)
     if sample_ratio < 1.0 and listed is not None:
@@ -532,7 +607,15 @@ def list_files(
         scanned = source.select(
             origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL), *[F.col(quoted(p)) for p in parts]
         )
-    return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient, all_local)
+    known_unread: tuple[tuple[str, str], ...] = ()
+    if parts and not recursive and listed is not None:
+        beside = files_beside_partitions(spark, paths, path_glob_filter)
+        if beside:
+            log.warning("gpuimages: %d file(s) beside partition folders get no pixels (Spark's scan skips them); "
+                        "they come back as rows with the reason", len(beside))
+            known_unread = tuple((to_origin("file:" + p), BESIDE_PARTITIONS_REASON) for p in sorted(beside))
+    return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient, all_local,
+                   known_unread)
 
 
 def _load(reader: DataFrameReader, paths: list[str]) -> DataFrame:
@@ -776,10 +859,14 @@ def local_file_problem(origin: str) -> str | None:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
+        if os.path.islink(path):
+            return BROKEN_LINK_REASON.format(target=os.readlink(path))
         return VANISHED_REASON
     except PermissionError:
         return PERMISSION_REASON
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return LINK_LOOP_REASON
         code = errno.errorcode.get(exc.errno or 0, "error")
         return OPEN_FAILED_REASON.format(error=f"{code}: {exc.strerror}")
     try:
@@ -880,6 +967,9 @@ def stage_input(found: Listing, keep_unread: bool, slots: int, conf: dict[str, s
 
     listed = found.listed.select(F.col("origin").alias(ORIGIN_COL))
     flagged = probe_stage(listed.filter(F.col(ORIGIN_COL).startswith("file:")), conf)
+    if found.known_unread:  # listed files Spark's scan skips by its own rules (the probe finds nothing wrong)
+        known = listed.sparkSession.createDataFrame(list(found.known_unread), flagged.schema)
+        flagged = flagged.join(known, ORIGIN_COL, "left_anti").unionByName(known)
     listing_rows = listed.select(
         ORIGIN_COL, F.lit(None).cast("binary").alias(CONTENT_COL),
         *[F.lit(None).cast(found.partition_types[p]).alias(p) for p in parts], F.lit(True).alias(_LISTED_COL),

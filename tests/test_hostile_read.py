@@ -262,14 +262,90 @@ def test_links_reached_once_are_followed_and_twice_refused(spark, tmp_path):
     root = _tree_with(tmp_path, {"ext": str(outside), "dangling": str(tmp_path / "nowhere"),
                                  "a/file_link.jpg": "x.jpg"})
     rows = _rows(gpuimages.read_images(spark, str(root), recursive=True, device="cpu"))
-    assert sorted(rows) == ["file_link.jpg", "x.jpg", "y.png", "z.png"]  # the dangling link lists nothing, as in Spark
-    assert all(r.error is None for r in rows.values())
+    assert sorted(rows) == ["dangling", "file_link.jpg", "x.jpg", "y.png", "z.png"]
+    # Spark lists nothing for the dangling link; here it is a row with the reason
+    assert rows["dangling"].error == listing.BROKEN_LINK_REASON.format(target=str(tmp_path / "nowhere"))
+    assert rows["dangling"].image.height == -1
+    valid = {k: r for k, r in rows.items() if r.error is None}
+    assert sorted(valid) == ["file_link.jpg", "x.jpg", "y.png", "z.png"]
     theirs = spark.read.format("image").option("recursiveFileLookup", "true").load(str(root))
-    assert sorted(r.image.origin for r in rows.values()) == sorted(r.image.origin for r in theirs.collect())
+    assert sorted(r.image.origin for r in valid.values()) == sorted(r.image.origin for r in theirs.collect())
 
     os.symlink(str(outside), root / "b" / "ext_again")
     with pytest.raises(ValueError, match="second way into a folder"):
         gpuimages.read_images(spark, str(root), recursive=True, device="cpu")
+
+
+def test_file_links_spark_drops_are_rows_with_the_reason(spark, tmp_path):
+    """A link to a missing file and two links to each other: Spark's listing leaves them out without a
+    trace; each is a row with its reason, in the folders the read covers, as the glob filter says."""
+    root = tmp_path / "links"
+    write_files(root, {"ok.jpg": encode(rgb_array(8, 8, seed=1), "JPEG")})
+    os.symlink(str(tmp_path / "gone.jpg"), root / "dead.jpg")
+    os.symlink("loop_b.jpg", root / "loop_a.jpg")
+    os.symlink("loop_a.jpg", root / "loop_b.jpg")
+    os.symlink("missing.jpg", root / "_hidden_dead.jpg")
+    dead = listing.BROKEN_LINK_REASON.format(target=str(tmp_path / "gone.jpg"))
+    names = ["dead.jpg", "loop_a.jpg", "loop_b.jpg", "ok.jpg"]
+
+    rows = _rows(gpuimages.read_images(spark, str(root), device="cpu"))
+    assert sorted(rows) == names
+    assert rows["dead.jpg"].error == dead and rows["dead.jpg"].image.height == -1
+    assert rows["loop_a.jpg"].error == rows["loop_b.jpg"].error == listing.LINK_LOOP_REASON
+    assert rows["ok.jpg"].error is None and rows["ok.jpg"].image.width == 8
+    assert rows["dead.jpg"].image.origin == (root / "dead.jpg").as_uri()
+    assert gpuimages.read_images(spark, str(root), sample_ratio=0.0, device="cpu").count() == 0
+    assert gpuimages.read_images(spark, str(root), drop_invalid=True, device="cpu").count() == 1
+    assert sorted(_rows(gpuimages.read_images(spark, str(root), path_glob_filter="loop_*", device="cpu"))) == [
+        "loop_a.jpg", "loop_b.jpg"]
+
+    out = _rows(transcode_files(spark, str(root), device="cpu"), origin="origin")
+    assert sorted(out) == names
+    assert out["loop_a.jpg"].error == listing.LINK_LOOP_REASON and out["ok.jpg"].error is None
+
+    # in a partition folder: the partition value parsed from the path
+    parts = tmp_path / "parts"
+    write_files(parts, {"cls=a/in_part.jpg": encode(rgb_array(8, 8, seed=2), "JPEG"),
+                        "cls=b/other.jpg": encode(rgb_array(8, 8, seed=3), "JPEG")})
+    os.symlink("missing.png", parts / "cls=a" / "dead_in_part.png")
+    rows = _rows(gpuimages.read_images(spark, str(parts), device="cpu"))
+    assert sorted(rows) == ["dead_in_part.png", "in_part.jpg", "other.jpg"]
+    assert rows["dead_in_part.png"].error == listing.BROKEN_LINK_REASON.format(target="missing.png")
+    assert rows["dead_in_part.png"].cls == "a" and rows["other.jpg"].cls == "b"
+
+
+def test_files_beside_partition_folders_are_rows_with_the_reason(spark, tmp_path):
+    """Spark lists a file beside partition folders, but its scan (and its image source) gives it no row."""
+    parts = tmp_path / "parts"
+    write_files(parts, {"cls=a/in_part.jpg": encode(rgb_array(8, 8, seed=2), "JPEG"),
+                        "loose.jpg": encode(rgb_array(8, 8, seed=3), "JPEG"),
+                        "empty.png": b""})
+    theirs = spark.read.format("image").load(str(parts)).collect()
+    assert [_name(r.image.origin) for r in theirs] == ["in_part.jpg"]
+
+    rows = _rows(gpuimages.read_images(spark, str(parts), device="cpu"))
+    assert sorted(rows) == ["empty.png", "in_part.jpg", "loose.jpg"]
+    assert rows["loose.jpg"].error == rows["empty.png"].error == listing.BESIDE_PARTITIONS_REASON
+    assert rows["loose.jpg"].cls is None and rows["loose.jpg"].image.height == -1
+    assert rows["in_part.jpg"].error is None and rows["in_part.jpg"].cls == "a"
+    assert sorted(_rows(gpuimages.read_images(spark, str(parts), path_glob_filter="*.jpg", device="cpu"))) == [
+        "in_part.jpg", "loose.jpg"]
+    assert gpuimages.read_images(spark, str(parts), drop_invalid=True, device="cpu").count() == 1
+
+    rows = _rows(gpuimages.read_images(spark, str(parts), recursive=True, device="cpu"))
+    assert rows["loose.jpg"].error is None and rows["loose.jpg"].image.width == 8
+
+    # a folder that is no partition: covered with recursive=True only
+    deep = tmp_path / "deep"
+    write_files(deep, {"top.jpg": encode(rgb_array(8, 8, seed=3), "JPEG"),
+                       "plain/inner.jpg": encode(rgb_array(8, 8, seed=4), "JPEG")})
+    os.symlink("missing.jpg", deep / "plain" / "dead_inner.jpg")
+    rows = _rows(gpuimages.read_images(spark, str(deep), recursive=True, device="cpu"))
+    assert sorted(rows) == ["dead_inner.jpg", "inner.jpg", "top.jpg"]
+    assert rows["dead_inner.jpg"].error == listing.BROKEN_LINK_REASON.format(target="missing.jpg")
+    os.remove(deep / "plain" / "inner.jpg")
+    rows = _rows(gpuimages.read_images(spark, str(deep / "plain"), device="cpu"))
+    assert sorted(rows) == ["dead_inner.jpg"]
 
 
 def test_a_glob_only_walks_what_it_matches(spark, tmp_path):
