@@ -65,7 +65,7 @@ def test_partition_value_parses_the_escaped_folder_name(spark, name, value, expe
     origin = f"file:///r/{name}=other/{name}={value}/f.jpg"
     df = spark.createDataFrame([(origin,)], "origin string")
     assert df.select(listing.partition_value(F.col("origin"), name, "string")).first()[0] == expected
-    assert df.select(listing.partition_value(F.col("origin"), "missing", "string")).first()[0] == ""
+    assert df.select(listing.partition_value(F.col("origin"), "missing", "string")).first()[0] is None  # no such folder
 
 
 def test_parse_size_in_bytes():
