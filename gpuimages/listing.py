@@ -368,7 +368,7 @@ def check_directory_links(
     """
     default_fs = _default_fs(spark)
     every_path_local = True
-    name_filter = _glob_regex(path_glob_filter) if path_glob_filter else None
+    name_filter = _glob_regex(path_glob_filter) if path_glob_filter else _ANY_NAME
     broken: list[str] = []
     for path in paths:
         local = local_root(path, default_fs or "file:///")
@@ -381,7 +381,7 @@ def check_directory_links(
         for root in roots:
             if roots != [local] and _is_dead_link(root):
                 broken.append(root)  # a glob matched the link itself
-            _walk_once(root, broken, recursive, name_filter if path_glob_filter else _ANY_NAME)
+            _walk_once(root, broken, recursive, name_filter)
     return every_path_local, broken
 
 
