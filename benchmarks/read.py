@@ -454,7 +454,7 @@ def check_equal(spark: SparkSession, jpeg: DataSet, cores: int, sample: int = 16
     from pyspark.sql import functions as F
 
     from gpuimages import decode_images, read_images
-    from gpuimages.listing import to_origin
+    from gpuimages.uris import to_origin
 
     folder = _folder(jpeg)
     binary = spark.read.format("binaryFile").load(folder)

@@ -106,11 +106,11 @@ def _resize(args: argparse.Namespace) -> int | tuple[int, int] | None:
 
 def _check_source(src: str, name: str = "src") -> None:
     """A local source (plain path or ``file:`` URI) must exist or, as a glob, match something."""
-    from gpuimages.files import is_local, local_path
+    from gpuimages.uris import is_local, local_root_path
 
     if not is_local(src):
         return  # another filesystem: Spark lists it
-    local = local_path(src)
+    local = local_root_path(src)
     found = glob.glob(local) if glob.has_magic(local) else os.path.exists(local)
     if not found:
         what = "glob matching nothing" if glob.has_magic(local) else "nothing there"
@@ -145,9 +145,9 @@ def _check_args(args: argparse.Namespace) -> None:
                 raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
         check_destination(args.dest, "overwrite" if args.overwrite else "error")
     elif not args.overwrite:
-        from gpuimages.files import is_local, local_path
+        from gpuimages.uris import is_local, local_root_path
 
-        if is_local(args.dest) and os.path.lexists(local_path(args.dest)):
+        if is_local(args.dest) and os.path.lexists(local_root_path(args.dest)):
             raise FileExistsError(f"dest: expected a path that does not exist (or --overwrite), got {args.dest!r}")
 
 

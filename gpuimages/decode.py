@@ -7,7 +7,6 @@ the same code runs on classic and Spark Connect sessions.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from gpuimages.options import (
 )
 from gpuimages.schema import image_struct_type
 from gpuimages.stage import run_stage, session_conf
-from gpuimages.task.runner import StageSpec
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Decode, ReturnImages, Step
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,7 +155,7 @@ def decode_images(
     keep_input = check_bool("keep_input", keep_input)
     unpack = None
     if check_bool("archives", archives):  # archives: unpacked by signature before the decode
-        from gpuimages.archives import ArchiveReading, sibling_columns
+        from gpuimages.sources.archives import ArchiveReading, sibling_columns
 
         reading = ArchiveReading(False, sibling_columns(webdataset), 1.0, 0)
         reading.check_names((*df.columns, output_col, error_col))
@@ -197,8 +196,7 @@ def decode_frame(
     num_partitions = check_num_partitions(num_partitions)
     check_columns(df, columns)
     conf = conf if conf is not None else session_conf(df.sparkSession)
-    device = scheduling.resolve_device(options.device, conf)
-    options = dataclasses.replace(options, device=device)
+    device = scheduling.resolve_device(options.device, conf)  # the stage's: tasks read it from the spec
 
     fields = {f.name: f for f in df.schema.fields}
     schema = StructType(

@@ -20,7 +20,7 @@ from gpuimages.encoders import (
 )
 from gpuimages.options import check_bool, check_num_partitions
 from gpuimages.stage import run_stage, session_conf
-from gpuimages.task.runner import StageSpec
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Encode
 from gpuimages.task.steps.encode import META_COLUMNS
 

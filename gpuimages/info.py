@@ -15,9 +15,9 @@ def summarize(spark: SparkSession, path: Any, *, recursive: bool = False, device
     from pyspark.sql.types import StringType, StructField, StructType
 
     import gpuimages
-    from gpuimages.listing import binary_reader, normalize_paths
+    from gpuimages.sources.scan import binary_reader, normalize_paths
     from gpuimages.stage import run_stage, session_conf
-    from gpuimages.task.runner import StageSpec
+    from gpuimages.task.spec import StageSpec
     from gpuimages.task.steps.sniff import Sniff
 
     images: DataFrame = gpuimages.read_images(spark, path, recursive=recursive, device=device)

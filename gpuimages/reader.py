@@ -7,11 +7,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpuimages import listing, planning
-from gpuimages.archives import ArchiveReading, archive_reading, folder_origin
 from gpuimages.decode import DecodeColumns, decode_frame
 from gpuimages.options import (
     DEFAULT_BATCH_SIZE,
@@ -24,18 +21,22 @@ from gpuimages.options import (
     check_seed,
     make_decode_options,
 )
+from gpuimages.sources.archives import archive_reading
+from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL
+from gpuimages.sources.inputs import file_inputs
+from gpuimages.sources.scan import normalize_paths
 from gpuimages.stage import session_conf
+from gpuimages.task.local_files import EMPTY_REASON
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
-    from gpuimages.task.steps import Step
 
 log = logging.getLogger(__name__)
 
 #: Reason recorded for a listed zero-byte file (the most common file the binary read returns no bytes
-#: for); the others are in :mod:`gpuimages.listing` (``PERMISSION_REASON``, ``COLON_REASON``, ...).
-UNREAD_REASON = listing.EMPTY_REASON
+#: for); the others are in :mod:`gpuimages.task.local_files` (``PERMISSION_REASON``, ``COLON_REASON``, ...).
+UNREAD_REASON = EMPTY_REASON
 
 
 def read_images(
@@ -110,7 +111,7 @@ def read_images(
             columns after ``error``: True for ``cls`` (bigint), ``txt`` and ``json`` (strings), a list of
             extensions, or a mapping of extension to "long", "string" or "binary".
     """
-    paths = listing.normalize_paths(path)
+    paths = normalize_paths(path)
     options = make_decode_options(
         resize=resize,
         center_crop=center_crop,
@@ -139,8 +140,8 @@ def read_images(
         keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf, archives=reading,
     )
     layout = DecodeColumns(
-        listing.CONTENT_COL, listing.ORIGIN_COL, "image", "error", inputs.passthrough, drop_invalid=drop_invalid,
-        prior_error_col=listing.REASON_COL,
+        CONTENT_COL, ORIGIN_COL, "image", "error", inputs.passthrough, drop_invalid=drop_invalid,
+        prior_error_col=REASON_COL,
     )
     decoded = decode_frame(
         inputs.frame,
@@ -154,124 +155,3 @@ def read_images(
         unpack=inputs.unpack,  # archives: the step that streams their members
     )
     return inputs.finish(decoded, ["image", "error"], origin="image.origin")
-
-
-@dataclass(frozen=True)
-class FileInputs:
-    """Listed (and sampled) files as the input of an in-task stage, one row per file.
-
-    ``frame`` has the origin (:data:`gpuimages.listing.ORIGIN_COL`), the bytes
-    (:data:`~gpuimages.listing.CONTENT_COL`, null for a file the scan returned no bytes for), the
-    partition columns and the reason of such a file (:data:`~gpuimages.listing.REASON_COL`).
-    ``passthrough`` are the columns a stage must carry for :meth:`finish`.
-    """
-
-    frame: DataFrame
-    partition_columns: tuple[str, ...]
-    label_from_folder: bool
-    total_bytes: int | None
-    num_files: int | None
-    archives: ArchiveReading | None = None  # archives: how they are read (None: archives are files)
-
-    @property
-    def passthrough(self) -> tuple[str, ...]:
-        """Columns of :attr:`frame` a stage passes through: the partition columns (under internal names,
-        so that any folder name survives ``mapInArrow``), the WebDataset sibling columns, the unread reason."""
-        return (*map(_partition_alias, range(len(self.partition_columns))), *self._archive_columns,
-                listing.REASON_COL)
-
-    @property
-    def stage_columns(self) -> tuple[tuple[str, str], ...]:
-        """``(partition column, the name a stage carries it under)`` pairs."""
-        return tuple((p, _partition_alias(i)) for i, p in enumerate(self.partition_columns))
-
-    @property
-    def _archive_columns(self) -> tuple[str, ...]:
-        return () if self.archives is None else self.archives.columns
-
-    def unpack(self, bounds: Step, max_batch_bytes: int, keep_input: bool = False) -> Step | None:
-        """archives: the task step that unpacks them before ``bounds`` (the decode), or None."""
-        if self.archives is None:
-            return None
-        return self.archives.step(listing.CONTENT_COL, bounds, max_batch_bytes, path_col=listing.ORIGIN_COL,
-                                  keep_input=keep_input)
-
-    def finish(self, out: DataFrame, columns: Sequence[str], origin: str, error_col: str = "error") -> DataFrame:
-        """The stage's ``columns``, then the partition columns and ``label`` (from the ``origin`` column);
-        files the scan returned no bytes for get their reason."""
-        from pyspark.sql import functions as F
-
-        error = F.coalesce(F.col(listing.REASON_COL), F.col(error_col)).alias(error_col)
-        selected = [error if c == error_col else F.col(listing.quoted(c)) for c in columns]
-        selected += [F.col(c) for c in self._archive_columns]
-        selected += [F.col(_partition_alias(i)).alias(p) for i, p in enumerate(self.partition_columns)]
-        if self.label_from_folder:
-            selected.append(listing.folder_column(folder_origin(F.col(origin))).alias("label"))
-        return out.select(*selected)
-
-
-def _partition_alias(index: int) -> str:
-    return f"{listing.INTERNAL_PREFIX}part{index}"
-
-
-def file_inputs(
-    spark: SparkSession,
-    paths: list[str],
-    *,
-    recursive: bool,
-    path_glob_filter: str | None,
-    sample_ratio: float,
-    seed: int,
-    keep_unread: bool,
-    label_from_folder: bool,
-    conf: dict[str, str | None],
-    output_columns: Sequence[str] = ("image", "error"),
-    archives: ArchiveReading | None = None,
-) -> FileInputs:
-    """List and sample ``paths`` (see :func:`gpuimages.listing.list_files`) into a stage's input.
-
-    With ``keep_unread``, listed files the scan returns no bytes for (empty, unreadable, vanished)
-    join the input with null content and their reason, each file exactly once (see
-    :func:`gpuimages.listing.stage_input`), so they are planned with the rest (an explicit
-    ``num_partitions`` stays exact) and get a row. ``output_columns`` are the stage's result columns,
-    which partition folders may not be named like.
-    """
-    from pyspark.sql import functions as F
-
-    found = listing.list_files(
-        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter,
-        sample_ratio=sample_ratio if archives is None else 1.0, seed=seed, keep_listing=keep_unread,
-    )
-    if archives is not None:  # archives: loose files sampled by file, archives kept whole (members sampled in tasks)
-        found = archives.sample_listing(found)
-        archives = archives.probe(found)
-        archives.check_names(("image", "error", "label", *found.partition_columns))
-    parts = found.partition_columns
-    check_partition_names(parts, [*output_columns, *(["label"] if label_from_folder else [])])
-    log.info(
-        "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
-        found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
-    )
-    slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
-    frame = listing.stage_input(found, keep_unread, slots, conf)
-    if archives is not None:  # archives: not read by Spark where the tasks open them by path
-        frame = archives.split(frame, slots)
-    frame = frame.select(
-        listing.ORIGIN_COL, listing.CONTENT_COL,
-        *[F.col(listing.quoted(p)).alias(_partition_alias(i)) for i, p in enumerate(parts)], listing.REASON_COL,
-    )
-    if archives is not None:  # archives: null sibling columns, filled for members in the task
-        frame = archives.with_columns(frame)
-    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archives)
-
-
-def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:
-    """Refuse partition columns named like an output column (or an internal one), ignoring case as
-    Spark's column resolution does."""
-    lowered = {t.lower() for t in taken}
-    clash = sorted(p for p in parts if p.lower() in lowered or p.lower().startswith(listing.INTERNAL_PREFIX))
-    if clash:
-        raise ValueError(
-            f"partition columns: expected names other than {sorted(taken)} (in any case), got partition "
-            f"folder(s) named {clash}"
-        )

@@ -13,7 +13,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from gpuimages import planning, scheduling
-from gpuimages.task.runner import StageSpec, run_partition
+from gpuimages.task.runner import run_partition
+from gpuimages.task.spec import StageSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession

@@ -38,8 +38,10 @@ from gpuimages.options import (
     check_seed,
     make_decode_options,
 )
+from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL
+from gpuimages.sources.scan import normalize_paths
 from gpuimages.stage import run_stage, session_conf
-from gpuimages.task.runner import StageSpec
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Decode, Encode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -139,9 +141,7 @@ def transcode_frame(
     :class:`gpuimages.decode.DecodeColumns`' ). ``then``: a step run on the encoded bytes
     in the same task (shards written), whose own output (``then_schema``) the stage returns."""
     conf = conf if conf is not None else session_conf(df.sparkSession)
-    resolved = scheduling.resolve_device(decode_options.device, conf)
-    decode_options = dataclasses.replace(decode_options, device=resolved)
-    options = dataclasses.replace(options, device=resolved)
+    resolved = scheduling.resolve_device(decode_options.device, conf)  # the stage's: tasks read it from the spec
     if options.encoder == "nvimgcodec" or (resolved == "gpu" and options.format == "jpeg"):
         if not nvimgcodec_installed():
             if options.encoder == "nvimgcodec":
@@ -193,9 +193,8 @@ def transcode_files(
     :func:`transcode_images`' options (resize, center_crop, format, quality, device, ...).
     :func:`gpuimages.write_webdataset` of the result (as it is) writes the shards in the transcode's own task.
     """
-    from gpuimages import listing
-    from gpuimages.archives import archive_reading
     from gpuimages.reader import file_inputs
+    from gpuimages.sources.archives import archive_reading
     from gpuimages.webdataset import remember_transcode
 
     check_bool("recursive", recursive)
@@ -209,7 +208,7 @@ def transcode_files(
     decode_options = make_decode_options(**kwargs)
     options = make_encode_options(**encode_kw, device=decode_options.device, batch_size=decode_options.batch_size)
     conf = session_conf(spark)
-    paths = listing.normalize_paths(path)
+    paths = normalize_paths(path)
     sample_ratio, seed = check_sample_ratio(sample_ratio), check_seed(seed)
     reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
     columns = ["origin", "height", "width", "encoded", "error"]
@@ -217,10 +216,10 @@ def transcode_files(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
         keep_unread=True, label_from_folder=label_from_folder, conf=conf, output_columns=columns, archives=reading,
     )
-    stage_columns = encode_columns(inputs.frame, listing.CONTENT_COL, "encoded", "error", keep_input=False)
+    stage_columns = encode_columns(inputs.frame, CONTENT_COL, "encoded", "error", keep_input=False)
     stage = functools.partial(
-        transcode_frame, inputs.frame, decode_options, options, stage_columns, origin_col=listing.ORIGIN_COL,
-        prior_error_col=listing.REASON_COL,
+        transcode_frame, inputs.frame, decode_options, options, stage_columns, origin_col=ORIGIN_COL,
+        prior_error_col=REASON_COL,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes,
         num_files=inputs.num_files, conf=conf, unpack=inputs.unpack,
     )

@@ -32,13 +32,14 @@ from gpuimages.encoders import (
     make_encode_options,
     resolve_encode_device,
 )
-from gpuimages.files import FsspecStore, folder_entries, is_local, local_path
 from gpuimages.options import check_num_partitions
 from gpuimages.stage import run_stage, session_conf
-from gpuimages.task.runner import StageSpec
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Encode, WriteShards
 from gpuimages.task.steps.shards import REPORT_FIELDS, TMP_PREFIX, ShardPlan
-from gpuimages.write import _check_column, _pick_input, check_path
+from gpuimages.task.stores import FsspecStore, folder_entries
+from gpuimages.uris import is_local, local_root_path
+from gpuimages.write import check_column, check_path, pick_input
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -108,7 +109,7 @@ def _shards_in(root: str, prefix: str) -> list[str]:
     """Paths of the shards named ``<prefix>-*.tar`` (and temporary shards) directly under ``root``."""
     patterns = (f"{prefix}-*.tar", f"{TMP_PREFIX}{prefix}-*.tmp")
     if is_local(root):
-        folder = local_path(root)
+        folder = local_root_path(root)
         try:
             names = os.listdir(folder)
         except FileNotFoundError:
@@ -208,23 +209,23 @@ def write_webdataset(
     prefix = _check_prefix(prefix)
     max_samples = _positive("max_samples", max_samples)
     max_bytes = _positive("max_bytes", max_bytes)
-    input_col, is_struct = _pick_input(df, input_col)
+    input_col, is_struct = pick_input(df, input_col)
     options = make_encode_options(
         format=format, quality=quality, subsampling=subsampling, optimize=optimize,
         compress_level=compress_level, device=device, encoder=encoder, batch_size=batch_size,
     )
     num_partitions = check_num_partitions(num_partitions)
-    key_col = _check_column(df, "key_col", key_col)
-    label_col = _check_column(df, "label_col", label_col)
-    text_col = _check_column(df, "text_col", text_col)
+    key_col = check_column(df, "key_col", key_col)
+    label_col = check_column(df, "label_col", label_col)
+    text_col = check_column(df, "text_col", text_col)
     if json_cols is None:
         json_cols = ()
     if isinstance(json_cols, str) or not isinstance(json_cols, (list, tuple)):
         raise TypeError(f"json_cols: expected a list of column names, got {json_cols!r}")
-    json_cols = tuple(_check_column(df, "json_cols", c) for c in json_cols)
+    json_cols = tuple(check_column(df, "json_cols", c) for c in json_cols)
     if origin_col is None and not is_struct:
         origin_col = next((c for c in ("origin", "path") if c in df.columns), None)
-    origin_col = _check_column(df, "origin_col", origin_col)
+    origin_col = check_column(df, "origin_col", origin_col)
     error_col = error_col if error_col in df.columns and error_col != input_col else None
 
     if mode == "error":

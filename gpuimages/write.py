@@ -21,22 +21,14 @@ from gpuimages.encoders import (
     make_encode_options,
     resolve_encode_device,
 )
-from gpuimages.files import (
-    MODES,
-    REPORT_FIELDS,
-    FsspecStore,
-    WritePlan,
-    folder_entries,
-    is_local,
-    local_path,
-    new_job_id,
-    remove_claims,
-)
 from gpuimages.options import check_num_partitions
 from gpuimages.schema import IMAGE_FIELDS
 from gpuimages.stage import run_stage, session_conf
-from gpuimages.task.runner import StageSpec
+from gpuimages.task.claims import MODES, REPORT_FIELDS, WritePlan, new_job_id, remove_claims
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Encode, Write
+from gpuimages.task.stores import FsspecStore, folder_entries
+from gpuimages.uris import is_local, local_root_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -50,7 +42,7 @@ def _is_image_struct(data_type) -> bool:
     return isinstance(data_type, StructType) and set(IMAGE_FIELDS) <= set(data_type.fieldNames())
 
 
-def _pick_input(df: DataFrame, input_col: str | None) -> tuple[str, bool]:
+def pick_input(df: DataFrame, input_col: str | None) -> tuple[str, bool]:
     """The column to write and whether it holds image structs (else encoded bytes)."""
     from pyspark.sql.types import BinaryType
 
@@ -77,7 +69,7 @@ def _pick_input(df: DataFrame, input_col: str | None) -> tuple[str, bool]:
     )
 
 
-def _check_column(df: DataFrame, name: str, value: Any) -> str | None:
+def check_column(df: DataFrame, name: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in df.columns:
@@ -111,7 +103,7 @@ def check_path(path: Any) -> str:
         if is_file:
             raise ValueError(f"path: expected a folder (missing or existing), got {value!r}, which is a file")
         return value
-    local = local_path(value)
+    local = local_root_path(value)
     if os.path.lexists(local):
         if not os.path.isdir(local):
             what = "a broken symbolic link" if os.path.islink(local) else "an existing file, not a folder"
@@ -213,17 +205,17 @@ def write_images(
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     root = check_path(path)
-    input_col, is_struct = _pick_input(df, input_col)
+    input_col, is_struct = pick_input(df, input_col)
     options = make_encode_options(
         format=format, quality=quality, subsampling=subsampling, optimize=optimize,
         compress_level=compress_level, device=device, encoder=encoder, batch_size=batch_size,
     )
     num_partitions = check_num_partitions(num_partitions)
-    name_col = _check_column(df, "name_col", name_col)
-    partition_by = _check_column(df, "partition_by", partition_by)
+    name_col = check_column(df, "name_col", name_col)
+    partition_by = check_column(df, "partition_by", partition_by)
     if origin_col is None and not is_struct:
         origin_col = next((c for c in ("origin", "path") if c in df.columns), None)
-    origin_col = _check_column(df, "origin_col", origin_col)
+    origin_col = check_column(df, "origin_col", origin_col)
     error_col = error_col if error_col in df.columns and error_col != input_col else None
     root = check_destination(root, mode)
 

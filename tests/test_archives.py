@@ -14,9 +14,11 @@ import pyarrow as pa
 import pytest
 from images import encode, rgb_array
 
+from gpuimages.task.archive_members import ArchiveReader, Sibling, group_samples, member_origin, member_path
 from gpuimages.task.hashing import sampled, spark_xxhash64
-from gpuimages.task.runner import StageSpec, run_partition
-from gpuimages.task.steps.archives import ArchiveReader, Sibling, Unpack, group_samples, member_origin, member_path
+from gpuimages.task.runner import run_partition
+from gpuimages.task.spec import StageSpec
+from gpuimages.task.steps.unpack import Unpack
 
 JPEG_TOLERANCE = 3  # the same JPEG bytes decode alike loose or in an archive: equal in practice
 
@@ -207,7 +209,7 @@ def test_a_tar_is_streamed_member_by_member():
 def test_member_sampling_is_sparks_xxhash64_rule(spark):
     from pyspark.sql import functions as F
 
-    from gpuimages.listing import sample_condition
+    from gpuimages.sources.columns import sample_condition
 
     origins = [member_origin("file:///data/shard-0.tar", (f"d/{i:05d}.jpg",)) for i in range(400)]
     for seed in (0, 11, -5):
@@ -319,8 +321,8 @@ def _pixels(image) -> np.ndarray:
 def test_read_images_rows_origins_partitions_labels_siblings_and_pixels(spark, shard_dir, loose_images):
     import gpuimages
     from gpuimages.engines.pillow import PillowEngine
-    from gpuimages.listing import to_origin
     from gpuimages.options import DecodeOptions
+    from gpuimages.uris import to_origin
 
     df = gpuimages.read_images(spark, str(shard_dir), device="cpu", label_from_folder=True, webdataset=["cls", "json"])
     assert df.columns == ["image", "error", "cls", "json", "split", "label"]
@@ -373,7 +375,7 @@ def test_member_sampling_in_reads_is_sparks_rule_and_loose_files_unchanged(spark
     from pyspark.sql import functions as F
 
     import gpuimages
-    from gpuimages.listing import sample_condition
+    from gpuimages.sources.columns import sample_condition
 
     everything = gpuimages.read_images(spark, str(shard_dir), device="cpu").select("image.origin")
     for seed in (0, 3):
@@ -447,8 +449,8 @@ def test_transcode_files_reads_members(spark, shard_dir):
 def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
     import re
 
-    from gpuimages.archives import archive_reading
     from gpuimages.reader import file_inputs
+    from gpuimages.sources.archives import archive_reading
     from gpuimages.stage import session_conf
 
     for i in range(4):

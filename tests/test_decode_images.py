@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType
 
 import gpuimages
-from gpuimages.listing import to_origin
+from gpuimages.uris import to_origin
 
 INVALID = {"empty.jpg", "text.jpg", "truncated.jpg", "bomb.png"}
 TABLE_SCHEMA = StructType(

@@ -170,7 +170,7 @@ def test_histogram_backbone_on_bytes_decodes_in_the_task(spark, files):
 
 def test_onnx_on_image_structs_matches_bytes(spark, files, cnn):
     import gpuimages
-    from gpuimages.listing import to_origin
+    from gpuimages.uris import to_origin
 
     images = gpuimages.read_images(spark, str(files), recursive=True, device="cpu")
     structs = ImageFeaturizer(inputCol="image", backbone="onnx", modelPath=cnn, imageSize=SIZE).transform(images)

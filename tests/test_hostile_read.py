@@ -18,9 +18,22 @@ from images import encode, rgb_array, write_files
 from pyspark.sql import functions as F
 
 import gpuimages
-from gpuimages import listing
 from gpuimages.options import DEFAULT_MAX_PIXELS
+from gpuimages.sources.columns import sample_condition
+from gpuimages.sources.links import glob_regex
+from gpuimages.sources.scan import BESIDE_PARTITIONS_REASON
+from gpuimages.task.local_files import (
+    BROKEN_LINK_REASON,
+    CHECKSUM_REASON,
+    COLON_REASON,
+    EMPTY_REASON,
+    LINK_LOOP_REASON,
+    PERMISSION_REASON,
+    VANISHED_REASON,
+    local_file_problem,
+)
 from gpuimages.transcode import transcode_files
+from gpuimages.uris import file_uri_path, load_path
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 #: Run a command as root without the capabilities that let root read any file (chmod 000 then holds).
@@ -57,8 +70,8 @@ def hostile(tmp_path) -> Path:
 
 
 EXPECTED_REASONS = {
-    "a:b.png": listing.COLON_REASON,
-    "empty.jpg": listing.EMPTY_REASON,
+    "a:b.png": COLON_REASON,
+    "empty.jpg": EMPTY_REASON,
     "pipe.jpg": "no bytes read: not a regular file (a named pipe)",
 }
 
@@ -102,9 +115,9 @@ def test_a_sample_keeps_the_reasons_of_the_files_it_chose(spark, hostile):
     frame = spark.createDataFrame([(o,) for o in listed], "origin string")
     seed = next(
         s for s in range(200)
-        if 2 <= frame.filter(listing.sample_condition(F.col("origin"), 0.5, s)).count() <= 4
+        if 2 <= frame.filter(sample_condition(F.col("origin"), 0.5, s)).count() <= 4
     )
-    chosen = {r.origin for r in frame.filter(listing.sample_condition(F.col("origin"), 0.5, seed)).collect()}
+    chosen = {r.origin for r in frame.filter(sample_condition(F.col("origin"), 0.5, seed)).collect()}
     rows = _rows(gpuimages.read_images(spark, str(hostile), device="cpu", sample_ratio=0.5, seed=seed))
     assert {r.image.origin for r in rows.values()} == chosen
     assert all(r.error == EXPECTED_REASONS.get(k) for k, r in rows.items())
@@ -119,14 +132,14 @@ def test_the_jvm_reading_a_file_the_probe_refuses_gives_one_row(spark, hostile):
     conf.set("fs.file.impl.disable.cache", "true")
     try:
         colon = [o for o in spark.read.format("binaryFile").load(str(hostile)).inputFiles() if "a:b" in o]
-        jvm_rows = spark.read.format("binaryFile").load(listing.load_path(colon[0])).select("length").collect()
+        jvm_rows = spark.read.format("binaryFile").load(load_path(colon[0])).select("length").collect()
         assert [r.length for r in jvm_rows] == [len((hostile / "a:b.png").read_bytes())]  # the JVM does read it
         rows = _rows(gpuimages.read_images(spark, str(hostile), device="cpu"))
     finally:
         for key, value in before.items():
             conf.unset(key) if value is None else conf.set(key, value)
     assert len(rows) == 6
-    assert rows["a:b.png"].error == listing.COLON_REASON
+    assert rows["a:b.png"].error == COLON_REASON
 
 
 def test_files_emptied_or_deleted_after_listing_come_back_once(spark, hostile):
@@ -135,8 +148,8 @@ def test_files_emptied_or_deleted_after_listing_come_back_once(spark, hostile):
     (hostile / "ok.jpg").unlink()
     rows = _rows(df)
     assert len(rows) == 6
-    assert rows["ok.png"].error == listing.EMPTY_REASON
-    assert rows["ok.jpg"].error == listing.VANISHED_REASON
+    assert rows["ok.png"].error == EMPTY_REASON
+    assert rows["ok.jpg"].error == VANISHED_REASON
 
 
 def _hadoop_crc(data: bytes, per_sum: int = 512) -> bytes:
@@ -162,7 +175,7 @@ def test_a_stale_hadoop_checksum_file_gets_a_row_and_valid_ones_decode(spark, tm
     assert sorted(rows) == ["good.png", "junk.png", "short.png", "stale.png"]
     assert rows["good.png"].error is None and rows["junk.png"].error is None
     for name in ("stale.png", "short.png"):
-        assert rows[name].error == listing.CHECKSUM_REASON.format(name=f".{name}.crc")
+        assert rows[name].error == CHECKSUM_REASON.format(name=f".{name}.crc")
 
 
 def _cli(args: list[str], drop_dac: bool) -> subprocess.CompletedProcess:
@@ -178,7 +191,7 @@ def test_permission_denied_gets_its_reason_in_the_cli_read_images_and_transcode_
     """As root, the command runs without the capabilities that bypass file permissions (``setpriv``)."""
     (hostile / "secret.jpg").write_bytes(encode(rgb_array(8, 8), "JPEG"))
     (hostile / "secret.jpg").chmod(0)
-    expected = {**EXPECTED_REASONS, "secret.jpg": listing.PERMISSION_REASON}
+    expected = {**EXPECTED_REASONS, "secret.jpg": PERMISSION_REASON}
     try:
         raw, jpeg = tmp_path / "raw.parquet", tmp_path / "jpeg.parquet"
         for dest, fmt in ((raw, "raw"), (jpeg, "jpeg")):
@@ -206,14 +219,14 @@ def test_probe_reasons_without_spark(tmp_path):
     (tmp_path / "d").mkdir()
     os.mkfifo(tmp_path / "p")
     uri = tmp_path.as_uri()
-    assert listing.local_file_problem(f"{uri}/ok.jpg") is None
-    assert listing.local_file_problem(f"{uri}/a:b.jpg") == listing.COLON_REASON
-    assert listing.local_file_problem(f"{uri}/empty:1.jpg") == listing.EMPTY_REASON  # never opened by Spark
-    assert listing.local_file_problem(f"{uri}/gone.jpg") == listing.VANISHED_REASON
-    assert listing.local_file_problem(f"{uri}/d") == "no bytes read: not a regular file (a directory)"
-    assert listing.local_file_problem(f"{uri}/p") == "no bytes read: not a regular file (a named pipe)"
-    assert listing.local_file_problem("s3a://bucket/a:b.jpg") is None  # not probed: not local
-    assert listing.local_path("file:///tmp/a%20b%0Ac.jpg") == "/tmp/a b\nc.jpg"
+    assert local_file_problem(f"{uri}/ok.jpg") is None
+    assert local_file_problem(f"{uri}/a:b.jpg") == COLON_REASON
+    assert local_file_problem(f"{uri}/empty:1.jpg") == EMPTY_REASON  # never opened by Spark
+    assert local_file_problem(f"{uri}/gone.jpg") == VANISHED_REASON
+    assert local_file_problem(f"{uri}/d") == "no bytes read: not a regular file (a directory)"
+    assert local_file_problem(f"{uri}/p") == "no bytes read: not a regular file (a named pipe)"
+    assert local_file_problem("s3a://bucket/a:b.jpg") is None  # not probed: not local
+    assert file_uri_path("file:///tmp/a%20b%0Ac.jpg") == "/tmp/a b\nc.jpg"
 
 
 # --- Directory links -----------------------------------------------------------------------------
@@ -264,7 +277,7 @@ def test_links_reached_once_are_followed_and_twice_refused(spark, tmp_path):
     rows = _rows(gpuimages.read_images(spark, str(root), recursive=True, device="cpu"))
     assert sorted(rows) == ["dangling", "file_link.jpg", "x.jpg", "y.png", "z.png"]
     # Spark lists nothing for the dangling link; here it is a row with the reason
-    assert rows["dangling"].error == listing.BROKEN_LINK_REASON.format(target=str(tmp_path / "nowhere"))
+    assert rows["dangling"].error == BROKEN_LINK_REASON.format(target=str(tmp_path / "nowhere"))
     assert rows["dangling"].image.height == -1
     valid = {k: r for k, r in rows.items() if r.error is None}
     assert sorted(valid) == ["file_link.jpg", "x.jpg", "y.png", "z.png"]
@@ -285,13 +298,13 @@ def test_file_links_spark_drops_are_rows_with_the_reason(spark, tmp_path):
     os.symlink("loop_b.jpg", root / "loop_a.jpg")
     os.symlink("loop_a.jpg", root / "loop_b.jpg")
     os.symlink("missing.jpg", root / "_hidden_dead.jpg")
-    dead = listing.BROKEN_LINK_REASON.format(target=str(tmp_path / "gone.jpg"))
+    dead = BROKEN_LINK_REASON.format(target=str(tmp_path / "gone.jpg"))
     names = ["dead.jpg", "loop_a.jpg", "loop_b.jpg", "ok.jpg"]
 
     rows = _rows(gpuimages.read_images(spark, str(root), device="cpu"))
     assert sorted(rows) == names
     assert rows["dead.jpg"].error == dead and rows["dead.jpg"].image.height == -1
-    assert rows["loop_a.jpg"].error == rows["loop_b.jpg"].error == listing.LINK_LOOP_REASON
+    assert rows["loop_a.jpg"].error == rows["loop_b.jpg"].error == LINK_LOOP_REASON
     assert rows["ok.jpg"].error is None and rows["ok.jpg"].image.width == 8
     assert rows["dead.jpg"].image.origin == (root / "dead.jpg").as_uri()
     assert gpuimages.read_images(spark, str(root), sample_ratio=0.0, device="cpu").count() == 0
@@ -301,7 +314,7 @@ def test_file_links_spark_drops_are_rows_with_the_reason(spark, tmp_path):
 
     out = _rows(transcode_files(spark, str(root), device="cpu"), origin="origin")
     assert sorted(out) == names
-    assert out["loop_a.jpg"].error == listing.LINK_LOOP_REASON and out["ok.jpg"].error is None
+    assert out["loop_a.jpg"].error == LINK_LOOP_REASON and out["ok.jpg"].error is None
 
     # in a partition folder: the partition value parsed from the path
     parts = tmp_path / "parts"
@@ -310,7 +323,7 @@ def test_file_links_spark_drops_are_rows_with_the_reason(spark, tmp_path):
     os.symlink("missing.png", parts / "cls=a" / "dead_in_part.png")
     rows = _rows(gpuimages.read_images(spark, str(parts), device="cpu"))
     assert sorted(rows) == ["dead_in_part.png", "in_part.jpg", "other.jpg"]
-    assert rows["dead_in_part.png"].error == listing.BROKEN_LINK_REASON.format(target="missing.png")
+    assert rows["dead_in_part.png"].error == BROKEN_LINK_REASON.format(target="missing.png")
     assert rows["dead_in_part.png"].cls == "a" and rows["other.jpg"].cls == "b"
 
 
@@ -325,7 +338,7 @@ def test_files_beside_partition_folders_are_rows_with_the_reason(spark, tmp_path
 
     rows = _rows(gpuimages.read_images(spark, str(parts), device="cpu"))
     assert sorted(rows) == ["empty.png", "in_part.jpg", "loose.jpg"]
-    assert rows["loose.jpg"].error == rows["empty.png"].error == listing.BESIDE_PARTITIONS_REASON
+    assert rows["loose.jpg"].error == rows["empty.png"].error == BESIDE_PARTITIONS_REASON
     assert rows["loose.jpg"].cls is None and rows["loose.jpg"].image.height == -1
     assert rows["in_part.jpg"].error is None and rows["in_part.jpg"].cls == "a"
     assert sorted(_rows(gpuimages.read_images(spark, str(parts), path_glob_filter="*.jpg", device="cpu"))) == [
@@ -342,7 +355,7 @@ def test_files_beside_partition_folders_are_rows_with_the_reason(spark, tmp_path
     os.symlink("missing.jpg", deep / "plain" / "dead_inner.jpg")
     rows = _rows(gpuimages.read_images(spark, str(deep), recursive=True, device="cpu"))
     assert sorted(rows) == ["dead_inner.jpg", "inner.jpg", "top.jpg"]
-    assert rows["dead_inner.jpg"].error == listing.BROKEN_LINK_REASON.format(target="missing.jpg")
+    assert rows["dead_inner.jpg"].error == BROKEN_LINK_REASON.format(target="missing.jpg")
     os.remove(deep / "plain" / "inner.jpg")
     rows = _rows(gpuimages.read_images(spark, str(deep / "plain"), device="cpu"))
     assert sorted(rows) == ["dead_inner.jpg"]
@@ -359,13 +372,13 @@ def test_a_glob_only_walks_what_it_matches(spark, tmp_path):
 
 
 def test_glob_translation():
-    assert listing._glob_regex("plain") is None
-    assert listing._glob_regex("*.jpg").fullmatch("a.jpg")
-    assert not listing._glob_regex("*.jpg").fullmatch("a.png")
-    assert listing._glob_regex("{a,b}?").fullmatch("bx")
-    assert listing._glob_regex("[!a]*").fullmatch("bcd") and not listing._glob_regex("[^a]*").fullmatch("abc")
-    assert listing._glob_regex("\\*x").fullmatch("*x") and not listing._glob_regex("\\*x").fullmatch("yx")
-    assert listing._glob_regex("{a,b") is None
+    assert glob_regex("plain") is None
+    assert glob_regex("*.jpg").fullmatch("a.jpg")
+    assert not glob_regex("*.jpg").fullmatch("a.png")
+    assert glob_regex("{a,b}?").fullmatch("bx")
+    assert glob_regex("[!a]*").fullmatch("bcd") and not glob_regex("[^a]*").fullmatch("abc")
+    assert glob_regex("\\*x").fullmatch("*x") and not glob_regex("\\*x").fullmatch("yx")
+    assert glob_regex("{a,b") is None
 
 
 # --- Resizes far larger than the image ------------------------------------------------------------

@@ -1,7 +1,7 @@
 """write_images under hostile conditions: clashing names with identical bytes, retried tasks, links in the
 destination, long and odd names, clocks that disagree, concurrent writers, and bad destinations.
 
-The executor-side writer is exercised in-process first (``files._Writer`` and the runtime's write step,
+The executor-side writer is exercised in-process first (``Writer`` and the runtime's write step,
 a partition number standing for a task), then the same cases end to end on Spark.
 """
 
@@ -19,29 +19,31 @@ import pyarrow as pa
 import pytest
 from images import encode, rgb_array
 
-from gpuimages import files
+from gpuimages.task.claims import CLAIMS_PREFIX, WritePlan, Writer, remove_claims
+from gpuimages.task.naming import fit_name
+from gpuimages.task.stores import TMP_PREFIX, open_store
 
 
 def _jpeg(seed: int = 0) -> bytes:
     return encode(rgb_array(8, 10, seed=seed), "JPEG", quality=90)
 
 
-def _plan(root, mode: str = "error", **kwargs) -> files.WritePlan:
+def _plan(root, mode: str = "error", **kwargs) -> WritePlan:
     args = {"input_col": "content", "input_is_struct": False, "origin_col": "path", "name_col": None,
             "partition_by": None, "mode": mode, "extension": None}
     args.update(kwargs)
-    return files.WritePlan(root=str(root), **args)
+    return WritePlan(root=str(root), **args)
 
 
-def _writer(plan: files.WritePlan, partition: int = 0) -> files._Writer:
-    return files._Writer(plan, files.open_store(plan.root), partition)
+def _writer(plan: WritePlan, partition: int = 0) -> Writer:
+    return Writer(plan, open_store(plan.root), partition)
 
 
 def _tree(root) -> list[str]:
     """Every entry under ``root`` (files, links, folders), relative, without the claims folders."""
     out = []
     for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(files.CLAIMS_PREFIX)]
+        dirs[:] = [d for d in dirs if not d.startswith(CLAIMS_PREFIX)]
         for name in names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
             out.append(os.path.relpath(os.path.join(folder, name), root))
     return sorted(out)
@@ -77,19 +79,19 @@ def test_a_retried_task_recognises_its_own_files(tmp_path):
 def test_a_task_killed_between_claim_and_file_is_completed_by_its_retry(tmp_path, monkeypatch):
     plan = _plan(tmp_path / "out", mode="skip")
     data = _jpeg(3)
-    store = files.open_store(plan.root)
+    store = open_store(plan.root)
     real_place = store.place
     calls = []
 
     def dies_once(staged, name, replace):
-        if not name.startswith(files.TMP_PREFIX) and len(name) != 32 and not calls:  # the image, not a claim
+        if not name.startswith(TMP_PREFIX) and len(name) != 32 and not calls:  # the image, not a claim
             calls.append(name)
             raise KeyboardInterrupt("worker killed")
         return real_place(staged, name, replace)
 
     monkeypatch.setattr(store, "place", dies_once)
     with pytest.raises(KeyboardInterrupt):
-        files._Writer(plan, store, 0).write(0, "file:///a/cat.jpg", None, None, data)
+        Writer(plan, store, 0).write(0, "file:///a/cat.jpg", None, None, data)
     assert calls == ["cat.jpg"] and _tree(tmp_path / "out") == []  # claimed, no file, no temporary file
     path, status, reason = _writer(plan, 0).write(0, "file:///a/cat.jpg", None, None, data)
     assert (status, reason) == ("written", None) and Path(path).read_bytes() == data
@@ -240,7 +242,7 @@ def test_names_over_the_limit_are_cut_deterministically(tmp_path):
         assert all(len(part.encode()) <= 255 for part in Path(path).relative_to(tmp_path / "out").parts)
     name_a, name_b = os.path.basename(a[0]), os.path.basename(b[0])
     assert name_a != name_b and name_a.endswith(".jpg") and name_a.startswith("é" * 100)
-    assert files.fit_name(long_a, "jpg") == name_a  # the same cut every time
+    assert fit_name(long_a, "jpg") == name_a  # the same cut every time
     assert Path(a[0]).read_bytes() == _jpeg(1) and Path(b[0]).read_bytes() == _jpeg(2)
 
 
@@ -255,7 +257,8 @@ def test_control_characters_in_names_are_replaced(tmp_path):
 
 
 def _write_stage(batch: pa.RecordBatch, plan) -> list[dict]:
-    from gpuimages.task.runner import StageSpec, run_partition
+    from gpuimages.task.runner import run_partition
+    from gpuimages.task.spec import StageSpec
     from gpuimages.task.steps import Write
 
     spec = StageSpec("write", "cpu", plan.input_col, "bytes", (Write(plan),), ("origin", "path", "bytes", "status",
@@ -276,7 +279,7 @@ def test_write_step_reports_every_row_and_leaves_no_temporary_file(tmp_path):
     assert report[0]["path"] != report[1]["path"] and report[2]["reason"] == "no bytes (null value)"
     names = sorted(os.listdir(tmp_path / "out"))
     assert [n for n in names if n.startswith(".")] == [plan.claims_folder]  # claims, no temporary files
-    files.remove_claims(plan.root, plan.job_id)
+    remove_claims(plan.root, plan.job_id)
     assert sorted(os.listdir(tmp_path / "out")) == ["old.jpg", "x-1.jpg", "x.jpg"]
 
 
@@ -455,7 +458,7 @@ def test_fsspec_store_follows_the_same_claims(tmp_path):
     old = _writer(plan, 2).write(0, "file:///c/old.jpg", None, None, data)
     assert one[1] == two[1] == again[1] == "written" and one[0] == again[0] != two[0]
     assert old[1] == "skipped" and fs.cat(old[0]) == b"old"
-    files.remove_claims(root, plan.job_id)
+    remove_claims(root, plan.job_id)
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(root.replace("memory://", "/")))
     assert names == sorted(["old.jpg", "x.jpg", os.path.basename(two[0])])
 

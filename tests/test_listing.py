@@ -6,8 +6,11 @@ import pytest
 from images import bomb_png, encode, odd_files, rgb_array, write_files
 
 import gpuimages
-from gpuimages import listing
 from gpuimages.engines.formats import sniff
+from gpuimages.sources.columns import origin_column, partition_value, spark_escape_path_name
+from gpuimages.sources.file_index import error_summary, parse_size_in_bytes
+from gpuimages.sources.scan import normalize_paths, parse_read_schema, partition_columns, plan_text
+from gpuimages.uris import load_path, to_origin
 
 
 @pytest.mark.parametrize(
@@ -25,7 +28,7 @@ from gpuimages.engines.formats import sniff
     ],
 )
 def test_to_origin_matches_java_uri(path, origin):
-    assert listing.to_origin(path) == origin
+    assert to_origin(path) == origin
 
 
 def test_origins_equal_spark_image_source_for_odd_names(spark, tmp_path):
@@ -34,10 +37,10 @@ def test_origins_equal_spark_image_source_for_odd_names(spark, tmp_path):
         (tmp_path / name).write_bytes(data)
     expected = sorted(r.image.origin for r in spark.read.format("image").load(str(tmp_path)).collect())
     frame = spark.read.format("binaryFile").load(str(tmp_path))
-    assert sorted(listing.to_origin(r.path) for r in frame.select("path").collect()) == expected
+    assert sorted(to_origin(r.path) for r in frame.select("path").collect()) == expected
     assert sorted(frame.inputFiles()) == expected
     # Escaped names load literally (no glob expansion) even with brackets.
-    loaded = spark.read.format("binaryFile").load([listing.load_path(f) for f in expected])
+    loaded = spark.read.format("binaryFile").load([load_path(f) for f in expected])
     assert loaded.count() == len(expected)
 
 
@@ -49,7 +52,7 @@ def test_origin_column_equals_input_files_and_image_origins(spark, tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(data)
     frame = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(tmp_path))
-    got = sorted(r.o for r in frame.select(listing.origin_column(F.col("_metadata.file_path")).alias("o")).collect())
+    got = sorted(r.o for r in frame.select(origin_column(F.col("_metadata.file_path")).alias("o")).collect())
     assert got == sorted(frame.inputFiles())
     image = spark.read.format("image").option("recursiveFileLookup", "true").load(str(tmp_path))
     assert got == sorted(r.image.origin for r in image.collect())
@@ -64,20 +67,20 @@ def test_partition_value_parses_the_escaped_folder_name(spark, name, value, expe
 
     origin = f"file:///r/{name}=other/{name}={value}/f.jpg"
     df = spark.createDataFrame([(origin,)], "origin string")
-    assert df.select(listing.partition_value(F.col("origin"), name, "string")).first()[0] == expected
-    assert df.select(listing.partition_value(F.col("origin"), "missing", "string")).first()[0] is None  # no such folder
+    assert df.select(partition_value(F.col("origin"), name, "string")).first()[0] == expected
+    assert df.select(partition_value(F.col("origin"), "missing", "string")).first()[0] is None  # no such folder
 
 
 def test_parse_size_in_bytes():
-    assert listing.parse_size_in_bytes("Relation [path] Statistics(sizeInBytes=60.3 MiB)") == int(60.3 * 2**20)
-    assert listing.parse_size_in_bytes("Statistics(sizeInBytes=512.0 B)") == 512
-    assert listing.parse_size_in_bytes("no statistics") is None
+    assert parse_size_in_bytes("Relation [path] Statistics(sizeInBytes=60.3 MiB)") == int(60.3 * 2**20)
+    assert parse_size_in_bytes("Statistics(sizeInBytes=512.0 B)") == 512
+    assert parse_size_in_bytes("no statistics") is None
 
 
 @pytest.mark.parametrize("bad", [[], 3, [""], None])
 def test_normalize_paths_rejects(bad):
     with pytest.raises((TypeError, ValueError), match="expected"):
-        listing.normalize_paths(bad)
+        normalize_paths(bad)
 
 
 def test_sniff_headers():
@@ -106,12 +109,12 @@ def test_error_summary_names_the_grpc_limit():
         "<_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.RESOURCE_EXHAUSTED\n"
         '\tdetails = "Received message larger than max (5242880 vs. 1048576)"\n>'
     )
-    summary = listing.error_summary(FakeRpcError(text))
+    summary = error_summary(FakeRpcError(text))
     assert summary == (
         "FakeRpcError: RESOURCE_EXHAUSTED, the gRPC message limit: "
         "Received message larger than max (5242880 vs. 1048576)"
     )
-    assert listing.error_summary(ValueError("first\nsecond")) == "ValueError: first"
+    assert error_summary(ValueError("first\nsecond")) == "ValueError: first"
 
 
 CONTROL_NAMES = [
@@ -132,15 +135,15 @@ def test_origins_with_control_characters_equal_spark_image_source(spark, tmp_pat
     assert all(r.error is None for r in ours)
     # to_origin turns binaryFile's decoded paths into the same URIs
     paths = [r.path for r in spark.read.format("binaryFile").load(str(tmp_path)).select("path").collect()]
-    assert sorted(listing.to_origin(p) for p in paths) == expected
+    assert sorted(to_origin(p) for p in paths) == expected
 
 
 def test_parse_read_schema():
     plan = "FileScan binaryFile [path#1,content#2,length#3] ... ReadSchema: struct<path:string,content:binary>"
-    assert listing.parse_read_schema(plan) == ["path", "content"]
-    assert listing.parse_read_schema("ReadSchema: struct<>") == []
-    assert listing.parse_read_schema("ReadSchema: struct<path:string,modificationTime:tim...>") is None
-    assert listing.parse_read_schema("no scan") is None
+    assert parse_read_schema(plan) == ["path", "content"]
+    assert parse_read_schema("ReadSchema: struct<>") == []
+    assert parse_read_schema("ReadSchema: struct<path:string,modificationTime:tim...>") is None
+    assert parse_read_schema("no scan") is None
 
 
 @pytest.mark.parametrize("folder, expected", [
@@ -149,9 +152,9 @@ def test_parse_read_schema():
 def test_partition_columns_are_told_from_binary_file_columns_of_the_same_name(spark, tmp_path, folder, expected):
     write_files(tmp_path, {f"{folder}/a.png": encode(rgb_array(4, 4), "PNG")})
     frame = spark.read.format("binaryFile").load(str(tmp_path))
-    assert listing.partition_columns(frame) == expected
-    plan = listing._plan_text(frame)  # the Connect way, on this session
-    read = listing.parse_read_schema(plan)
+    assert partition_columns(frame) == expected
+    plan = plan_text(frame)  # the Connect way, on this session
+    read = parse_read_schema(plan)
     assert tuple(c for c in frame.columns if c not in read) == expected
 
 
@@ -159,4 +162,4 @@ def test_spark_escape_path_name_matches_folder_names_spark_writes(spark, tmp_pat
     df = spark.createDataFrame([("a:b/c d%e", 1)], "k string, v int")
     df.write.partitionBy("k").parquet(str(tmp_path / "t"))
     folder = next(p.name for p in (tmp_path / "t").iterdir() if p.name.startswith("k="))
-    assert folder == "k=" + listing.spark_escape_path_name("a:b/c d%e")
+    assert folder == "k=" + spark_escape_path_name("a:b/c d%e")

@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from images import encode, rgb_array, write_files
 
+from gpuimages.task.local_files import COLON_REASON, EMPTY_REASON
+
 pytestmark = pytest.mark.connect
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,7 +116,6 @@ def test_sample_is_the_same_on_connect_and_classic(spark, root, connect_run):
 
 @pytest.mark.parametrize("name", ["hostile", "hostile_transcoded", "shadow"])
 def test_hostile_folders_give_the_classic_rows_on_connect(spark, hostile, shadow, connect_run, name):
-    from gpuimages import listing
 
     connect = _table(connect_run, name)
     classic = helper.cases(spark, "unused", str(hostile), str(shadow))[name]().toArrow()
@@ -127,7 +128,7 @@ def test_hostile_folders_give_the_classic_rows_on_connect(spark, hostile, shadow
         reasons = {r[key] if key == "origin" else r[key]["origin"]: r["error"] for r in rows}
         assert len(reasons) == 5
         assert sorted(v for v in reasons.values() if v) == sorted(
-            [listing.COLON_REASON, listing.EMPTY_REASON, "no bytes read: not a regular file (a named pipe)"]
+            [COLON_REASON, EMPTY_REASON, "no bytes read: not a regular file (a named pipe)"]
         )
     else:
         assert connect.schema.names == ["image", "error", "content"]

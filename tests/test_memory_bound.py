@@ -20,7 +20,8 @@ import gpuimages
 from gpuimages.engines.pillow import BAND_BYTES, PillowEngine, pack
 from gpuimages.options import DecodeOptions
 from gpuimages.task.images import ImageBatchBuilder
-from gpuimages.task.runner import StageSpec, input_chunks, run_partition
+from gpuimages.task.runner import input_chunks, run_partition
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Decode, ReturnImages
 from gpuimages.task.steps.decode import predicted_bytes
 

@@ -14,7 +14,8 @@ from PIL import Image
 from gpuimages.schema import ARROW_IMAGE_TYPE
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.images import ImageBatch, batch_of, list_column
-from gpuimages.task.runner import StageSpec, run_partition
+from gpuimages.task.runner import run_partition
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Featurize, Transform
 from gpuimages.transforms import ops
 from gpuimages.transforms.arrays import NUMPY, NUMPY_ARRAYS, arrays_for

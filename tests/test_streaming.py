@@ -13,8 +13,8 @@ from pyspark.sql.types import BinaryType, LongType, StringType, StructField, Str
 
 import gpuimages
 from gpuimages.engines.pillow import decode_one
-from gpuimages.listing import to_origin
 from gpuimages.options import make_decode_options
+from gpuimages.uris import to_origin
 
 #: The schema Spark's binaryFile source produces; a file stream needs it up front.
 BINARY_FILE_SCHEMA = StructType(

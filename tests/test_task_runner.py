@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gpuimages.task.runner import StageSpec, cut, run_partition
+from gpuimages.task.runner import cut, run_partition
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps.base import Step, Work
 
 

@@ -18,7 +18,8 @@ from PIL import Image
 from gpuimages.encoders import make_encode_options
 from gpuimages.options import make_decode_options
 from gpuimages.task.device import TaskDevice
-from gpuimages.task.runner import StageSpec, start_work
+from gpuimages.task.runner import start_work
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Decode, Encode
 from gpuimages.task.steps.decode import decode_engine
 

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pytest
 from images import encode, rgb_array
 
-from gpuimages.task.runner import StageSpec, run_partition
+from gpuimages.task.runner import run_partition
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps.shards import REPORT_FIELDS, ShardPlan, WriteShards, safe_key, shard_name
 
 #: Largest mean absolute difference (levels) between an image and its JPEG (quality 95) written to a shard:

@@ -10,7 +10,10 @@ import pytest
 from images import encode, rgb_array, write_files
 from PIL import Image
 
-from gpuimages import files
+from gpuimages.task import stores
+from gpuimages.task.claims import WritePlan
+from gpuimages.task.naming import clash_suffix, file_stem, safe_part, signature_extension
+from gpuimages.task.stores import FsspecStore, LocalStore, folder_entries, open_store
 
 
 @pytest.fixture(scope="module")
@@ -128,18 +131,18 @@ def test_driver_side_errors(spark, tmp_path):
 
 
 def test_names_are_safe_and_unique():
-    assert files.file_stem("file:///a/b/my%20cat.JPG", None) == ("my cat", "jpg")
-    assert files.file_stem("s3://b/x/noext", None) == ("noext", None)
-    assert files.file_stem("file:///a/b.jpg", "../../etc/passwd") == ("passwd", None)
-    assert files.safe_part("..") == "__" and files.safe_part("a/b:c") == "a_b_c"
-    assert files.signature_extension(b"\x89PNG\r\n\x1a\n....") == "png"
-    assert files.signature_extension(b"\xff\xd8\xff\xe0") == "jpg"
-    assert files.signature_extension(b"hello") is None
-    assert files.clash_suffix("a") == files.clash_suffix("a") != files.clash_suffix("b")
+    assert file_stem("file:///a/b/my%20cat.JPG", None) == ("my cat", "jpg")
+    assert file_stem("s3://b/x/noext", None) == ("noext", None)
+    assert file_stem("file:///a/b.jpg", "../../etc/passwd") == ("passwd", None)
+    assert safe_part("..") == "__" and safe_part("a/b:c") == "a_b_c"
+    assert signature_extension(b"\x89PNG\r\n\x1a\n....") == "png"
+    assert signature_extension(b"\xff\xd8\xff\xe0") == "jpg"
+    assert signature_extension(b"hello") is None
+    assert clash_suffix("a") == clash_suffix("a") != clash_suffix("b")
 
 
 def test_local_put_claims_without_overwriting(tmp_path):
-    store = files.LocalStore(f"file://{tmp_path}")
+    store = LocalStore(f"file://{tmp_path}")
     target = str(tmp_path / "x.jpg")
     assert store.put(target, b"one", replace=False) is True
     assert store.put(target, b"two", replace=False) is False and store.read(target) == b"one"
@@ -149,14 +152,14 @@ def test_local_put_claims_without_overwriting(tmp_path):
 
 def test_fsspec_store_writes_through_fsspec():
     pytest.importorskip("fsspec")
-    store = files.open_store("memory://gpuimages-test/out")
-    assert isinstance(store, files.FsspecStore)
+    store = open_store("memory://gpuimages-test/out")
+    assert isinstance(store, FsspecStore)
     path = store.join("cats", "a.jpg")
     store.folder("cats")
     assert store.put(path, b"abc", replace=False) and not store.put(path, b"xyz", replace=False)
     assert store.read(path) == b"abc" and store.uri(path).startswith("memory://")
-    assert files.folder_entries("memory://gpuimages-test/out") == 1
-    assert files.folder_entries("memory://gpuimages-test/none") == 0
+    assert folder_entries("memory://gpuimages-test/out") == 1
+    assert folder_entries("memory://gpuimages-test/none") == 0
 
 
 def test_write_stage_report_in_process(tmp_path):
@@ -164,10 +167,11 @@ def test_write_stage_report_in_process(tmp_path):
 
     from gpuimages.encoders import make_encode_options
     from gpuimages.task.images import batch_of
-    from gpuimages.task.runner import StageSpec, run_partition
+    from gpuimages.task.runner import run_partition
+    from gpuimages.task.spec import StageSpec
     from gpuimages.task.steps import Encode, Write
 
-    plan = files.WritePlan(root=str(tmp_path), input_col="image", input_is_struct=True, origin_col=None,
+    plan = WritePlan(root=str(tmp_path), input_col="image", input_is_struct=True, origin_col=None,
                            name_col=None, partition_by=None, mode="error", extension="png")
     pixels = rgb_array(4, 6)
     images = batch_of([pixels, None], [None, "unused"])
@@ -192,7 +196,7 @@ def test_write_through_fsspec_from_executors(spark, src, tmp_path):
 
     df = gpuimages.read_images(spark, str(src / "cats"), device="cpu", resize=(6, 6))
     root = f"local://{tmp_path}/viafsspec"  # fsspec's local filesystem under a non-file scheme: the fsspec store
-    assert isinstance(files.open_store(root), files.FsspecStore)
+    assert isinstance(open_store(root), FsspecStore)
     rows = gpuimages.write_images(df, root, format="png", partition_by=None).collect()
     assert sorted(r.status for r in rows) == ["written"] * 3
     assert all(r.path.startswith("local://") or r.path.startswith("file://") for r in rows)
@@ -207,8 +211,8 @@ def test_local_put_without_hard_links_as_on_fuse_mounts(tmp_path, monkeypatch):
     def no_links(src, dst, **kwargs):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(files.os, "link", no_links)  # /dbfs and some FUSE mounts refuse hard links
-    store = files.LocalStore(str(tmp_path))
+    monkeypatch.setattr(stores.os, "link", no_links)  # /dbfs and some FUSE mounts refuse hard links
+    store = LocalStore(str(tmp_path))
     target = str(tmp_path / "y.png")
     assert store.put(target, b"first", replace=False) is True
     assert store.put(target, b"second", replace=False) is False and store.read(target) == b"first"

@@ -347,7 +347,7 @@ class ImageFeaturizer(
         from gpuimages.options import make_decode_options
         from gpuimages.schema import image_column_check
         from gpuimages.stage import run_stage, session_conf
-        from gpuimages.task.runner import StageSpec
+        from gpuimages.task.spec import StageSpec
         from gpuimages.task.steps import Featurize
 
         input_col, output_col = self.getInputCol(), self.getOutputCol()

@@ -53,7 +53,7 @@ class UnrollImage(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
 
         from gpuimages.schema import image_column_check
         from gpuimages.stage import run_stage, session_conf
-        from gpuimages.task.runner import StageSpec
+        from gpuimages.task.spec import StageSpec
         from gpuimages.task.steps import Unroll
 
         input_col, output_col = self.getInputCol(), self.getOutputCol()

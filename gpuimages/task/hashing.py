@@ -1,14 +1,14 @@
 """Spark's ``xxhash64`` in Python, so a task makes the same seeded choice a Spark filter makes.
 
 ``read_images(sample_ratio=...)`` keeps a loose file when ``xxhash64(seed, origin)`` falls under the
-ratio (a filter Spark evaluates on its file listing, :func:`gpuimages.listing.sample_condition`). The
+ratio (a filter Spark evaluates on its file listing, :func:`gpuimages.sources.columns.sample_condition`). The
 images inside an archive only exist in the task, so the task applies the same rule to each member's
 origin with :func:`sampled`: one rule for every image, whatever holds it.
 """
 
 from __future__ import annotations
 
-import re
+from gpuimages.uris import file_path_form
 
 _MASK = (1 << 64) - 1
 _P1 = 0x9E3779B185EBCA87
@@ -89,18 +89,16 @@ def sample_threshold(ratio: float) -> int:
     return int(round(ratio * (1 << SAMPLE_BITS)))
 
 
-#: An origin's ``scheme:///`` as ``_metadata.file_path`` writes it (``scheme:/``).
-_FILE_PATH_FORM = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):///")
 
 
 def sampled(origin: str, ratio: float, seed: int) -> bool:
     """True when the image ``origin`` is in the seeded sample of ``ratio``: the rule
-    :func:`gpuimages.listing.sample_condition` applies to files (the hash of the origin in
+    :func:`gpuimages.sources.columns.sample_condition` applies to files (the hash of the origin in
     ``_metadata.file_path``'s form, ``file:/d/a.tar#x.jpg``)."""
     if ratio >= 1.0:
         return True
     if ratio <= 0:
         return False
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)
-    key = _FILE_PATH_FORM.sub(r"\1:/", origin, count=1)
+    key = file_path_form(origin)
     return (spark_xxhash64(seed64, key) >> (64 - SAMPLE_BITS)) < sample_threshold(ratio)

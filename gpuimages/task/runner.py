@@ -15,7 +15,6 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,59 +22,15 @@ import pyarrow as pa
 from gpuimages.task.cache import release_unused
 from gpuimages.task.device import TaskDevice, resolve_task_device, task_gpu_addresses
 from gpuimages.task.images import ImageBatch
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps.base import Step, Work
+from gpuimages.uris import to_origin
 
 log = logging.getLogger(__name__)
 
 #: Set on executors (``spark.executorEnv.GPUIMAGES_TASK_LOG``) to a folder: each task appends one JSON
 #: line (stage, partition, engine, device, Spark's GPU addresses, rows) to a file there.
 TASK_LOG_ENV = "GPUIMAGES_TASK_LOG"
-
-
-#: What a stage's input column holds.
-INPUT_KINDS = ("bytes", "struct", "values")
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """A stage as the driver planned it: picklable, validated, complete.
-
-    name:            the stage's name in logs ("decode", "encode", "featurize", ...).
-    device:          "auto", "cpu" or "gpu" (resolved on the driver).
-    input_col:       the column the first step reads.
-    input_kind:      "bytes" (encoded files), "struct" (Spark's image struct) or "values" (any column: its
-                     values are the steps' input, as bytes are).
-    steps:           the capabilities, in order.
-    columns:         the output columns in order: an input column name is passed through, a name a
-                     step produces (or ``error_col``) is taken from the work.
-    origin_col:      bytes input: the string column naming each file (None: no origin).
-    origin_is_path:  ``origin_col`` holds ``binaryFile`` paths, turned into image-source URIs.
-    error_col:       the reason column (None: no reason column).
-    prior_error_col: an input column of earlier reasons, which win over the stage's own.
-    drop_invalid:    drop rows with a reason.
-    rows_per_batch:  rows per Arrow batch returned to the JVM.
-    max_batch_bytes: bytes per chunk held and per Arrow batch returned (one larger row goes alone).
-    """
-
-    name: str
-    device: str
-    input_col: str
-    input_kind: str
-    steps: tuple[Step, ...]
-    columns: tuple[str, ...]
-    origin_col: str | None = None
-    origin_is_path: bool = False
-    error_col: str | None = "error"
-    prior_error_col: str | None = None
-    drop_invalid: bool = False
-    rows_per_batch: int = 16
-    max_batch_bytes: int = 128 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(f"input_kind: expected one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
-        if not self.steps:
-            raise ValueError("steps: expected at least one step")
 
 
 def input_chunks(batch: pa.RecordBatch, spec: StageSpec, rows: int) -> Iterator[pa.RecordBatch]:
@@ -103,8 +58,6 @@ def _origins(chunk: pa.RecordBatch, spec: StageSpec) -> pa.Array:
         return pa.nulls(chunk.num_rows, pa.string())
     origins = chunk.column(spec.origin_col)
     if spec.origin_is_path:
-        from gpuimages.listing import to_origin
-
         origins = pa.array([None if o is None else to_origin(o) for o in origins.to_pylist()], type=pa.string())
     return origins
 
@@ -179,8 +132,9 @@ def _open(steps: Sequence[Step], device: TaskDevice) -> None:
 
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body of every stage: bounded chunks through ``spec.steps``, one output row per row
-    (fewer with ``drop_invalid``)."""
+    """``mapInArrow`` body of every stage: bounded chunks through ``spec.steps``. A chunk's rows come back one
+    output row per row, unless a step expands them (an archive's members), holds them back for its own
+    ``finish`` (one report row per shard) or ``drop_invalid`` drops them."""
     device = resolve_task_device(spec.device)
     steps = spec.steps
     rows = 0

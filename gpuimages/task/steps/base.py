@@ -81,7 +81,9 @@ def gpu_or_cpu(uses_gpu: bool, build: Callable[[], T], cpu: Callable[[], T], lab
 
 
 class Step:
-    """One capability of the runtime. Subclasses are frozen dataclasses (picklable driver specs)."""
+    """One capability of the runtime. Subclasses are dataclasses made on the driver and pickled into the stage's
+    :class:`~gpuimages.task.spec.StageSpec`; what a task builds in :meth:`open` lives in private fields
+    (``init=False``) or the worker cache, never in the driver's copy."""
 
     #: Short name for logs and the task log.
     name = "step"

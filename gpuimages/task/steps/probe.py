@@ -1,6 +1,6 @@
 """Probing: why Spark's binary read will return no bytes for a listed local file (``read_images``).
 
-Each listed ``file:`` origin is opened, never read (see :func:`gpuimages.listing.local_file_problem`:
+Each listed ``file:`` origin is opened, never read (see :func:`gpuimages.task.local_files.local_file_problem`:
 empty, permission denied, vanished, not a regular file, a name Hadoop's checksum path cannot take, a
 checksum file that does not match). Only the few files with a problem are kept, and they are returned
 at the end of the partition as ``(origin, reason)`` rows.
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from gpuimages.task.device import TaskDevice
+from gpuimages.task.local_files import forget_checksums, local_file_problem
 from gpuimages.task.steps.base import Step, Work
 
 
@@ -28,17 +29,13 @@ class Probe(Step):
     _reasons: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def open(self, device: TaskDevice) -> None:
-        from gpuimages import listing
-
-        listing.forget_checksums()  # a reused worker must not see a folder as an earlier task listed it
+        forget_checksums()  # a reused worker must not see a folder as an earlier task listed it
         self._origins, self._reasons = [], []
 
     def chunk_rows(self, rows_per_batch: int) -> int:
         return 4096
 
     def run(self, work: Work) -> None:
-        from gpuimages.listing import local_file_problem
-
         for origin in work.blobs:
             reason = None if origin is None else local_file_problem(origin)
             if reason is not None:

@@ -34,11 +34,13 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
-from gpuimages.files import FsspecStore, clash_suffix, is_local, local_path, signature_extension
+from gpuimages.task.archive_members import ARCHIVE_SUFFIXES
 from gpuimages.task.device import TaskDevice, task_partition
-from gpuimages.task.steps.archives import ARCHIVE_SUFFIXES
+from gpuimages.task.naming import clash_suffix, signature_extension
 from gpuimages.task.steps.base import Step, Work
 from gpuimages.task.steps.write import missing_bytes
+from gpuimages.task.stores import FsspecStore
+from gpuimages.uris import is_local, local_root_path
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ class _Shard:
         self.first_skip: str | None = None
         self.keys: set[str] = set()
         if store is None:
-            folder = local_path(plan.root)
+            folder = local_root_path(plan.root)
             self.tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:12]}.tmp")
             self.final = os.path.join(folder, name)
         else:
@@ -223,7 +225,7 @@ class WriteShards(Step):
         self._partition = task_partition()
         self._store = None if is_local(self.plan.root) else FsspecStore(self.plan.root)
         if self._store is None:
-            os.makedirs(local_path(self.plan.root), exist_ok=True)
+            os.makedirs(local_root_path(self.plan.root), exist_ok=True)
         else:
             self._store.folder(None)
         self._row = self._index = 0
@@ -321,7 +323,7 @@ class WriteShards(Step):
                 status: str, reason: str | None = None) -> dict[str, Any]:
         path = None
         if name is not None:
-            path = os.path.join(local_path(self.plan.root), name) if self._store is None else \
+            path = os.path.join(local_root_path(self.plan.root), name) if self._store is None else \
                 self._store.uri(self._store.join(name))
         if reason is None and skipped:
             reason = f"{skipped} row(s) without an image not written, e.g. {skip}"
@@ -354,7 +356,7 @@ class WriteShards(Step):
             name = shard_name(self.plan.prefix, self._partition, index)
             try:
                 if self._store is None:
-                    path = os.path.join(local_path(self.plan.root), name)
+                    path = os.path.join(local_root_path(self.plan.root), name)
                     if not os.path.lexists(path):
                         return
                     os.unlink(path)

@@ -1,7 +1,7 @@
 """Writing: one file per row under a destination, with a report row per input row.
 
 Encoded bytes come from the input (a binary column) or from an :class:`~gpuimages.task.steps.encode.Encode`
-step before this one. Files are written by :mod:`gpuimages.files` (atomic claims, the existing-file
+step before this one. Files are written by :mod:`gpuimages.task.claims` (atomic claims, the existing-file
 policy, local paths, FUSE mounts and fsspec stores); a row that cannot be written is a "failed" report
 row with its reason, never a failed task.
 """
@@ -15,15 +15,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from gpuimages.files import NULL_FOLDER, FsspecStore, WritePlan, open_store, safe_part
+from gpuimages.task.claims import WritePlan
 from gpuimages.task.device import TaskDevice, task_partition
+from gpuimages.task.naming import NULL_FOLDER, safe_part
 from gpuimages.task.steps.base import Step, Work
+from gpuimages.task.stores import FsspecStore, open_store
 
 log = logging.getLogger(__name__)
-
-#: The report columns, in order (``reason`` is the stage's reason column).
-REPORT_COLUMNS = ("origin", "path", "bytes", "status", "reason")
-
 
 def _strings(chunk: pa.RecordBatch, name: str | None) -> list[str | None]:
     if name is None:
@@ -51,11 +49,11 @@ class Write(Step):
     _partition: int = field(default=0, init=False, repr=False, compare=False)
 
     def open(self, device: TaskDevice) -> None:
-        from gpuimages.files import _Writer
+        from gpuimages.task.claims import Writer
 
         self._partition = task_partition()
         self._store = open_store(self.plan.root)
-        self._writer = _Writer(self.plan, self._store, self._partition)
+        self._writer = Writer(self.plan, self._store, self._partition)
         self._row = 0
 
     def chunk_rows(self, rows_per_batch: int) -> int:

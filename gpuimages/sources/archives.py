@@ -8,7 +8,7 @@ applies to its listing):
 - loose files are read as before (``content``), and sampled by file;
 - archives are read **without** their ``content`` column where the task can open them by path (a
   ``binaryFile`` scan that does not select ``content`` never opens the file), so each archive reaches
-  its task as a path and is streamed there member by member (:class:`gpuimages.task.steps.archives.Unpack`).
+  its task as a path and is streamed there member by member (:class:`gpuimages.task.steps.unpack.Unpack`).
   Where the task cannot open the path, the scan reads the archive's bytes (the whole archive is then in
   the task's memory while it is unpacked). Archives are never dropped by file sampling: their members
   are sampled in the task by the same seeded rule.
@@ -25,28 +25,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gpuimages.task.steps.archives import ARCHIVE_SUFFIXES, SIBLING_TYPES, Sibling, Unpack
+from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, sample_condition
+from gpuimages.task.archive_members import ARCHIVE_SUFFIXES, SIBLING_TYPES, Sibling
+from gpuimages.task.steps.unpack import Unpack
+from gpuimages.uris import LOCAL_SCHEMES, scheme_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame
 
-    from gpuimages.listing import Listing
+    from gpuimages.sources.scan import Listing
     from gpuimages.task.steps.base import Step
 
 log = logging.getLogger(__name__)
 
-#: ``webdataset=True``: the sibling members read, and their columns' kinds (see :class:`Sibling`).
+#: ``webdataset=True``: the sibling members read and their columns' kinds (see :class:`Sibling`); also the
+#: kind of such an extension named in a list (``webdataset=["cls", "seg.png"]``; others are binary).
 DEFAULT_SIBLINGS = {"cls": "long", "txt": "string", "json": "string"}
-#: The kind of an extension named in a list (``webdataset=["cls", "seg.png"]``).
-KNOWN_KINDS = {"cls": "long", "txt": "string", "json": "string"}
 #: Spark SQL type of each sibling kind.
 SPARK_TYPES = {"string": "string", "long": "bigint", "binary": "binary"}
-#: Values of ``archives``.
-ARCHIVE_MODES = (True, False, "path", "content")
-#: URI schemes whose files a task opens by path under ``archives=True`` (FUSE mounts included).
-LOCAL_SCHEMES = ("file", "dbfs")
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _ARCHIVE_PATTERN = "(?i)(" + "|".join(re.escape(s) for s in ARCHIVE_SUFFIXES) + ")$"
 _COLUMN_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
@@ -67,7 +63,7 @@ def sibling_columns(webdataset: Any) -> tuple[Sibling, ...]:
     elif isinstance(webdataset, Mapping):
         kinds = dict(webdataset)
     elif isinstance(webdataset, (list, tuple)) and not isinstance(webdataset, str):
-        kinds = {ext: KNOWN_KINDS.get(str(ext).lower(), "binary") for ext in webdataset}
+        kinds = {ext: DEFAULT_SIBLINGS.get(str(ext).lower(), "binary") for ext in webdataset}
     else:
         raise TypeError(
             "webdataset: expected True/False, a list of extensions or a mapping of extension to kind, "
@@ -101,11 +97,7 @@ def opens_by_path(mode: bool | str, paths: Sequence[str]) -> bool:
         return True
     if mode == "content":
         return False
-    for p in paths:
-        m = _SCHEME.match(p)
-        if m is not None and len(m.group(1)) > 1 and m.group(1).lower() not in LOCAL_SCHEMES:
-            return False
-    return True
+    return all(scheme_of(p) in (None, *LOCAL_SCHEMES) for p in paths)
 
 
 @dataclass(frozen=True)
@@ -137,13 +129,11 @@ class ArchiveReading:
             )
 
     def sample_listing(self, found: Listing) -> Listing:
-        """Sample loose files by file as :func:`gpuimages.listing.list_files` does; archives stay whole (the
+        """Sample loose files by file as :func:`gpuimages.sources.scan.list_files` does; archives stay whole (the
         task samples their members by the same rule). ``found`` must be listed unsampled."""
         if self.sample_ratio >= 1.0:
             return found
         from pyspark.sql import functions as F
-
-        from gpuimages.listing import ORIGIN_COL, sample_condition
 
         origin_col = F.col(ORIGIN_COL)
         frame = found.frame.filter(
@@ -161,8 +151,6 @@ class ArchiveReading:
         Connect), else a scan of the archive names; no file is read either way."""
         from pyspark.sql import functions as F
 
-        from gpuimages.listing import ORIGIN_COL
-
         if found.listed is not None:
             empty = found.listed.filter(is_archive_path(F.col("origin"))).isEmpty()
         else:
@@ -171,7 +159,7 @@ class ArchiveReading:
         return replace(self, present=not empty)
 
     def split(self, frame: DataFrame, slots: int) -> DataFrame:
-        """A stage's input (:func:`gpuimages.listing.stage_input`) as loose files (with their content,
+        """A stage's input (:func:`gpuimages.sources.unread.stage_input`) as loose files (with their content,
         coalesced to ``slots`` partitions as a decode stage is) and archives (with null content where the
         task opens them by path, so Spark never reads them), in the partitions Spark's scan packs them in:
         a few archives each, balanced by size, so that the stage (which keeps these partitions) runs one
@@ -179,8 +167,6 @@ class ArchiveReading:
         if not self.present:
             return frame
         from pyspark.sql import functions as F
-
-        from gpuimages.listing import CONTENT_COL, ORIGIN_COL
 
         origin = F.col(ORIGIN_COL)
         loose = frame.filter(~is_archive_path(origin)).coalesce(max(1, slots))
@@ -199,7 +185,7 @@ class ArchiveReading:
 
     def step(self, input_col: str, bounds: Step, max_batch_bytes: int, *, path_col: str | None,
              keep_input: bool = False) -> Unpack | None:
-        """The task's :class:`~gpuimages.task.steps.archives.Unpack` step, feeding ``bounds`` (None when the
+        """The task's :class:`~gpuimages.task.steps.unpack.Unpack` step, feeding ``bounds`` (None when the
         listing holds no archive)."""
         if not self.present:
             return None

@@ -1,0 +1,147 @@
+"""A read's files as the input of an in-task stage: listed, sampled, one row per file, archives split.
+
+:func:`file_inputs` is what ``read_images`` and ``transcode_files`` start from: the listing
+(:mod:`gpuimages.sources.scan`), the rows of files the scan returns no bytes for
+(:mod:`gpuimages.sources.unread`) and the archives' plan (:mod:`gpuimages.sources.archives`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gpuimages import planning
+from gpuimages.sources.archives import ArchiveReading, folder_origin
+from gpuimages.sources.columns import CONTENT_COL, INTERNAL_PREFIX, ORIGIN_COL, REASON_COL, folder_column, quoted
+from gpuimages.sources.scan import list_files
+from gpuimages.sources.unread import stage_input
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+    from gpuimages.task.steps import Step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileInputs:
+    """Listed (and sampled) files as the input of an in-task stage, one row per file.
+
+    ``frame`` has the origin (:data:`gpuimages.ORIGIN_COL`), the bytes
+    (:data:`~gpuimages.CONTENT_COL`, null for a file the scan returned no bytes for), the
+    partition columns and the reason of such a file (:data:`~gpuimages.REASON_COL`).
+    ``passthrough`` are the columns a stage must carry for :meth:`finish`.
+    """
+
+    frame: DataFrame
+    partition_columns: tuple[str, ...]
+    label_from_folder: bool
+    total_bytes: int | None
+    num_files: int | None
+    archives: ArchiveReading | None = None  # archives: how they are read (None: archives are files)
+
+    @property
+    def passthrough(self) -> tuple[str, ...]:
+        """Columns of :attr:`frame` a stage passes through: the partition columns (under internal names,
+        so that any folder name survives ``mapInArrow``), the WebDataset sibling columns, the unread reason."""
+        return (*map(partition_alias, range(len(self.partition_columns))), *self._archive_columns,
+                REASON_COL)
+
+    @property
+    def stage_columns(self) -> tuple[tuple[str, str], ...]:
+        """``(partition column, the name a stage carries it under)`` pairs."""
+        return tuple((p, partition_alias(i)) for i, p in enumerate(self.partition_columns))
+
+    @property
+    def _archive_columns(self) -> tuple[str, ...]:
+        return () if self.archives is None else self.archives.columns
+
+    def unpack(self, bounds: Step, max_batch_bytes: int, keep_input: bool = False) -> Step | None:
+        """archives: the task step that unpacks them before ``bounds`` (the decode), or None."""
+        if self.archives is None:
+            return None
+        return self.archives.step(CONTENT_COL, bounds, max_batch_bytes, path_col=ORIGIN_COL,
+                                  keep_input=keep_input)
+
+    def finish(self, out: DataFrame, columns: Sequence[str], origin: str, error_col: str = "error") -> DataFrame:
+        """The stage's ``columns``, then the partition columns and ``label`` (from the ``origin`` column);
+        files the scan returned no bytes for get their reason."""
+        from pyspark.sql import functions as F
+
+        error = F.coalesce(F.col(REASON_COL), F.col(error_col)).alias(error_col)
+        selected = [error if c == error_col else F.col(quoted(c)) for c in columns]
+        selected += [F.col(c) for c in self._archive_columns]
+        selected += [F.col(partition_alias(i)).alias(p) for i, p in enumerate(self.partition_columns)]
+        if self.label_from_folder:
+            selected.append(folder_column(folder_origin(F.col(origin))).alias("label"))
+        return out.select(*selected)
+
+
+def partition_alias(index: int) -> str:
+    return f"{INTERNAL_PREFIX}part{index}"
+
+
+def file_inputs(
+    spark: SparkSession,
+    paths: list[str],
+    *,
+    recursive: bool,
+    path_glob_filter: str | None,
+    sample_ratio: float,
+    seed: int,
+    keep_unread: bool,
+    label_from_folder: bool,
+    conf: dict[str, str | None],
+    output_columns: Sequence[str] = ("image", "error"),
+    archives: ArchiveReading | None = None,
+) -> FileInputs:
+    """List and sample ``paths`` (see :func:`gpuimages.sources.scan.list_files`) into a stage's input.
+
+    With ``keep_unread``, listed files the scan returns no bytes for (empty, unreadable, vanished)
+    join the input with null content and their reason, each file exactly once (see
+    :func:`gpuimages.sources.unread.stage_input`), so they are planned with the rest (an explicit
+    ``num_partitions`` stays exact) and get a row. ``output_columns`` are the stage's result columns,
+    which partition folders may not be named like.
+    """
+    from pyspark.sql import functions as F
+
+    found = list_files(
+        spark, paths, recursive=recursive, path_glob_filter=path_glob_filter,
+        sample_ratio=sample_ratio if archives is None else 1.0, seed=seed, keep_listing=keep_unread,
+    )
+    if archives is not None:  # archives: loose files sampled by file, archives kept whole (members sampled in tasks)
+        found = archives.sample_listing(found)
+        archives = archives.probe(found)
+        archives.check_names(("image", "error", "label", *found.partition_columns))
+    parts = found.partition_columns
+    check_partition_names(parts, [*output_columns, *(["label"] if label_from_folder else [])])
+    log.info(
+        "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
+        found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
+    )
+    slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
+    frame = stage_input(found, keep_unread, slots, conf)
+    if archives is not None:  # archives: not read by Spark where the tasks open them by path
+        frame = archives.split(frame, slots)
+    frame = frame.select(
+        ORIGIN_COL, CONTENT_COL,
+        *[F.col(quoted(p)).alias(partition_alias(i)) for i, p in enumerate(parts)], REASON_COL,
+    )
+    if archives is not None:  # archives: null sibling columns, filled for members in the task
+        frame = archives.with_columns(frame)
+    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archives)
+
+
+def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:
+    """Refuse partition columns named like an output column (or an internal one), ignoring case as
+    Spark's column resolution does."""
+    lowered = {t.lower() for t in taken}
+    clash = sorted(p for p in parts if p.lower() in lowered or p.lower().startswith(INTERNAL_PREFIX))
+    if clash:
+        raise ValueError(
+            f"partition columns: expected names other than {sorted(taken)} (in any case), got partition "
+            f"folder(s) named {clash}"
+        )
