@@ -155,9 +155,9 @@ def decode_images(
     keep_input = check_bool("keep_input", keep_input)
     unpack = None
     if check_bool("archives", archives):  # archives: unpacked by signature before the decode
-        from gpuimages.sources.archives import ArchiveReading, sibling_columns
+        from gpuimages.sources.archives import ArchivePlan, sibling_columns
 
-        reading = ArchiveReading(False, sibling_columns(webdataset), 1.0, 0)
+        reading = ArchivePlan(False, sibling_columns(webdataset), 1.0, 0)
         reading.check_names((*df.columns, output_col, error_col))
         df = reading.with_columns(df)
 

@@ -9,10 +9,10 @@ origin, height and width; pixels never reach the JVM. Driver side only here.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import scheduling
@@ -46,6 +46,10 @@ from gpuimages.task.steps import Decode, Encode
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+    from gpuimages.sources.inputs import FileInputs
+    from gpuimages.task.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +136,14 @@ def transcode_frame(
     num_files: int | None = None,
     conf: dict[str, str | None] | None = None,
     unpack: Any = None,
-    then: Any = None,
-    then_schema: Any = None,
+    after: Step | None = None,
+    after_schema: StructType | None = None,
 ) -> DataFrame:
     """Resolve the device and run the transcode stage (shared by :func:`transcode_images` and
     :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage (``unpack``
     as there: archives into their members before the decode; ``prior_error_col`` as
-    :class:`gpuimages.decode.DecodeColumns`' ). ``then``: a step run on the encoded bytes
-    in the same task (shards written), whose own output (``then_schema``) the stage returns."""
+    :class:`gpuimages.decode.DecodeColumns`' ). ``after``: a step run on the encoded bytes
+    in the same task (shards written), whose own output (``after_schema``) the stage returns."""
     conf = conf if conf is not None else session_conf(df.sparkSession)
     resolved = scheduling.resolve_device(decode_options.device, conf)  # the stage's: tasks read it from the spec
     if options.encoder == "nvimgcodec" or (resolved == "gpu" and options.format == "jpeg"):
@@ -155,8 +159,8 @@ def transcode_frame(
         device=resolved,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(*unpacking, decode, Encode(options, columns.output_col), *((then,) if then is not None else ())),
-        columns=columns.names if then is None else tuple(then_schema.fieldNames()),
+        steps=(*unpacking, decode, Encode(options, columns.output_col), *((after,) if after is not None else ())),
+        columns=columns.names if after is None else tuple(after_schema.fieldNames()),
         origin_col=origin_col,
         error_col=columns.error_col,
         prior_error_col=prior_error_col or (columns.error_col if columns.merge_error else None),
@@ -164,7 +168,7 @@ def transcode_frame(
         max_batch_bytes=decode_options.max_batch_bytes,
     )
     return run_stage(
-        df, spec, encoded_schema(df, columns) if then is None else then_schema, conf, num_partitions=num_partitions,
+        df, spec, encoded_schema(df, columns) if after is None else after_schema, conf, num_partitions=num_partitions,
         task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
         coalesce=not unpacking,  # archives: the input's partitions are kept (planned by the archive split)
     )
@@ -193,9 +197,8 @@ def transcode_files(
     :func:`transcode_images`' options (resize, center_crop, format, quality, device, ...).
     :func:`gpuimages.write_webdataset` of the result (as it is) writes the shards in the transcode's own task.
     """
-    from gpuimages.reader import file_inputs
-    from gpuimages.sources.archives import archive_reading
-    from gpuimages.webdataset import remember_transcode
+    from gpuimages.sources.archives import archive_plan
+    from gpuimages.sources.inputs import file_inputs
 
     check_bool("recursive", recursive)
     check_bool("label_from_folder", label_from_folder)
@@ -210,21 +213,64 @@ def transcode_files(
     conf = session_conf(spark)
     paths = normalize_paths(path)
     sample_ratio, seed = check_sample_ratio(sample_ratio), check_seed(seed)
-    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
+    reading = archive_plan(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
     columns = ["origin", "height", "width", "encoded", "error"]
     inputs = file_inputs(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
-        keep_unread=True, label_from_folder=label_from_folder, conf=conf, output_columns=columns, archives=reading,
+        keep_unread=True, label_from_folder=label_from_folder, conf=conf, output_columns=columns, archive_plan=reading,
     )
     stage_columns = encode_columns(inputs.frame, CONTENT_COL, "encoded", "error", keep_input=False)
-    stage = functools.partial(
-        transcode_frame, inputs.frame, decode_options, options, stage_columns, origin_col=ORIGIN_COL,
-        prior_error_col=REASON_COL,
-        num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=inputs.total_bytes,
-        num_files=inputs.num_files, conf=conf, unpack=inputs.unpack,
-    )
-    out = inputs.finish(stage(), columns, origin="origin")
-    return remember_transcode(out, stage, inputs)  # write_webdataset(out) writes shards in the same task
+    plan = FileTranscode(inputs, decode_options, options, stage_columns, num_partitions, task_gpu_amount, conf)
+    out = inputs.finish(plan.frame(), columns, origin="origin")
+    vars(out)[PLAN_ATTRIBUTE] = plan  # write_webdataset(out) writes the shards in this stage's own task
+    return out
+
+
+#: The attribute of ``transcode_files``' result that declares its plan (see :func:`planned_transcode`).
+PLAN_ATTRIBUTE = "_gpuimages_file_transcode"
+
+
+@dataclass(frozen=True)
+class FileTranscode:
+    """What ``transcode_files`` planned: its file inputs and options, declared on the DataFrame it returns.
+
+    ``write_webdataset`` of that DataFrame, unchanged, runs its shard step in this stage's own task
+    (:meth:`frame` with ``after``): the encoded bytes are written where they are made instead of crossing
+    to the JVM and into a second Python stage (which measured as costly as the writing itself).
+    """
+
+    inputs: FileInputs
+    decode_options: DecodeOptions
+    encode_options: EncodeOptions
+    columns: EncodeColumns
+    num_partitions: int | None
+    task_gpu_amount: float | None
+    conf: dict[str, str | None]
+
+    @property
+    def result_columns(self) -> frozenset[str]:
+        """The result's columns a step after the encoder sees in the same task (under their own names)."""
+        archives = () if self.inputs.archive_plan is None else self.inputs.archive_plan.columns
+        label = ("label",) if self.inputs.label_from_folder else ()
+        return frozenset({"origin", "height", "width", *self.inputs.partition_columns, *archives, *label})
+
+    def frame(self, after: Step | None = None, after_schema: StructType | None = None, *,
+              num_partitions: int | None = None, task_gpu_amount: float | None = None) -> DataFrame:
+        """The transcode stage over the inputs; with ``after``, that step's output (``after_schema``) instead."""
+        return transcode_frame(
+            self.inputs.frame, self.decode_options, self.encode_options, self.columns, origin_col=ORIGIN_COL,
+            prior_error_col=REASON_COL,
+            num_partitions=self.num_partitions if num_partitions is None else num_partitions,
+            task_gpu_amount=self.task_gpu_amount if task_gpu_amount is None else task_gpu_amount,
+            total_bytes=self.inputs.total_bytes, num_files=self.inputs.num_files, conf=self.conf,
+            unpack=self.inputs.unpack, after=after, after_schema=after_schema,
+        )
+
+
+def planned_transcode(df: DataFrame) -> FileTranscode | None:
+    """The plan ``df`` is ``transcode_files``' unchanged result of, else None (any other DataFrame)."""
+    plan = vars(df).get(PLAN_ATTRIBUTE)
+    return plan if isinstance(plan, FileTranscode) else None
 
 
 _ENCODE_OPTIONS = {"format", "quality", "subsampling", "optimize", "compress_level", "encoder"}

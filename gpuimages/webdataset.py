@@ -8,8 +8,8 @@ encoders ``encode_images`` uses, on the GPU where assigned) and writes shards
 shards are written once.
 
 The img2dataset job, ``write_webdataset(transcode_files(...), ...)``, runs as one stage: the DataFrame
-``transcode_files`` returns is remembered (:func:`remember_transcode`), and writing it adds the shard
-step to the transcode's own task, so the encoded bytes are written where they are made instead of
+``transcode_files`` returns declares its plan (:class:`gpuimages.transcode.FileTranscode`), and writing it
+adds the shard step to the transcode's own task, so the encoded bytes are written where they are made instead of
 crossing to the JVM and into a second Python stage (which measured as costly as the writing itself).
 """
 
@@ -20,10 +20,8 @@ import fnmatch
 import logging
 import os
 import time
-import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gpuimages.encoders import (
     DEFAULT_ENCODE_BATCH,
@@ -38,6 +36,7 @@ from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Encode, WriteShards
 from gpuimages.task.steps.shards import REPORT_FIELDS, TMP_PREFIX, ShardPlan
 from gpuimages.task.stores import FsspecStore, folder_entries
+from gpuimages.transcode import FileTranscode, planned_transcode
 from gpuimages.uris import is_local, local_root_path
 from gpuimages.write import check_column, check_path, pick_input
 
@@ -53,43 +52,15 @@ DEFAULT_SHARD_BYTES = 1 << 30
 SHARD_MODES = ("error", "overwrite")
 
 
-@dataclass(frozen=True)
-class TranscodeSource:
-    """How ``transcode_files`` made a DataFrame: its stage (``transcode_frame`` with its inputs bound, taking
-    ``then=``/``then_schema=``) and the columns a step after the encoder sees in that task."""
-
-    stage: Callable[..., Any]
-    columns: frozenset[str]
-    label_from_folder: bool
-    stage_columns: tuple[tuple[str, str], ...] = ()
-
-
-_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def remember_transcode(df: DataFrame, stage: Callable[..., Any], inputs: Any) -> DataFrame:
-    """Remember that ``df`` is ``transcode_files``' result of ``stage`` over ``inputs`` (a
-    :class:`gpuimages.reader.FileInputs`), for :func:`write_webdataset`; returns ``df``."""
-    archives = () if inputs.archives is None else inputs.archives.columns
-    columns = {"origin", "height", "width", *inputs.partition_columns, *archives}
-    if inputs.label_from_folder:
-        columns.add("label")
-    _SOURCES[df] = TranscodeSource(stage, frozenset(columns), inputs.label_from_folder, inputs.stage_columns)
-    return df
-
-
 def _fusable(df: DataFrame, input_col: str, origin_col: str | None, error_col: str | None,
-             wanted: Sequence[str]) -> TranscodeSource | None:
+             wanted: Sequence[str]) -> FileTranscode | None:
     """The transcode ``df`` is the unchanged result of, when the shards can be written in its task."""
-    try:
-        source = _SOURCES.get(df)
-    except TypeError:  # not weakly referable
-        return None
-    if source is None or input_col != "encoded" or origin_col not in (None, "origin"):
+    plan = planned_transcode(df)
+    if plan is None or input_col != "encoded" or origin_col not in (None, "origin"):
         return None
     if error_col not in (None, "error"):
         return None
-    return source if set(wanted) <= source.columns else None
+    return plan if set(wanted) <= plan.result_columns else None
 
 
 def _positive(name: str, value: object) -> int:
@@ -248,8 +219,8 @@ def write_webdataset(
         root=root, max_samples=max_samples, max_bytes=max_bytes, prefix=prefix,
         extension=options.extension if is_struct else None, key_col=key_col, label_col=label_col,
         text_col=text_col, json_cols=json_cols, mtime=int(time.time()),
-        label_from_origin=source is not None and source.label_from_folder,
-        stage_columns=() if source is None else source.stage_columns,
+        label_from_origin=source is not None and source.inputs.label_from_folder,
+        stage_columns=() if source is None else source.inputs.stage_columns,
     )
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
@@ -273,9 +244,8 @@ def write_webdataset(
     try:
         if source is not None:  # transcode_files' result: the shards are written in the transcode's own task
             log.info("gpuimages: write_webdataset writes the shards in the transcode's tasks")
-            overrides = {k: v for k, v in (("num_partitions", num_partitions), ("task_gpu_amount", task_gpu_amount))
-                         if v is not None}
-            report = source.stage(then=WriteShards(plan, options.batch_size), then_schema=schema, **overrides)
+            report = source.frame(WriteShards(plan, options.batch_size), schema, num_partitions=num_partitions,
+                                  task_gpu_amount=task_gpu_amount)
         else:
             report = run_stage(
                 df.select(*[f"`{c}`" for c in dict.fromkeys(columns)]), spec, schema, session_conf(df.sparkSession),

@@ -450,7 +450,7 @@ def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
     import re
 
     from gpuimages.reader import file_inputs
-    from gpuimages.sources.archives import archive_reading
+    from gpuimages.sources.archives import archive_plan
     from gpuimages.stage import session_conf
 
     for i in range(4):
@@ -463,9 +463,9 @@ def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
         text = re.sub(r"#\d+|plan_id=\d+", "", inputs.frame._jdf.queryExecution().optimizedPlan().toString())
         return text, inputs.unpack(None, 1) is not None
 
-    assert plan(archive_reading(True, False, [str(tmp_path)])) == plan(None) == (plan(None)[0], False)
+    assert plan(archive_plan(True, False, [str(tmp_path)])) == plan(None) == (plan(None)[0], False)
     (tmp_path / "a.tar").write_bytes(tar_bytes([("x.png", png(9))]))
-    text, unpacks = plan(archive_reading(True, False, [str(tmp_path)]))
+    text, unpacks = plan(archive_plan(True, False, [str(tmp_path)]))
     assert unpacks and text.count("binaryFile") == plan(None)[0].count("binaryFile") + 1  # the archives scan
 
 

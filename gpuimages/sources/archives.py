@@ -101,8 +101,8 @@ def opens_by_path(mode: bool | str, paths: Sequence[str]) -> bool:
 
 
 @dataclass(frozen=True)
-class ArchiveReading:
-    """How a read treats archives (made on the driver by :func:`archive_reading`).
+class ArchivePlan:
+    """How a read treats archives (made on the driver by :func:`archive_plan`).
 
     ``present``: the listing holds archives (:meth:`probe`); without any, the read is the plain one
     (the sibling columns are still added, null).
@@ -145,7 +145,7 @@ class ArchiveReading:
             listed = listed.filter(is_archive_path(origin) | sample_condition(origin, self.sample_ratio, self.seed))
         return replace(found, frame=frame, listed=listed, sample_ratio=self.sample_ratio)
 
-    def probe(self, found: Listing) -> ArchiveReading:
+    def probe(self, found: Listing) -> ArchivePlan:
         """This plan with ``present`` set: whether ``found`` lists an archive. A query of the listing where
         there is one (a small job over the JVM-held listing on classic sessions, a local table on Spark
         Connect), else a scan of the archive names; no file is read either way."""
@@ -203,8 +203,8 @@ def folder_origin(origin: Column) -> Column:
     return F.regexp_replace(origin, "(?i)(" + "|".join(re.escape(s) for s in ARCHIVE_SUFFIXES) + ")#", "/")
 
 
-def archive_reading(archives: Any, webdataset: Any, paths: Sequence[str], sample_ratio: float = 1.0,
-                    seed: int = 0) -> ArchiveReading | None:
+def archive_plan(archives: Any, webdataset: Any, paths: Sequence[str], sample_ratio: float = 1.0,
+                    seed: int = 0) -> ArchivePlan | None:
     """The archive plan of a read of ``paths`` (None with ``archives=False``); options checked here."""
     mode = check_archives(archives)
     siblings = sibling_columns(webdataset)
@@ -214,4 +214,4 @@ def archive_reading(archives: Any, webdataset: Any, paths: Sequence[str], sample
         return None
     by_path = opens_by_path(mode, paths)
     log.info("gpuimages: archives are %s", "opened by path in the tasks" if by_path else "read by Spark's binaryFile")
-    return ArchiveReading(by_path, siblings, sample_ratio, seed)
+    return ArchivePlan(by_path, siblings, sample_ratio, seed)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpuimages import planning
-from gpuimages.sources.archives import ArchiveReading, folder_origin
+from gpuimages.sources.archives import ArchivePlan, folder_origin
 from gpuimages.sources.columns import CONTENT_COL, INTERNAL_PREFIX, ORIGIN_COL, REASON_COL, folder_column, quoted
 from gpuimages.sources.scan import list_files
 from gpuimages.sources.unread import stage_input
@@ -41,7 +41,7 @@ class FileInputs:
     label_from_folder: bool
     total_bytes: int | None
     num_files: int | None
-    archives: ArchiveReading | None = None  # archives: how they are read (None: archives are files)
+    archive_plan: ArchivePlan | None = None  # how archives are read (None: archives are files)
 
     @property
     def passthrough(self) -> tuple[str, ...]:
@@ -57,13 +57,13 @@ class FileInputs:
 
     @property
     def _archive_columns(self) -> tuple[str, ...]:
-        return () if self.archives is None else self.archives.columns
+        return () if self.archive_plan is None else self.archive_plan.columns
 
     def unpack(self, bounds: Step, max_batch_bytes: int, keep_input: bool = False) -> Step | None:
         """archives: the task step that unpacks them before ``bounds`` (the decode), or None."""
-        if self.archives is None:
+        if self.archive_plan is None:
             return None
-        return self.archives.step(CONTENT_COL, bounds, max_batch_bytes, path_col=ORIGIN_COL,
+        return self.archive_plan.step(CONTENT_COL, bounds, max_batch_bytes, path_col=ORIGIN_COL,
                                   keep_input=keep_input)
 
     def finish(self, out: DataFrame, columns: Sequence[str], origin: str, error_col: str = "error") -> DataFrame:
@@ -96,7 +96,7 @@ def file_inputs(
     label_from_folder: bool,
     conf: dict[str, str | None],
     output_columns: Sequence[str] = ("image", "error"),
-    archives: ArchiveReading | None = None,
+    archive_plan: ArchivePlan | None = None,
 ) -> FileInputs:
     """List and sample ``paths`` (see :func:`gpuimages.sources.scan.list_files`) into a stage's input.
 
@@ -110,12 +110,12 @@ def file_inputs(
 
     found = list_files(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter,
-        sample_ratio=sample_ratio if archives is None else 1.0, seed=seed, keep_listing=keep_unread,
+        sample_ratio=sample_ratio if archive_plan is None else 1.0, seed=seed, keep_listing=keep_unread,
     )
-    if archives is not None:  # archives: loose files sampled by file, archives kept whole (members sampled in tasks)
-        found = archives.sample_listing(found)
-        archives = archives.probe(found)
-        archives.check_names(("image", "error", "label", *found.partition_columns))
+    if archive_plan is not None:  # loose files sampled by file, archives kept whole (members sampled in tasks)
+        found = archive_plan.sample_listing(found)
+        archive_plan = archive_plan.probe(found)
+        archive_plan.check_names(("image", "error", "label", *found.partition_columns))
     parts = found.partition_columns
     check_partition_names(parts, [*output_columns, *(["label"] if label_from_folder else [])])
     log.info(
@@ -124,15 +124,15 @@ def file_inputs(
     )
     slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
     frame = stage_input(found, keep_unread, slots, conf)
-    if archives is not None:  # archives: not read by Spark where the tasks open them by path
-        frame = archives.split(frame, slots)
+    if archive_plan is not None:  # archives are not read by Spark where the tasks open them by path
+        frame = archive_plan.split(frame, slots)
     frame = frame.select(
         ORIGIN_COL, CONTENT_COL,
         *[F.col(quoted(p)).alias(partition_alias(i)) for i, p in enumerate(parts)], REASON_COL,
     )
-    if archives is not None:  # archives: null sibling columns, filled for members in the task
-        frame = archives.with_columns(frame)
-    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archives)
+    if archive_plan is not None:  # null sibling columns, filled for members in the task
+        frame = archive_plan.with_columns(frame)
+    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archive_plan)
 
 
 def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:
