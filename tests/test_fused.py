@@ -3,7 +3,6 @@ invalid rows, kept columns, both engines, validation, persistence, the seed pipe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -11,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from images import encode, rgb_array
+from optional import has_module
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
 
 from benchmarks.reference import cosine, reference_features
 from gpuimages.ml import ImageFeaturizer
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn
 
-HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
+HAS_DALI = has_module("nvidia.dali")
 SIZE = [224, 224]
 BINARY_FILE_SCHEMA = StructType([
     StructField("path", StringType(), False), StructField("modificationTime", TimestampType(), False),
