@@ -1,4 +1,4 @@
-"""Shared fixtures: one local SparkSession per test run, generated image folders."""
+"""Shared fixtures: one local SparkSession per test run, one Spark Connect server, generated image folders."""
 
 from __future__ import annotations
 
@@ -24,6 +24,23 @@ def spark():
     logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """The ``sc://127.0.0.1:PORT`` address of one local Spark Connect server shared by the run's Connect tests.
+
+    Started the first time a test asks for it (a child process: see ``connect_server.py``); use it
+    through ``connect_server.connect_session(address)``.
+    """
+    import connect_server as server
+
+    reason = server.connect_unavailable()
+    if reason:
+        pytest.skip(reason)
+    proc, address = server.start_server(tmp_path_factory.mktemp("connect-server") / "server.log")
+    yield address
+    server.stop_server(proc)
 
 
 @pytest.fixture(scope="session")
