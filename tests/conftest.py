@@ -26,6 +26,28 @@ def spark():
     session.stop()
 
 
+@pytest.fixture
+def restore_session_conf(spark):
+    """Put the shared session's conf back as it was after the test.
+
+    ``SparkSession.builder...getOrCreate()`` with a SparkContext running returns the running session
+    and writes the builder's settings into its conf: ``gpuimages.session.local_session()`` (the demo,
+    the CLI) turns ``spark.master`` into ``local[*]``, which later tests' slot planning reads.
+    """
+    before = dict(spark.conf.getAll)
+    yield
+    after = dict(spark.conf.getAll)
+    # The session's SQLConf itself: spark.conf.set refuses Spark configs such as spark.driver.memory,
+    # which getOrCreate wrote there all the same.
+    conf = spark._jsparkSession.sessionState().conf()
+    for key in after.keys() - before.keys():
+        conf.unsetConf(key)
+    for key, value in before.items():
+        if after.get(key) != value:
+            conf.setConfString(key, value)
+    assert dict(spark.conf.getAll) == before
+
+
 @pytest.fixture(scope="session")
 def connect_server(tmp_path_factory):
     """The ``sc://127.0.0.1:PORT`` address of one local Spark Connect server shared by the run's Connect tests.
