@@ -418,6 +418,7 @@ _RETRY_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_spark_a_retried_write_task_writes_each_file_once(tmp_path):
     script = tmp_path / "retry.py"
     script.write_text(_RETRY_SCRIPT)

@@ -318,6 +318,7 @@ def test_fsspec_store(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_cli_convert_to_webdataset(spark, photos, tmp_path):
     dest = tmp_path / "shards"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
