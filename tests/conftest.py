@@ -13,13 +13,19 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the benchmarks p
 
 from images import odd_files, rgb_array, write_files  # noqa: E402
 
+#: JVM options for the test sessions: the client compiler only and the serial collector. The tests run many
+#: small jobs, for which C2's compile threads and a parallel collector cost CPU they never win back (about a
+#: third of the CPU time of test_read_images + test_partitions on the 2-core machine).
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
 
 @pytest.fixture(scope="session")
 def spark():
     """A classic local[2] session shared by the whole run."""
     from gpuimages.session import local_session
 
-    session = local_session("local[2]", "gpuimages-tests", **{"spark.driver.memory": "2g"})
+    session = local_session("local[2]", "gpuimages-tests", **{"spark.driver.memory": "2g",
+                                                               "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS})
     session.sparkContext.setLogLevel("ERROR")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session

@@ -100,6 +100,7 @@ def main() -> int:
         "gpuimages-tests-connect",
         **{
             "spark.driver.memory": "1g",
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # as conftest's session
             "spark.ui.showConsoleProgress": "false",
             "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
             "spark.connect.grpc.binding.address": "127.0.0.1",
