@@ -1,4 +1,4 @@
-"""Shared fixtures: one local SparkSession per test run, generated image folders."""
+"""Shared fixtures: one local SparkSession per test run, one Spark Connect server, generated image folders."""
 
 from __future__ import annotations
 
@@ -13,17 +13,62 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the benchmarks p
 
 from images import odd_files, rgb_array, write_files  # noqa: E402
 
+#: JVM options for the test sessions: the client compiler only and the serial collector. The tests run many
+#: small jobs, for which C2's compile threads and a parallel collector cost CPU they never win back (about a
+#: third of the CPU time of test_read_images + test_partitions on the 2-core machine).
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
 
 @pytest.fixture(scope="session")
 def spark():
     """A classic local[2] session shared by the whole run."""
     from gpuimages.session import local_session
 
-    session = local_session("local[2]", "gpuimages-tests", **{"spark.driver.memory": "2g"})
+    session = local_session("local[2]", "gpuimages-tests", **{"spark.driver.memory": "2g",
+                                                               "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS})
     session.sparkContext.setLogLevel("ERROR")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session
     session.stop()
+
+
+@pytest.fixture
+def restore_session_conf(spark):
+    """Put the shared session's conf back as it was after the test.
+
+    ``SparkSession.builder...getOrCreate()`` with a SparkContext running returns the running session
+    and writes the builder's settings into its conf: ``gpuimages.session.local_session()`` (the demo,
+    the CLI) turns ``spark.master`` into ``local[*]``, which later tests' slot planning reads.
+    """
+    before = dict(spark.conf.getAll)
+    yield
+    after = dict(spark.conf.getAll)
+    # The session's SQLConf itself: spark.conf.set refuses Spark configs such as spark.driver.memory,
+    # which getOrCreate wrote there all the same.
+    conf = spark._jsparkSession.sessionState().conf()
+    for key in after.keys() - before.keys():
+        conf.unsetConf(key)
+    for key, value in before.items():
+        if after.get(key) != value:
+            conf.setConfString(key, value)
+    assert dict(spark.conf.getAll) == before
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """The ``sc://127.0.0.1:PORT`` address of one local Spark Connect server shared by the run's Connect tests.
+
+    Started the first time a test asks for it (a child process: see ``connect_server.py``); use it
+    through ``connect_server.connect_session(address)``.
+    """
+    import connect_server as server
+
+    reason = server.connect_unavailable()
+    if reason:
+        pytest.skip(reason)
+    proc, address = server.start_server(tmp_path_factory.mktemp("connect-server") / "server.log")
+    yield address
+    server.stop_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -491,41 +491,21 @@ def test_archives_keep_the_scans_partitions(spark, shard_dir):
     assert len(set().union(*archives.values())) == 5  # a task each
 
 
-_CONNECT_CHILD = """
-import json, sys
-from pyspark.sql import SparkSession
-import gpuimages
-src, out, dest = sys.argv[1:4]
-spark = SparkSession.builder.remote("local[2]").getOrCreate()
-assert type(spark).__module__.startswith("pyspark.sql.connect")
-df = gpuimages.read_images(spark, src, device="cpu", webdataset=True, sample_ratio=0.7, seed=4, label_from_folder=True)
-rows = [(r.image.origin, r.image.height, r.error, r.cls, r.label) for r in df.collect()]
-report = gpuimages.write_webdataset(df.filter("error IS NULL"), dest, label_col="cls", max_samples=4)
-json.dump({"rows": rows, "samples": sum(r.samples for r in report.collect())}, open(out, "w"))
-spark.stop()
-"""
-
-
 @pytest.mark.connect
-def test_archives_on_spark_connect(spark, shard_dir, tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
+def test_archives_on_spark_connect(spark, connect_server, shard_dir, tmp_path):
+    from connect_server import connect_session
 
     import gpuimages
 
-    repo = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
-    env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYSPARK_PYTHON"] = sys.executable
-    out = tmp_path / "connect.json"
-    proc = subprocess.run([sys.executable, "-c", _CONNECT_CHILD, str(shard_dir), str(out), str(tmp_path / "shards")],
-                          env=env, cwd=repo, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    got = json.loads(out.read_text())
-    df = gpuimages.read_images(spark, str(shard_dir), device="cpu", webdataset=True, sample_ratio=0.7, seed=4,
-                               label_from_folder=True)
-    classic = [[r.image.origin, r.image.height, r.error, r.cls, r.label] for r in df.collect()]
-    assert sorted(got["rows"]) == sorted(classic) and 0 < len(classic) < 18
-    assert got["samples"] == len(classic)
+    options = {"device": "cpu", "webdataset": True, "sample_ratio": 0.7, "seed": 4, "label_from_folder": True}
+    with connect_session(connect_server) as remote:
+        df = gpuimages.read_images(remote, str(shard_dir), **options)
+        assert type(df).__module__.startswith("pyspark.sql.connect")
+        rows = [(r.image.origin, r.image.height, r.error, r.cls, r.label) for r in df.collect()]
+        report = gpuimages.write_webdataset(df.filter("error IS NULL"), str(tmp_path / "shards"), label_col="cls",
+                                            max_samples=4)
+        samples = sum(r.samples for r in report.collect())
+    df = gpuimages.read_images(spark, str(shard_dir), **options)
+    classic = [(r.image.origin, r.image.height, r.error, r.cls, r.label) for r in df.collect()]
+    assert sorted(rows) == sorted(classic) and 0 < len(classic) < 18
+    assert samples == len(classic)

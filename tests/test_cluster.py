@@ -19,7 +19,7 @@ import pyspark
 import pytest
 
 pytest.importorskip("nvidia.dali")
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 SCRIPT = textwrap.dedent(
     """

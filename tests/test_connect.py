@@ -1,84 +1,99 @@
 """gpuimages on Spark Connect gives the same rows as on a classic session.
 
-The Connect side runs in a child process (``tests/connect_session.py``): a process that holds a
-classic SparkContext cannot start a local Connect session (checked below), and a Connect session
-switches the whole process into Connect mode. The child starts ``SparkSession.builder.remote
-("local[2]")``, runs each case, and saves the collected Arrow tables as parquet; this process runs
-the same cases on its classic session and compares.
+The Connect side runs through a client in this process on the run's one local Connect server (the
+``connect_server`` fixture; see ``connect_server.py`` for why the server is a child process): each case
+builds its DataFrame on the Connect session and collects it as Arrow, and the same case runs on the
+classic session for the comparison.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-import connect_session
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from connect_server import connect_session
+from optional import has_module
 
 pytestmark = pytest.mark.connect
 
-REPO = Path(__file__).resolve().parent.parent
-HELPER = Path(connect_session.__file__).resolve()
-#: The child's whole run (Connect server start ≈6–11 s plus five small reads) must fit in this.
-TIMEOUT_S = 300
+#: Options of the ``read_resize`` case.
+RESIZE = (10, 16)
+#: The ImageTransformer chain of the ``transformer`` case: resize to this (height, width).
+TRANSFORM_SIZE = (8, 8)
 #: Largest per-channel difference allowed between DALI's and Pillow's JPEG decodes.
 JPEG_TOLERANCE = 2
 
 
-def _connect_available() -> str | None:
-    try:
-        from pyspark.sql.connect.utils import check_dependencies
+class _Collect(logging.Handler):
+    """Keeps every log record's message."""
 
-        check_dependencies()
-    except ImportError as exc:
-        return f"Spark Connect client dependencies are missing: {exc}"
-    return None
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
+def cases(spark: Any, odd_dir: str) -> dict[str, Callable[[], Any]]:
+    """Each case builds a DataFrame on ``spark``: the same code runs on the Connect and the classic session."""
+    import gpuimages
+    from gpuimages.ml import ImageTransformer
+
+    def transformer() -> Any:
+        height, width = TRANSFORM_SIZE
+        images = gpuimages.read_images(spark, odd_dir, device="cpu")
+        return ImageTransformer().setOutputCol("t").resize(height=height, width=width).transform(images)
+
+    built = {
+        "read_odd": lambda: gpuimages.read_images(spark, odd_dir, device="cpu"),
+        "read_resize": lambda: gpuimages.read_images(spark, odd_dir, device="cpu", resize=RESIZE),
+        "decode_binary": lambda: gpuimages.decode_images(spark.read.format("binaryFile").load(odd_dir), device="cpu"),
+        "transformer": transformer,
+    }
+    if has_module("nvidia.dali"):
+        built["read_gpu"] = lambda: gpuimages.read_images(spark, odd_dir, device="gpu")
+    return built
 
 
 @pytest.fixture(scope="module")
-def connect_run(odd_dir, tmp_path_factory) -> tuple[dict, Path]:
-    """Run every case on a local Connect session in a child process; (summary, output folder)."""
-    reason = _connect_available()
-    if reason:
-        pytest.skip(reason)
-    out = tmp_path_factory.mktemp("connect")
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYSPARK_PYTHON"] = sys.executable
-    proc = subprocess.run(
-        [sys.executable, str(HELPER), "--odd-dir", str(odd_dir), "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    results = out / "results.json"
-    assert proc.returncode == 0 and results.exists(), f"connect helper failed:\n{proc.stderr[-6000:]}"
-    return json.loads(results.read_text()), out
+def connect_run(connect_server, odd_dir) -> dict[str, Any]:
+    """Every case collected through the Connect client, with the classes seen and each case's gpuimages logs."""
+    collect = _Collect()
+    logger = logging.getLogger("gpuimages")
+    old_level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    try:
+        with connect_session(connect_server) as spark:
+            run: dict[str, Any] = {"session_class": f"{type(spark).__module__}.{type(spark).__name__}",
+                                   "master": spark.conf.get("spark.master", None), "cases": {}}
+            for name, build in cases(spark, str(odd_dir)).items():
+                first_log = len(collect.messages)
+                df = build()
+                table = df.toArrow()
+                run["cases"][name] = {"dataframe_class": f"{type(df).__module__}.{type(df).__name__}",
+                                      "table": table, "logs": collect.messages[first_log:]}
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(old_level)
+    return run
 
 
 @pytest.fixture(scope="module")
 def classic_cases(spark, odd_dir) -> dict:
-    return connect_session.cases(spark, str(odd_dir))
+    return cases(spark, str(odd_dir))
 
 
 def connect_table(connect_run, name: str) -> pa.Table:
-    summary, out = connect_run
-    entry = summary["cases"][name]
-    if "skipped" in entry:
-        pytest.skip(entry["skipped"])
-    assert "error" not in entry, entry.get("traceback")
-    table = pq.read_table(out / f"{name}.parquet")
-    assert table.num_rows == entry["rows"]
-    return table
+    if name not in connect_run["cases"]:
+        pytest.skip("nvidia.dali is not installed")
+    return connect_run["cases"][name]["table"]
 
 
 def sorted_rows(table: pa.Table, key: str) -> list[dict]:
@@ -96,7 +111,7 @@ def assert_same_table(connect: pa.Table, classic: pa.Table, key: str) -> None:
 
 
 def test_classic_and_local_connect_cannot_share_a_process(spark):
-    """Why the Connect side runs in a child process (the refusal changes nothing in this process)."""
+    """Why the Connect server is a child process (the refusal changes nothing in this process)."""
     from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
@@ -109,14 +124,14 @@ def test_classic_and_local_connect_cannot_share_a_process(spark):
     assert spark.range(3).count() == 3  # the classic session is untouched
 
 
-def test_helper_ran_on_spark_connect(connect_run):
-    summary, _ = connect_run
-    assert summary["session_class"] == "pyspark.sql.connect.session.SparkSession"
-    assert summary["master"] == "local[2]"
-    for name, entry in summary["cases"].items():
-        if "skipped" not in entry:
-            assert "error" not in entry, f"{name}: {entry.get('traceback')}"
-            assert entry["dataframe_class"] == "pyspark.sql.connect.dataframe.DataFrame", name
+def test_cases_ran_on_spark_connect(connect_run, spark):
+    assert connect_run["session_class"] == "pyspark.sql.connect.session.SparkSession"
+    assert connect_run["master"] == "local[2]"
+    assert set(connect_run["cases"]) >= {"read_odd", "read_resize", "decode_binary", "transformer"}
+    for name, entry in connect_run["cases"].items():
+        assert entry["dataframe_class"] == "pyspark.sql.connect.dataframe.DataFrame", name
+    assert "SPARK_CONNECT_MODE_ENABLED" not in os.environ  # Connect mode ended with the block
+    assert not type(spark.range(1)).__module__.startswith("pyspark.sql.connect")
 
 
 def test_read_images_same_rows_as_classic(connect_run, classic_cases, odd_dir):
@@ -128,7 +143,7 @@ def test_read_images_same_rows_as_classic(connect_run, classic_cases, odd_dir):
 def test_read_images_with_resize_same_rows_as_classic(connect_run, classic_cases):
     table = connect_table(connect_run, "read_resize")
     heights = {r["image"]["height"] for r in table.to_pylist()}
-    assert heights == {connect_session.RESIZE[0], -1}
+    assert heights == {RESIZE[0], -1}
     assert_same_table(table, classic_cases["read_resize"]().toArrow(), "origin")
 
 
@@ -139,19 +154,16 @@ def test_decode_images_on_binary_file_same_rows_as_classic(connect_run, classic_
 
 
 def test_image_transformer_same_rows_as_classic(connect_run, classic_cases):
-    table = connect_table(connect_run, "transformer")  # skips when gpuimages.ml is not there yet
+    table = connect_table(connect_run, "transformer")
     sizes = {(r["t"]["height"], r["t"]["width"]) for r in table.to_pylist() if r["t"] and r["t"]["nChannels"] > 0}
-    assert sizes == {connect_session.TRANSFORM_SIZE}
+    assert sizes == {TRANSFORM_SIZE}
     assert_same_table(table, classic_cases["transformer"]().toArrow(), "origin")
 
 
 def test_gpu_read_skips_the_resource_profile_in_local_mode(connect_run):
     """On Connect the driver still reads ``spark.master`` and leaves the profile out in local mode."""
-    summary, _ = connect_run
-    entry = summary["cases"]["read_gpu"]
-    if "skipped" in entry:
-        pytest.skip(entry["skipped"])
-    assert "error" not in entry, entry.get("traceback")
+    connect_table(connect_run, "read_gpu")
+    entry = connect_run["cases"]["read_gpu"]
     profile_logs = [m for m in entry["logs"] if "resource profile" in m]
     assert profile_logs, entry["logs"]
     assert all("no resource profile" in m and "local mode" in m for m in profile_logs), profile_logs

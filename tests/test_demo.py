@@ -8,10 +8,14 @@ import pytest
 
 from gpuimages.demo import CLASSES, confusion_table, main, make_dataset, run_demo
 
+#: ``main()`` starts the demo's session through ``local_session``, which re-uses the shared one and rewrites its conf.
+pytestmark = pytest.mark.usefixtures("restore_session_conf")
+
 #: Three classes: chance is 1/3. The generated set is learnable; the forest reaches about 0.9.
 MIN_ACCURACY = 0.75
 
 
+@pytest.mark.slow
 def test_run_demo_learns_the_classes(spark, tmp_path, capsys):
     result = run_demo(spark, data_dir=tmp_path, seed=0)
     assert result["accuracy"] >= MIN_ACCURACY
@@ -36,6 +40,7 @@ def test_main_runs_the_cli(spark, capsys):
     assert match is not None and 0.0 <= float(match.group(1)) <= 1.0
     assert "generated 24 images" in printed
     assert spark.range(3).count() == 3  # the caller's session is left running
+    assert spark.conf.get("spark.master") == "local[*]"  # with local_session's settings: restored after the test
     with pytest.raises(SystemExit):
         main(["--per-class", "1"])
 
@@ -53,6 +58,7 @@ def test_dataset_is_deterministic(tmp_path):
     assert table.splitlines()[1].split() == ["x", "1", "1"]
 
 
+@pytest.mark.slow
 def test_onnx_demo_runs_the_pipeline_from_bytes(spark, tmp_path, capsys):
     result = run_demo(spark, data_dir=tmp_path / "data", seed=1, per_class=20, num_trees=20, backbone="onnx")
     assert result["image_count"] == 3 * 20 == result["train_count"] + result["test_count"]

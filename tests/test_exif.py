@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from images import exif_jpeg, rgb_array, write_files
+from optional import has_module
 from PIL import Image, ImageOps
 
 import gpuimages
@@ -104,7 +104,7 @@ def test_apply_exif_with_resize_keeps_the_shorter_side_rule(spark, exif_dir):
 
 @pytest.fixture(scope="module")
 def dali_engine_module():
-    if importlib.util.find_spec("nvidia.dali") is None:
+    if not has_module("nvidia.dali"):
         pytest.skip("nvidia.dali is not installed")
     return pytest.importorskip("gpuimages.engines.dali")
 

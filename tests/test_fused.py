@@ -3,7 +3,6 @@ invalid rows, kept columns, both engines, validation, persistence, the seed pipe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -11,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from images import encode, rgb_array
+from optional import has_module
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
 
 from benchmarks.reference import cosine, reference_features
 from gpuimages.ml import ImageFeaturizer
 from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_small_cnn
 
-HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
+HAS_DALI = has_module("nvidia.dali")
 SIZE = [224, 224]
 BINARY_FILE_SCHEMA = StructType([
     StructField("path", StringType(), False), StructField("modificationTime", TimestampType(), False),
@@ -80,14 +80,20 @@ def _check_invalid(rows: list) -> None:
     assert all(r["features"] is None for r in bad.values())
 
 
-def test_onnx_on_bytes_matches_the_per_file_reference(content, cnn):
+@pytest.fixture(scope="module")
+def cpu_onnx(content, cnn) -> tuple:
+    """The ONNX featurizer on the bytes with device="cpu": (DataFrame, collected rows), shared by the comparisons."""
+    out = _onnx(cnn, device="cpu").transform(content)
+    return out, out.collect()
+
+
+def test_onnx_on_bytes_matches_the_per_file_reference(content, cnn, cpu_onnx):
     from pyspark.ml.linalg import VectorUDT
 
-    out = _onnx(cnn, device="cpu").transform(content)
+    out, rows = cpu_onnx
     assert out.columns == ["path", "modificationTime", "length", "features", "error"]  # the bytes are dropped
     assert isinstance(out.schema["features"].dataType, VectorUDT)
-    rows = out.collect()
-    assert len(rows) == content.count() == 18
+    assert len(rows) == 18  # every file of the folder
     _check_invalid(rows)
     _check_against_reference(rows, cnn)
     kept = _onnx(cnn, device="cpu", keepInput=True).transform(content)
@@ -97,13 +103,13 @@ def test_onnx_on_bytes_matches_the_per_file_reference(content, cnn):
 
 @pytest.mark.dali
 @pytest.mark.skipif(not HAS_DALI, reason="needs nvidia-dali")
-def test_dali_path_gives_the_same_vectors(content, cnn):
+def test_dali_path_gives_the_same_vectors(content, cnn, cpu_onnx):
     """device='gpu' without a GPU: the DALI tensor path on DALI's CPU operators, small device batches."""
     rows = _onnx(cnn, device="gpu", deviceBatchSize=4).transform(content).collect()
     assert len(rows) == 18
     _check_invalid(rows)
     _check_against_reference(rows, cnn)
-    cpu = {r["path"]: r["features"] for r in _onnx(cnn, device="cpu").transform(content).collect()}
+    cpu = {r["path"]: r["features"] for r in cpu_onnx[1]}
     for r in rows:
         if r["features"] is not None:
             np.testing.assert_allclose(r["features"].toArray(), cpu[r["path"]].toArray(), rtol=0.05, atol=0.02)
@@ -168,16 +174,14 @@ def test_histogram_backbone_on_bytes_decodes_in_the_task(spark, files):
             np.testing.assert_allclose(row["features"].toArray(), by_name[name].toArray(), atol=1e-9)
 
 
-def test_onnx_on_image_structs_matches_bytes(spark, files, cnn):
+def test_onnx_on_image_structs_matches_bytes(spark, files, cnn, cpu_onnx):
     import gpuimages
     from gpuimages.uris import to_origin
 
     images = gpuimages.read_images(spark, str(files), recursive=True, device="cpu")
     structs = ImageFeaturizer(inputCol="image", backbone="onnx", modelPath=cnn, imageSize=SIZE).transform(images)
     by_origin = {r["image"]["origin"]: r["features"] for r in structs.collect()}
-    rows = _onnx(cnn, device="cpu").transform(
-        spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(files))
-    ).collect()
+    rows = cpu_onnx[1]  # the same featurizer on the folder's bytes (binaryFile, recursive)
     compared = 0
     for r in rows:
         other = by_origin[to_origin(r["path"])]
@@ -244,7 +248,12 @@ def test_featurizer_on_a_stream(spark, files, cnn, tmp_path):
         out.writeStream.format("parquet").option("checkpointLocation", str(tmp_path / "ckpt"))
         .trigger(availableNow=True).start(str(tmp_path / "out"))
     )
-    query.awaitTermination(120)
+    try:
+        query.awaitTermination()  # availableNow ends by itself; the test's timeout bounds a hang
+    finally:
+        if query.isActive:
+            query.stop()
+    assert query.exception() is None
     written = spark.read.parquet(str(tmp_path / "out")).collect()
     assert len(written) == 5
     valid = [r for r in written if r["error"] is None]

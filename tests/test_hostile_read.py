@@ -4,6 +4,7 @@ with the reason when it has no pixels."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -178,14 +179,16 @@ def test_a_stale_hadoop_checksum_file_gets_a_row_and_valid_ones_decode(spark, tm
         assert rows[name].error == CHECKSUM_REASON.format(name=f".{name}.crc")
 
 
-def _cli(args: list[str], drop_dac: bool) -> subprocess.CompletedProcess:
+def _cli(commands: list[list[str]], drop_dac: bool) -> subprocess.CompletedProcess:
+    """Run the ``gpuimages`` commands one after the other in one child process (one Spark start)."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     prefix = DROP_DAC if drop_dac else []
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "gpuimages", *args], env=env, capture_output=True, text=True, timeout=600
-    )
+    code = "import json, sys; from gpuimages.cli import main; sys.exit(max(main(a) for a in json.loads(sys.argv[1])))"
+    return subprocess.run([*prefix, sys.executable, "-c", code, json.dumps(commands)], env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(IS_ROOT and shutil.which("setpriv") is None, reason="root without setpriv reads any file")
 def test_permission_denied_gets_its_reason_in_the_cli_read_images_and_transcode_files(spark, hostile, tmp_path):
     """As root, the command runs without the capabilities that bypass file permissions (``setpriv``)."""
@@ -194,10 +197,9 @@ def test_permission_denied_gets_its_reason_in_the_cli_read_images_and_transcode_
     expected = {**EXPECTED_REASONS, "secret.jpg": PERMISSION_REASON}
     try:
         raw, jpeg = tmp_path / "raw.parquet", tmp_path / "jpeg.parquet"
-        for dest, fmt in ((raw, "raw"), (jpeg, "jpeg")):
-            proc = _cli(["convert", str(hostile), str(dest), "--master", "local[1]", "--device", "cpu",
-                         "--format", fmt], drop_dac=IS_ROOT)
-            assert dest.exists(), proc.stderr[-3000:]
+        proc = _cli([["convert", str(hostile), str(dest), "--master", "local[1]", "--device", "cpu", "--format", fmt]
+                     for dest, fmt in ((raw, "raw"), (jpeg, "jpeg"))], drop_dac=IS_ROOT)
+        assert raw.exists() and jpeg.exists(), proc.stderr[-3000:]
         images = _rows(spark.read.parquet(str(raw)))
         encoded = _rows(spark.read.parquet(str(jpeg)), origin="origin")
         for rows in (images, encoded):
@@ -438,14 +440,15 @@ def test_the_dali_router_sends_an_oversized_resize_to_pillow():
     assert np.asarray(decoded.data).size == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(IS_ROOT and shutil.which("setpriv") is None, reason="root without setpriv lists any folder")
 def test_a_folder_spark_cannot_list_is_a_clear_permission_error(tmp_path):
     folder = tmp_path / "tree"
     write_files(folder, {"a/x.jpg": encode(rgb_array(8, 8), "JPEG"), "locked/y.jpg": encode(rgb_array(8, 8), "JPEG")})
     (folder / "locked").chmod(0)
     try:
-        proc = _cli(["convert", str(folder), str(tmp_path / "out.parquet"), "--master", "local[1]", "--device", "cpu",
-                     "--recursive"], drop_dac=IS_ROOT)
+        proc = _cli([["convert", str(folder), str(tmp_path / "out.parquet"), "--master", "local[1]", "--device",
+                      "cpu", "--recursive"]], drop_dac=IS_ROOT)
     finally:
         (folder / "locked").chmod(0o755)
     assert proc.returncode != 0

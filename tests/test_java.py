@@ -35,6 +35,7 @@ def _path_without_java(folder) -> str:
     return f"{os.path.dirname(sys.executable)}:{folder}"
 
 
+@pytest.mark.slow
 def test_spark_starts_with_bundled_jdk(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
     env["PATH"] = _path_without_java(tmp_path / "bin")

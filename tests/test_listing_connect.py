@@ -1,24 +1,41 @@
-"""Partition columns and sampling on Spark Connect give the classic session's rows (child process)."""
+"""Partition columns and sampling on Spark Connect give the classic session's rows (the run's Connect server)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
-import listing_connect_session as helper
-import pyarrow.parquet as pq
 import pytest
+from connect_server import connect_session
 from images import encode, rgb_array, write_files
 
 from gpuimages.task.local_files import COLON_REASON, EMPTY_REASON
 
 pytestmark = pytest.mark.connect
 
-REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 300
+#: Sampling options shared by both sides, so both run the same read.
+SAMPLE = {"sample_ratio": 0.5, "seed": 7}
+
+
+def cases(spark: Any, root: str, hostile: str | None = None, shadow: str | None = None) -> dict:
+    """Each case builds a DataFrame on ``spark``: the same code runs on the Connect and the classic session."""
+    import gpuimages
+    from gpuimages.transcode import transcode_files
+
+    out = {
+        "partitions": lambda: gpuimages.read_images(spark, root, device="cpu", label_from_folder=True),
+        "partitions_drop_invalid": lambda: gpuimages.read_images(spark, root, device="cpu", drop_invalid=True),
+        "sampled": lambda: gpuimages.read_images(spark, root, device="cpu", **SAMPLE),
+        "spark_image": lambda: spark.read.format("image").load(root),
+    }
+    if hostile:
+        out["hostile"] = lambda: gpuimages.read_images(spark, hostile, device="cpu")
+        out["hostile_transcoded"] = lambda: transcode_files(spark, hostile, device="cpu", format="png")
+    if shadow:
+        out["shadow"] = lambda: gpuimages.read_images(spark, shadow, device="cpu")
+        out["shadow_spark_image"] = lambda: spark.read.format("image").load(shadow)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -54,29 +71,15 @@ def shadow(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def connect_run(root, hostile, shadow, tmp_path_factory):
-    pytest.importorskip("grpc")
-    out = tmp_path_factory.mktemp("connect-listing")
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYSPARK_PYTHON"] = sys.executable
-    proc = subprocess.run(
-        [sys.executable, helper.__file__, "--root", str(root), "--out", str(out), "--hostile", str(hostile),
-         "--shadow", str(shadow)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )
-    results = out / "results.json"
-    assert proc.returncode == 0 and results.exists(), proc.stderr[-6000:]
-    summary = json.loads(results.read_text())
-    assert summary["session_class"] == "pyspark.sql.connect.session.SparkSession"
-    return summary, out
+def connect_run(connect_server, root, hostile, shadow) -> dict:
+    """Every case collected as Arrow through the Connect client."""
+    with connect_session(connect_server) as spark:
+        assert type(spark).__module__ == "pyspark.sql.connect.session"
+        return {name: build().toArrow() for name, build in cases(spark, str(root), str(hostile), str(shadow)).items()}
 
 
 def _table(connect_run, name):
-    summary, out = connect_run
-    entry = summary["cases"][name]
-    assert "error" not in entry, entry.get("traceback")
-    return pq.read_table(out / f"{name}.parquet")
+    return connect_run[name]
 
 
 def _rows(table) -> list[dict]:
@@ -86,7 +89,7 @@ def _rows(table) -> list[dict]:
 @pytest.mark.parametrize("name", ["partitions", "partitions_drop_invalid", "sampled"])
 def test_same_rows_and_columns_as_classic(spark, root, connect_run, name):
     connect = _table(connect_run, name)
-    classic = helper.cases(spark, str(root))[name]().toArrow()
+    classic = cases(spark, str(root))[name]().toArrow()
     assert connect.schema.names == classic.schema.names
     assert [f.type for f in connect.schema] == [f.type for f in classic.schema]
     assert _rows(connect) == _rows(classic)
@@ -110,7 +113,7 @@ def test_sample_is_the_same_on_connect_and_classic(spark, root, connect_run):
     import gpuimages
 
     connect = {r["image"]["origin"] for r in _table(connect_run, "sampled").to_pylist()}
-    classic = {r.image.origin for r in gpuimages.read_images(spark, str(root), device="cpu", **helper.SAMPLE).collect()}
+    classic = {r.image.origin for r in gpuimages.read_images(spark, str(root), device="cpu", **SAMPLE).collect()}
     assert connect == classic and 0 < len(connect) < 16
 
 
@@ -118,7 +121,7 @@ def test_sample_is_the_same_on_connect_and_classic(spark, root, connect_run):
 def test_hostile_folders_give_the_classic_rows_on_connect(spark, hostile, shadow, connect_run, name):
 
     connect = _table(connect_run, name)
-    classic = helper.cases(spark, "unused", str(hostile), str(shadow))[name]().toArrow()
+    classic = cases(spark, "unused", str(hostile), str(shadow))[name]().toArrow()
     assert connect.schema.names == classic.schema.names
     assert [f.type for f in connect.schema] == [f.type for f in classic.schema]
     key = "origin" if name == "hostile_transcoded" else "image"

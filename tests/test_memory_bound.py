@@ -144,12 +144,16 @@ def test_engine_results_same_with_large_images():
 
 
 def test_memory_sampler_sees_a_child_python_process():
-    code = "import time; b = bytearray(80 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
-    child = subprocess.Popen([sys.executable, "-c", code])
+    # The child holds 80 MiB from its "ready" line until its standard input closes: no timing window.
+    code = ("import sys; b = bytearray(80 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('ready', "
+            "flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline() == "ready\n"
         with memory.PeakSampler(interval=0.01) as sampler:
-            time.sleep(1.0)
+            time.sleep(0.05)  # a few samples; the sampler's exit reads the kernel's high-water mark anyway
     finally:
+        child.stdin.close()
         child.wait()
     assert child.pid not in memory.python_workers()
     assert sampler.peak >= 80 * 1024 * 1024

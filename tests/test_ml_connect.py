@@ -1,36 +1,20 @@
 """The ML stages on Spark Connect: transform, unroll, featurise, train, and save/load a pipeline.
 
-A process holding the test suite's classic session cannot start a local Connect session, so this
-file runs itself as a child process (``python tests/test_ml_connect.py OUT``). The child starts a
-Spark Connect server on a free port (not the default 15002, which another run may hold), connects
-a Connect client to it, runs the stages through the client and writes what it saw to
-``OUT/results.json``.
+The stages run through a Connect client in this process on the run's one local Connect server (the
+``connect_server`` fixture), with pyspark in Connect mode for the block (``connect_session``), so
+``pyspark.ml`` takes its Connect code paths.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
+from connect_server import connect_session
 
 pytestmark = pytest.mark.connect
-
-REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cases(spark: Any, work: str) -> dict[str, Any]:
@@ -145,61 +129,11 @@ def _bytes_cases(spark: Any, work: str) -> dict[str, Any]:
     return out
 
 
-def child(result_path: str) -> int:
-    """Start a Connect server on a free port, run the cases through a Connect client, write JSON."""
-    from gpuimages.java import ensure_java
-
-    ensure_java()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    port = _free_port()
-    server = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
-        .config("spark.connect.grpc.binding.port", str(port))
-        .getOrCreate()
-    )
-    server.sparkContext.setLogLevel("ERROR")
-    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.ml takes its Connect code paths
-    from pyspark.sql.connect.session import SparkSession as ConnectSession
-
-    result: dict[str, Any]
-    spark = ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
-    try:
-        with tempfile.TemporaryDirectory() as work:
-            result = _cases(spark, work)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent test
-        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    finally:
-        spark.stop()
-        server.stop()
-    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
-    return 0
-
-
 @pytest.fixture(scope="module")
-def connect_result(tmp_path_factory) -> dict:
-    try:
-        from pyspark.sql.connect.utils import check_dependencies
-
-        check_dependencies()
-    except ImportError as exc:
-        pytest.skip(f"Spark Connect client dependencies are missing: {exc}")
-    path = tmp_path_factory.mktemp("ml_connect") / "results.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYSPARK_PYTHON"] = sys.executable
-    proc = subprocess.run(
-        [sys.executable, __file__, str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-    )
-    assert proc.returncode == 0 and path.exists(), proc.stderr[-4000:]
-    result = json.loads(path.read_text(encoding="utf-8"))
-    assert "error" not in result, result.get("traceback")
-    return result
+def connect_result(connect_server, tmp_path_factory) -> dict:
+    """Every case run through the Connect client; what each saw."""
+    with connect_session(connect_server) as spark:
+        return _cases(spark, str(tmp_path_factory.mktemp("ml_connect")))
 
 
 def test_runs_on_a_connect_session(connect_result):
@@ -208,12 +142,12 @@ def test_runs_on_a_connect_session(connect_result):
 
 
 def test_transformer_and_unroll_on_connect(connect_result):
-    assert connect_result["transformed"] == [[i, 4, 4] for i in range(8)] + [[8, -1, -1]]
+    assert connect_result["transformed"] == [(i, 4, 4) for i in range(8)] + [(8, -1, -1)]
     assert connect_result["loaded_stages"] == [
         {"action": "resize", "height": 4, "width": 4}, {"action": "flip", "direction": "horizontal"}
     ]
     assert connect_result["unroll_is_vector"]
-    assert connect_result["unrolled"] == [[i, 48] for i in range(8)] + [[8, None]]
+    assert connect_result["unrolled"] == [(i, 48) for i in range(8)] + [(8, None)]
 
 
 def test_featurizer_and_classifier_on_connect(connect_result):
@@ -236,7 +170,3 @@ def test_bytes_pipeline_on_connect(connect_result):
     assert sum(label == predicted for label, predicted in scored) >= 11
     assert connect_result["bytes_reloaded_same"]
 
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    sys.exit(child(sys.argv[1]))

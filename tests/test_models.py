@@ -4,7 +4,6 @@ function, the test CNN and the DALI tensor decoder (on DALI's CPU operators)."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 import types
@@ -12,6 +11,7 @@ import types
 import numpy as np
 import pytest
 from images import encode, rgb_array
+from optional import has_module
 
 from benchmarks.reference import cosine, reference_features
 from gpuimages.models import ModelSpec, create_model
@@ -29,7 +29,7 @@ from gpuimages.models.onnx_builder import IMAGENET_MEAN, IMAGENET_STD, save_smal
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
 
-HAS_DALI = importlib.util.find_spec("nvidia.dali") is not None
+HAS_DALI = has_module("nvidia.dali")
 CPU = TaskDevice("cpu", None, 1)
 #: A GPU task on a machine without one: DALI's CPU operators.
 DALI_CPU = TaskDevice("gpu", None, 1)

@@ -4,12 +4,12 @@ per-file Pillow fallback, the worker cache, the version floor, and DALI's device
 
 from __future__ import annotations
 
-import importlib.util
 import io
 
 import numpy as np
 import pytest
 from images import encode, rgb_array
+from optional import has_module
 from PIL import Image
 
 from gpuimages.encoders import create_encoder, make_encode_options, nvimgcodec_installed
@@ -213,7 +213,7 @@ def test_create_encoder_follows_the_task_device():
 
 
 @pytest.mark.dali
-@pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="needs nvidia-dali")
+@pytest.mark.skipif(not has_module("nvidia.dali"), reason="needs nvidia-dali")
 def test_dali_device_output_is_encoded_in_one_step():
     """The transcode hand-off: DaliEngine.decode_device -> NvImageCodecEncoder.encode (CPU operators here)."""
     from gpuimages.engines.dali import DaliEngine

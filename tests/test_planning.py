@@ -153,9 +153,42 @@ def test_session_conf_reports_parallelism_only_when_the_conf_does_not_size_the_c
     from gpuimages.stage import reported_parallelism, session_conf
 
     conf = session_conf(spark)
-    # local[2] (or local[*] on this 2-core machine, once an in-process demo re-used the session) says it all
-    assert planning.cpu_slots(conf, local_cores=2) == 2
+    assert conf["spark.master"] == "local[2]"  # the shared session as conftest made it (tests restore its conf)
+    assert planning.cpu_slots(conf, local_cores=64) == 2  # local[2] says it all, whatever the machine
     assert conf[planning.REPORTED_PARALLELISM_KEY] is None
     assert reported_parallelism(spark) == spark.sparkContext.defaultParallelism == 2
     range_plan = spark.range(1)._jdf.queryExecution().executedPlan().toString()
     assert planning.parse_range_splits(range_plan) == 2
+
+
+def test_run_stage_decides_the_gpu_profile_by_the_installed_pyspark(spark, caplog):
+    """The one decision that differs by pyspark version, as ``run_stage`` takes it (no job runs)."""
+    import logging
+
+    import pyarrow as pa
+    import pyspark
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from gpuimages.stage import run_stage
+    from gpuimages.task.runner import StageSpec
+    from gpuimages.task.steps.base import Step
+
+    class Length(Step):
+        name = "length"
+
+        def run(self, work):
+            work.columns["n"] = pa.array([len(b or b"") for b in work.blobs], pa.int64())
+
+    spec = StageSpec("decode", "gpu", "content", "bytes", (Length(),), ("n",), error_col=None)
+    conf = {"spark.master": "local-cluster[2,1,1024]", "spark.executor.resource.gpu.amount": "1"}
+    df = spark.createDataFrame([(b"ab",)], "content binary")
+    with caplog.at_level(logging.INFO, logger="gpuimages"):
+        out = run_stage(df, spec, StructType([StructField("n", LongType())]), conf, num_partitions=1)
+    assert out.columns == ["n"]
+    messages = [r.getMessage() for r in caplog.records if "resource profile" in r.getMessage()]
+    if int(pyspark.__version__.split(".")[0]) >= 4:
+        assert messages == ["gpuimages: decode stage runs with a GPU resource profile: " + scheduling.decide_profile(
+            "gpu", conf, pyspark_version=pyspark.__version__).reason]
+    else:
+        assert len(messages) == 1 and f"need pyspark >= 4 (mapInArrow's profile=); this is pyspark " \
+            f"{pyspark.__version__}" in messages[0]

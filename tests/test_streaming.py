@@ -58,7 +58,7 @@ def run_available_now(spark, landing: Path, out: Path, checkpoint: Path, **optio
         .start(str(out))
     )
     try:
-        assert query.awaitTermination(180), "the availableNow query did not finish"
+        query.awaitTermination()  # availableNow ends by itself; the test's timeout bounds a hang
     finally:
         if query.isActive:
             query.stop()

@@ -290,8 +290,20 @@ def test_a_retried_task_leaves_no_partial_or_duplicate_shard(tmp_path):
     assert len(keys) == len(set(keys)) == 10  # no duplicate sample (row 1 of each batch has no image)
 
 
-def test_fsspec_store(tmp_path):
+def test_fsspec_store(tmp_path, monkeypatch):
+    import tempfile
+
     fsspec = pytest.importorskip("fsspec")
+    spool = tmp_path / "spool"  # the shards' local spool files go here, not to the machine's shared temp folder
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    made, mkstemp = [], tempfile.mkstemp
+
+    def recorded_mkstemp(*args, **kwargs):
+        made.append(mkstemp(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkstemp", recorded_mkstemp)
     report = _write("memory://gpuimages-test/shards", [_batch(6)], max_samples=2, label_col="label").to_pylist()
     assert [r["shard"] for r in report] == [f"memory:///gpuimages-test/shards/{shard_name('shard', 0, i)}"
                                             for i in range(3)]
@@ -300,12 +312,14 @@ def test_fsspec_store(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["00000-00000000.png", "00000-00000000.cls", "00000-00000002.png",
                                   "00000-00000002.cls"]
-    assert not [f for f in os.listdir(os.environ.get("TMPDIR", "/tmp")) if f.startswith("gpuimages-shard-")]
+    assert len(made) == 3 and all(os.path.dirname(path) == str(spool) for _, path in made)
+    assert list(spool.iterdir()) == []  # each spool file removed once its shard was stored
 
 
 # --------------------------------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_cli_convert_to_webdataset(spark, photos, tmp_path):
     dest = tmp_path / "shards"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
