@@ -31,7 +31,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,12 +115,22 @@ def visible_entries(value: str | None) -> list[str] | None:
     return out
 
 
-def cuda_ordinal(address: Any, visible: Sequence[str] | None, count: int) -> int:
+def _uuid_position(uuid: str, visible: Sequence[str], count: int) -> int | None:
+    """The position in ``visible`` of the entry naming GPU ``uuid`` (CUDA accepts a unique prefix of a UUID)."""
+    matches = [i for i, entry in enumerate(visible[:count]) if entry.startswith("GPU-") and uuid.startswith(entry)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def cuda_ordinal(
+    address: Any, visible: Sequence[str] | None, count: int, uuid_of: Callable[[int], str | None] | None = None
+) -> int:
     """The CUDA ordinal, in this process, of the GPU Spark calls ``address``.
 
     ``visible``: :func:`visible_entries` of ``CUDA_VISIBLE_DEVICES`` (None: unset); ``count``: the
     CUDA devices this process sees. The address is looked up in ``CUDA_VISIBLE_DEVICES`` (its
-    position is the ordinal); unset, the address is the ordinal. A process that sees exactly one
+    position is the ordinal); unset, the address is the ordinal. Where ``CUDA_VISIBLE_DEVICES`` lists
+    GPU UUIDs and the address is an ``nvidia-smi`` index (what discovery scripts print), ``uuid_of(index)``
+    (default :func:`nvml_uuid`) names that GPU's UUID, which is then looked up. A process that sees exactly one
     device uses it whatever the address says (a container that shows only its own GPU).
     Raises ``ValueError`` naming the address and what is visible otherwise.
     """
@@ -130,6 +140,11 @@ def cuda_ordinal(address: Any, visible: Sequence[str] | None, count: int) -> int
         raise ValueError(f"Spark assigned GPU address {text!r} to this task but no CUDA device is visible")
     if visible is not None and key in visible[:count]:
         return list(visible).index(key)
+    if visible is not None and text.isdigit() and any(e.startswith("GPU-") for e in visible[:count]):
+        uuid = (uuid_of or nvml_uuid)(int(text))
+        position = None if uuid is None else _uuid_position(uuid, visible, count)
+        if position is not None:
+            return position
     if visible is None and text.isdigit() and int(text) < count:
         return int(text)
     if count == 1:
@@ -203,6 +218,27 @@ def _count_from_driver_api() -> int:
         return int(count.value)
     except (AttributeError, OSError):
         return 0
+
+
+def nvml_uuid(index: int) -> str | None:
+    """The UUID (``GPU-…``) of the GPU ``nvidia-smi`` calls ``index``, from NVML; None without NVML or that GPU.
+
+    NVML numbers GPUs in PCI bus order, as ``nvidia-smi`` and Spark's discovery scripts do, whatever
+    ``CUDA_VISIBLE_DEVICES`` says; its UUIDs are the ones ``CUDA_VISIBLE_DEVICES`` may list.
+    """
+    try:
+        lib = ctypes.CDLL("libnvidia-ml.so.1")
+        if lib.nvmlInit_v2() != 0:
+            return None
+        handle = ctypes.c_void_p()
+        if lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(int(index)), ctypes.byref(handle)) != 0:
+            return None
+        buf = ctypes.create_string_buffer(96)  # NVML_DEVICE_UUID_V2_BUFFER_SIZE
+        if lib.nvmlDeviceGetUUID(handle, buf, ctypes.c_uint(len(buf))) != 0:
+            return None
+        return buf.value.decode("ascii", "replace") or None
+    except (OSError, AttributeError):
+        return None
 
 
 def pci_device_order(env: MutableMapping[str, str] | None = None) -> None:
@@ -339,8 +375,9 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
     """The :class:`TaskDevice` of the running task for a stage whose ``device`` is ``mode``.
 
     * "cpu": no GPU.
-    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal` (an address it cannot
-      map fails the task under "gpu"; under "auto" the task is placed as without an address, with a warning).
+    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal`. An address it cannot map,
+      or one assigned where CUDA sees no device, fails the task under "gpu" with the reason; under "auto" the
+      task is placed as without an address (or on CPU), with a warning.
     * None assigned, CUDA devices visible: the GPU this worker already uses, else spread by
       partition id; under "auto" only where one of the GPU's worker slots is free (else CPU).
     * No CUDA device: no GPU (under "gpu" the steps then use their libraries' CPU paths, with a warning).
@@ -357,7 +394,12 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
     visible = visible_entries(env.get("CUDA_VISIBLE_DEVICES"))
     if addresses:
         if count == 0:
-            log.warning("Spark assigned GPU %s to this task but this process sees no CUDA device", addresses[0])
+            why = (f"Spark assigned GPU {addresses[0]} to this task but this process sees no CUDA device "
+                   f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset')!s}; no driver, or a container "
+                   "without the GPU)")
+            if mode == "gpu":  # a GPU stage must not run on CPU without being asked to
+                raise RuntimeError(f"device='gpu': {why}")
+            log.warning("device='auto': %s; the task computes on CPU", why)
             return TaskDevice(mode, None, threads, addresses[0])
         try:
             return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0])
