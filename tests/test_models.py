@@ -453,8 +453,9 @@ def test_tensor_decoder_batches_stay_valid_after_the_pipeline_runs_again(cnn):
 @pytest.mark.dali
 @pytest.mark.skipif(not HAS_DALI, reason="needs nvidia-dali")
 def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monkeypatch, fresh, caplog):
-    """A DALI tensor decoder that cannot start (no usable GPU, a broken install) must not fail the task: the
-    step decodes with the engine Decode falls back to, as decode_images does."""
+    """Under device="auto" a DALI tensor decoder that cannot start (a transient out-of-memory error, a broken
+    install) must not fail the task: the step decodes with the engine Decode falls back to, as decode_images
+    does, and the next task tries DALI again. Under device="gpu" the task fails with the cause."""
     import pyarrow as pa
 
     from gpuimages.engines import dali_tensors
@@ -462,15 +463,20 @@ def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monk
     from gpuimages.task.steps import Featurize
     from gpuimages.task.steps.base import Work
 
+    attempts = []
+
     def broken(*args, **kwargs):
-        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+        attempts.append(1)
+        raise RuntimeError("CUDA error: out of memory")
 
     monkeypatch.setattr(dali_tensors, "TensorDecoder", broken)
     fn = ModelSpec("function", function=lambda images: images.mean(axis=(1, 2)))
     step = Featurize("function", (8, 8), "out", model=fn, batch_size=4,
-                     decode=make_decode_options(resize=(8, 8), device="gpu"))
+                     decode=make_decode_options(resize=(8, 8), device="auto"))
+    auto = TaskDevice("auto", None, 1)
+    monkeypatch.setattr(TaskDevice, "uses", lambda self, module: self.mode != "cpu")  # DALI's CPU operators
     with caplog.at_level(logging.WARNING, logger="gpuimages.task.steps.base"):
-        step.open(DALI_CPU)
+        step.open(auto)
     assert step._tensors is None and step._decoder is not None
     assert "the DALI tensor decoder could not start" in caplog.text
     blobs = [encode(rgb_array(20, 30, seed=s), "JPEG", quality=90) for s in range(3)] + [b"junk"]
@@ -480,8 +486,14 @@ def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monk
     out = work.columns["out"].to_pylist()
     assert [v is None for v in out] == [False, False, False, True] and len(out[0]) == 3
     assert work.reasons[3] == "not a recognised image format"
-    step.open(DALI_CPU)  # the failure is remembered by the worker: no second attempt, no second warning
-    assert caplog.text.count("could not start") == 1
+    assert not any(k[0] == "tensors" for k in worker_cache().keys() if isinstance(k, tuple))  # nothing cached
+    step.close()
+    step.open(auto)  # the next task tries DALI again
+    assert len(attempts) == 2
+    step.close()
+    with pytest.raises(RuntimeError, match="device='gpu': the DALI tensor decoder could not start on cpu, 1 thread: "
+                                           "RuntimeError: CUDA error: out of memory"):
+        step.open(DALI_CPU)
 
 
 def test_gpu_extras_stay_on_one_cuda_major():
