@@ -228,3 +228,22 @@ def test_an_index_address_resolves_on_a_node_whose_cuda_visible_devices_holds_uu
     monkeypatch.setattr(dev, "nvml_uuid", UUIDS.get)
     env = {"CUDA_VISIBLE_DEVICES": f"{UUIDS[1]},{UUIDS[2]}"}
     assert dev.resolve_task_device("gpu", _Context(["2"]), env=env) == TaskDevice("gpu", 1, 1, "2")
+
+
+def test_the_task_share_of_a_gpu_comes_from_the_profile_the_environment_or_the_auto_bound(monkeypatch, fresh_slots):
+    from gpuimages.scheduling import ProfileDecision, task_gpu_share
+
+    _gpus(monkeypatch, 2)
+    assert dev.resolve_task_device("gpu", _Context(["1"]), env={}, gpu_share=0.25).gpu_share == 0.25
+    overridden = dev.resolve_task_device("gpu", _Context(["1"]), env={dev.GPU_SHARE_ENV: "0.5"}, gpu_share=0.25)
+    assert overridden.gpu_share == 0.5
+    assert dev.resolve_task_device("auto", _Context(), env={dev.AUTO_WORKERS_PER_GPU_ENV: "2"}).gpu_share == 0.5
+    assert dev.resolve_task_device("gpu", _Context(["1"]), env={}).gpu_share is None
+    device = TaskDevice("gpu", 0, 1, gpu_share=0.25)
+    assert device.memory_share({}) == 0.25 and device.memory_share({dev.GPU_MEMORY_FRACTION_ENV: "0.6"}) == 0.15
+    assert TaskDevice("gpu", 0).memory_share({dev.AUTO_WORKERS_PER_GPU_ENV: "8"}) == 0.125  # unknown: 1 / workers
+    used = ProfileDecision(True, "", executor_gpus=1.0, task_gpus=0.25)
+    assert task_gpu_share(used, {}) == 0.25
+    assert task_gpu_share(ProfileDecision(False, ""), {"spark.task.resource.gpu.amount": "0.5"}) == 0.5
+    assert task_gpu_share(ProfileDecision(False, ""), {"spark.task.resource.gpu.amount": "2"}) is None
+    assert task_gpu_share(ProfileDecision(False, ""), {}) is None

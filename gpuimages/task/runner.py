@@ -178,10 +178,13 @@ def _open(steps: Sequence[Step], device: TaskDevice) -> None:
         step.open(device)
 
 
-def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterator[pa.RecordBatch]:
+def run_partition(
+    batches: Iterator[pa.RecordBatch], spec: StageSpec, gpu_share: float | None = None
+) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body of every stage: bounded chunks through ``spec.steps``, one output row per row
-    (fewer with ``drop_invalid``)."""
-    device = resolve_task_device(spec.device)
+    (fewer with ``drop_invalid``). ``gpu_share``: the share of a GPU each task of the stage holds (its
+    resource profile's task GPU amount), which sizes the task's memory bounds."""
+    device = resolve_task_device(spec.device, gpu_share=gpu_share)
     steps = spec.steps
     rows = 0
     engines: list[str] = []
