@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from gpuimages.task.cache import release_unused
+from gpuimages.task.cache import task_finished, task_started
 from gpuimages.task.device import TaskDevice, resolve_task_device, task_gpu_addresses
 from gpuimages.task.images import ImageBatch
 from gpuimages.task.steps.base import Step, Work
@@ -184,6 +184,7 @@ def run_partition(
     """``mapInArrow`` body of every stage: bounded chunks through ``spec.steps``, one output row per row
     (fewer with ``drop_invalid``). ``gpu_share``: the share of a GPU each task of the stage holds (its
     resource profile's task GPU amount), which sizes the task's memory bounds."""
+    task_started()
     device = resolve_task_device(spec.device, gpu_share=gpu_share)
     steps = spec.steps
     rows = 0
@@ -202,7 +203,7 @@ def run_partition(
     finally:
         for step in steps:
             step.close()
-        release_unused(device.gpu_id)
+        task_finished(device.gpu_id)  # memory goes back when the worker idles, not between two tasks
     record_task(spec, engines, device, rows)
 
 

@@ -111,7 +111,7 @@ class DeviceImages:
     Lifetime: each device image holds a reference to its DALI output buffer, which is not reused by
     later runs of the pipeline (``exec_dynamic``); the memory returns to DALI's pool when the last image
     of that DALI batch is dropped. Drop the batch (or call :meth:`release`) once it is encoded, before
-    the task ends, so the worker's ``release_unused()`` can give the memory back.
+    the task ends, so the worker can give the memory back when it idles (``release_unused()``).
     """
 
     images: list[Any]
