@@ -684,3 +684,15 @@ def test_the_oom_shrink_grows_back_after_good_runs():
     assert set(sizes) == {4}  # chunks already planned keep their size...
     assert (sizing.chunk_size, sizing.window) == (8, pipelines.WINDOW)  # ...the next call runs full batches again
     assert [len(c) for c, _ in pipelines.run_windowed(jobs_of(16), run, lambda c, r: r, sizing, {})] == [8, 8]
+
+
+def test_the_install_hint_names_the_dali_build_for_the_cuda_driver(monkeypatch):
+    assert pipelines.dali_package(12080) == "nvidia-dali-cuda120"
+    assert pipelines.dali_package(13000) == "nvidia-dali-cuda130"
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # DALI not installed
+    monkeypatch.setattr(pipelines, "cuda_driver_version", lambda: 13010)
+    with pytest.raises(ImportError, match=r"package nvidia-dali-cuda130\): pip install \"nvidia-dali-cuda130>=1.44\""):
+        pipelines.import_dali()
+    monkeypatch.setattr(pipelines, "cuda_driver_version", lambda: None)  # no driver: the CUDA 12 build
+    with pytest.raises(ImportError, match=r"package nvidia-dali-cuda120\)"):
+        pipelines.import_dali()
