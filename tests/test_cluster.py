@@ -82,7 +82,7 @@ def test_decode_stage_runs_under_gpu_profile(class_dir, tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     proc = subprocess.run(
         [sys.executable, str(script), str(class_dir), str(discovery), str(tasklog), str(out)],
-        env=env, capture_output=True, text=True, timeout=400,
+        env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
