@@ -2,8 +2,9 @@
 # Packs what benchmarks/gpu_check.py needs on the GPU machine of the device check, which has Python 3.12,
 # torch/torchvision (CUDA 13), cupy-cuda13x, Pillow and pyarrow, but no DALI, nvImageCodec, ONNX Runtime's
 # CUDA build, pyspark or Java, cannot download, and takes at most 64 MiB per call (the working tree included).
-# Run from the project's root (about 10 minutes on 2 cores, most of it xz):
+# Run from the project's root (about 10 minutes on 2 idle cores, most of it xz):
 #   bash benchmarks/gpu_pack.sh          # writes .devgpu/part-aa, part-ab, ..., install.sh (git-ignored)
+#   KEEP_SITE=1 bash benchmarks/gpu_pack.sh; REUSE_SITE=1 XZ=-3 bash benchmarks/gpu_pack.sh   # pack again only
 # It packs, for CPython 3.12 on x86_64 Linux:
 #   - NVIDIA DALI (CUDA 13 build), nvImageCodec 0.9 with its nvJPEG and nvJPEG2000 backends, nvCOMP;
 #   - ONNX Runtime's CUDA 13 build (onnxruntime-gpu; the machine's CUDA 13 and cuDNN 9 wheels, which torch
@@ -26,10 +27,14 @@ NVIMGCODEC=${NVIMGCODEC:-nvidia-nvimgcodec-cu13[all]>=0.9,<0.10}
 NVCOMP=${NVCOMP:-nvidia-libnvcomp-cu13==5.3.0.16}
 ORT=${ORT:-onnxruntime-gpu==1.31.1}
 PART=${PART:-55M}
-XZ=${XZ:--6}
+XZ=${XZ:--6}   # xz level; -3 packs about twice as fast, a few percent larger
 top=$(git rev-parse --show-toplevel); cd "$top"
 command -v unzip >/dev/null || { echo "needs unzip (apt-get install unzip)"; exit 1; }
 out=.devgpu; site=$out/gpu-site
+grep -qx '/.devgpu/' .git/info/exclude 2>/dev/null || echo '/.devgpu/' >> "$(git rev-parse --git-path info/exclude)"
+if [ -n "${REUSE_SITE:-}" ] && [ -d "$site/pyspark/jars" ]; then   # only pack again (another PART or XZ level)
+  rm -f "$out"/part-* "$out"/install.sh
+else
 rm -rf "$out" && mkdir -p "$out/whl" "$out/spark-whl" "$site"
 pyv=${DEVICE_PY:-3.12}
 plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
@@ -129,9 +134,10 @@ assert patched == 1, "spark-launcher's JavaModuleOptions.class not found"
 print(f"patched spark-launcher's module options; dropped {dropped} natives for other platforms")
 PY
 
+fi
 du -sm "$site" | awk '{print "site: " $1 " MB unpacked"}'
 tar c --sort=name --owner=0 --group=0 --numeric-owner -C "$out" gpu-site | xz -T0 "$XZ" | split -b "$PART" - "$out/part-"
-rm -rf "$site"
+[ -n "${KEEP_SITE:-}" ] || rm -rf "$site"
 sums=$(cd "$out" && sha256sum part-*)
 { cat <<'SH'
 #!/usr/bin/env bash
