@@ -28,6 +28,7 @@ NVCOMP=${NVCOMP:-nvidia-libnvcomp-cu13==5.3.0.16}
 ORT=${ORT:-onnxruntime-gpu==1.31.1}
 PART=${PART:-55M}
 XZ=${XZ:--6}   # xz level; -3 packs about twice as fast, a few percent larger
+PACK=${PACK:-xz}   # xz (fewest parts, so fewest device calls) or gzip (many times faster to pack, more parts)
 top=$(git rev-parse --show-toplevel); cd "$top"
 command -v unzip >/dev/null || { echo "needs unzip (apt-get install unzip)"; exit 1; }
 out=.devgpu; site=$out/gpu-site
@@ -136,7 +137,12 @@ PY
 
 fi
 du -sm "$site" | awk '{print "site: " $1 " MB unpacked"}'
-tar c --sort=name --owner=0 --group=0 --numeric-owner -C "$out" gpu-site | xz -T0 "$XZ" | split -b "$PART" - "$out/part-"
+case "$PACK" in
+  xz) compress=(xz -T0 "$XZ"); unpack="xz -d" ;;
+  gzip) compress=(gzip -1); unpack="gzip -d" ;;
+  *) echo "PACK: expected xz or gzip, got $PACK"; exit 1 ;;
+esac
+tar c --sort=name --owner=0 --group=0 --numeric-owner -C "$out" gpu-site | "${compress[@]}" | split -b "$PART" - "$out/part-"
 [ -n "${KEEP_SITE:-}" ] || rm -rf "$site"
 sums=$(cd "$out" && sha256sum part-*)
 { cat <<'SH'
@@ -146,6 +152,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SH
   echo "sums='$sums'"
+  echo "unpack='$unpack'"
   cat <<'SH'
 if [ "$(cat /tmp/gpu-site/.parts 2>/dev/null)" != "$sums" ]; then
   for p in $(echo "$sums" | awk '{print $2}'); do
@@ -153,7 +160,7 @@ if [ "$(cat /tmp/gpu-site/.parts 2>/dev/null)" != "$sums" ]; then
   done
   (cd .devgpu && echo "$sums" | sha256sum -c --quiet) || { echo "a part differs from the one packed: carry it again"; exit 1; }
   rm -rf /tmp/gpu-site
-  cat $(echo "$sums" | awk '{print ".devgpu/" $2}') | xz -d | tar x -C /tmp
+  cat $(echo "$sums" | awk '{print ".devgpu/" $2}') | $unpack | tar x -C /tmp
   echo "$sums" > /tmp/gpu-site/.parts
 fi
 cat > .devgpu/env.sh <<'ENV'
