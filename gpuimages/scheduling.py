@@ -108,6 +108,18 @@ def decide_profile(
     )
 
 
+def task_gpu_share(decision: ProfileDecision, conf: Mapping[str, str | None]) -> float | None:
+    """The share of one GPU each task of a stage holds: the profile's task GPU amount, else the session's
+    ``spark.task.resource.gpu.amount``; None when neither says or the amount is a whole GPU or more."""
+    amount = decision.task_gpus if decision.use else None
+    if amount is None:
+        try:
+            amount = float(conf.get("spark.task.resource.gpu.amount") or 0) or None
+        except ValueError:
+            amount = None
+    return float(amount) if amount is not None and 0 < amount <= 1 else None
+
+
 def gpu_task_cpus(conf: Mapping[str, str | None], task_gpus: float, executor_gpus: float) -> int:
     """CPUs a GPU task asks for: the executor's cores in proportion to its GPU share, at least
     ``spark.task.cpus``. A GPU task's libraries (DALI's threads, nvImageCodec, ONNX Runtime) size their

@@ -99,10 +99,10 @@ def run_stage(
         log.info("gpuimages: %s stage planned as %d partition(s) (%s slots)", name, n, slots)
         df = df.coalesce(n)
 
-    func = functools.partial(run_partition, spec=spec)
     decision = scheduling.decide_profile(
         device, conf, pyspark_version=pyspark.__version__, task_gpu_amount=task_gpu_amount
     )
+    func = functools.partial(run_partition, spec=spec, gpu_share=scheduling.task_gpu_share(decision, conf))
     if decision.use:
         log.info("gpuimages: %s stage runs with a GPU resource profile: %s", name, decision.reason)
         return df.mapInArrow(func, schema, profile=scheduling.build_profile(decision))

@@ -663,3 +663,36 @@ def test_jpeg_with_non_srgb_profile_goes_to_pillow_for_colour_management():
 )
 def test_out_of_memory_messages_are_recognised(message, oom):
     assert pipelines.is_oom(RuntimeError(message)) is oom
+
+
+def test_the_oom_shrink_grows_back_after_good_runs():
+    """Memory pressure from workers sharing a GPU passes: the halved batch and the one-deep window do not stick
+    for the engine's life."""
+    sizing = Sizing(8, 2)
+    sizing.full_chunk_size = 8
+    first = iter([True])
+
+    def run(chunk):
+        if len(chunk) == 8 and next(first, False):
+            raise RuntimeError("Critical error in pipeline: CUDA error: out of memory")
+        return chunk
+
+    list(pipelines.run_windowed(jobs_of(8), run, lambda c, r: r, sizing, {}))
+    assert (sizing.chunk_size, sizing.window) == (4, 1)
+    sizes = [len(c) for c, _ in pipelines.run_windowed(jobs_of(4 * pipelines.RECOVER_AFTER), run, lambda c, r: r,
+                                                        sizing, {})]
+    assert set(sizes) == {4}  # chunks already planned keep their size...
+    assert (sizing.chunk_size, sizing.window) == (8, pipelines.WINDOW)  # ...the next call runs full batches again
+    assert [len(c) for c, _ in pipelines.run_windowed(jobs_of(16), run, lambda c, r: r, sizing, {})] == [8, 8]
+
+
+def test_the_install_hint_names_the_dali_build_for_the_cuda_driver(monkeypatch):
+    assert pipelines.dali_package(12080) == "nvidia-dali-cuda120"
+    assert pipelines.dali_package(13000) == "nvidia-dali-cuda130"
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # DALI not installed
+    monkeypatch.setattr(pipelines, "cuda_driver_version", lambda: 13010)
+    with pytest.raises(ImportError, match=r"package nvidia-dali-cuda130\): pip install \"nvidia-dali-cuda130>=1.44\""):
+        pipelines.import_dali()
+    monkeypatch.setattr(pipelines, "cuda_driver_version", lambda: None)  # no driver: the CUDA 12 build
+    with pytest.raises(ImportError, match=r"package nvidia-dali-cuda120\)"):
+        pipelines.import_dali()

@@ -159,7 +159,12 @@ def test_gpu_encoder_that_cannot_start_falls_back_to_pillow(monkeypatch):
 
     monkeypatch.setattr(encoders, "create_encoder", broken)
     worker_cache().clear()
-    assert task_encoder(make_encode_options(device="gpu"), TaskDevice("gpu", 0)).name == "pillow"
+    options = make_encode_options(device="auto")
+    assert task_encoder(options, TaskDevice("auto", 0)).name == "pillow"  # "auto": Pillow for this task...
+    assert not any(k[1] == "nvimgcodec" for k in worker_cache().keys())  # ...and nvImageCodec again for the next
+    with pytest.raises(RuntimeError, match="device='gpu': nvImageCodec could not start on gpu 0, 1 thread: "
+                                           "RuntimeError: CUDA Runtime failure"):
+        task_encoder(make_encode_options(device="gpu"), TaskDevice("gpu", 0))
     worker_cache().clear()
 
 

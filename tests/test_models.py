@@ -209,9 +209,10 @@ def test_gpu_memory_limit_parsing(monkeypatch):
     with pytest.raises(ValueError, match="unknown"):
         parse_mem_limit("25%", None)
     monkeypatch.setattr(onnx_module, "device_total_memory", lambda gpu_id: total)
-    assert onnx_module.gpu_mem_limit(0, {}) == total // 4  # default: a quarter of the GPU
+    assert onnx_module.gpu_mem_limit(0, {}) == total // 8  # default: half of a quarter of the GPU
+    assert onnx_module.gpu_mem_limit(0, {}, share=0.5) == total // 4  # half of the task's part
     assert onnx_module.gpu_mem_limit(0, {onnx_module.GPU_MEM_LIMIT_ENV: "2GiB"}) == 2 << 30
-    assert onnx_module.gpu_mem_limit(0, {onnx_module.GPU_MEM_LIMIT_ENV: "junk"}) == total // 4
+    assert onnx_module.gpu_mem_limit(0, {onnx_module.GPU_MEM_LIMIT_ENV: "junk"}) == total // 8
     monkeypatch.setattr(onnx_module, "device_total_memory", lambda gpu_id: None)
     assert onnx_module.gpu_mem_limit(0, {}) == onnx_module.FALLBACK_GPU_MEM_LIMIT
 
@@ -225,7 +226,7 @@ def test_gpu_session_preloads_cuda_libraries_and_sets_the_provider_options(cnn, 
     cuda, cpu = session.requested
     assert cpu == "CPUExecutionProvider"
     assert cuda == ("CUDAExecutionProvider", {"device_id": "1", "arena_extend_strategy": "kSameAsRequested",
-                                              "cudnn_conv_algo_search": "HEURISTIC", "gpu_mem_limit": str(20 << 30)})
+                                              "cudnn_conv_algo_search": "HEURISTIC", "gpu_mem_limit": str(10 << 30)})
     assert session.options.intra_op_num_threads == 4
     assert model.on_cuda
     assert create_model(_spec(cnn), TaskDevice("gpu", 0, 4)).on_cuda  # another GPU: another session, no second preload
@@ -453,8 +454,9 @@ def test_tensor_decoder_batches_stay_valid_after_the_pipeline_runs_again(cnn):
 @pytest.mark.dali
 @pytest.mark.skipif(not HAS_DALI, reason="needs nvidia-dali")
 def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monkeypatch, fresh, caplog):
-    """A DALI tensor decoder that cannot start (no usable GPU, a broken install) must not fail the task: the
-    step decodes with the engine Decode falls back to, as decode_images does."""
+    """Under device="auto" a DALI tensor decoder that cannot start (a transient out-of-memory error, a broken
+    install) must not fail the task: the step decodes with the engine Decode falls back to, as decode_images
+    does, and the next task tries DALI again. Under device="gpu" the task fails with the cause."""
     import pyarrow as pa
 
     from gpuimages.engines import dali_tensors
@@ -462,15 +464,20 @@ def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monk
     from gpuimages.task.steps import Featurize
     from gpuimages.task.steps.base import Work
 
+    attempts = []
+
     def broken(*args, **kwargs):
-        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+        attempts.append(1)
+        raise RuntimeError("CUDA error: out of memory")
 
     monkeypatch.setattr(dali_tensors, "TensorDecoder", broken)
     fn = ModelSpec("function", function=lambda images: images.mean(axis=(1, 2)))
     step = Featurize("function", (8, 8), "out", model=fn, batch_size=4,
-                     decode=make_decode_options(resize=(8, 8), device="gpu"))
+                     decode=make_decode_options(resize=(8, 8), device="auto"))
+    auto = TaskDevice("auto", None, 1)
+    monkeypatch.setattr(TaskDevice, "uses", lambda self, module: self.mode != "cpu")  # DALI's CPU operators
     with caplog.at_level(logging.WARNING, logger="gpuimages.task.steps.base"):
-        step.open(DALI_CPU)
+        step.open(auto)
     assert step._tensors is None and step._decoder is not None
     assert "the DALI tensor decoder could not start" in caplog.text
     blobs = [encode(rgb_array(20, 30, seed=s), "JPEG", quality=90) for s in range(3)] + [b"junk"]
@@ -480,8 +487,14 @@ def test_featurize_on_bytes_falls_back_when_the_tensor_decoder_cannot_start(monk
     out = work.columns["out"].to_pylist()
     assert [v is None for v in out] == [False, False, False, True] and len(out[0]) == 3
     assert work.reasons[3] == "not a recognised image format"
-    step.open(DALI_CPU)  # the failure is remembered by the worker: no second attempt, no second warning
-    assert caplog.text.count("could not start") == 1
+    assert not any(k[0] == "tensors" for k in worker_cache().keys() if isinstance(k, tuple))  # nothing cached
+    step.close()
+    step.open(auto)  # the next task tries DALI again
+    assert len(attempts) == 2
+    step.close()
+    with pytest.raises(RuntimeError, match="device='gpu': the DALI tensor decoder could not start on cpu, 1 thread: "
+                                           "RuntimeError: CUDA error: out of memory"):
+        step.open(DALI_CPU)
 
 
 def test_gpu_extras_stay_on_one_cuda_major():
@@ -504,3 +517,94 @@ def test_gpu_extras_stay_on_one_cuda_major():
     for r in reqs:
         if r.name.startswith(("nvidia-", "cupy-")):
             assert re.search(r"(cu12|cuda12x|cuda120)$", r.name), r.name
+
+
+def test_the_arena_bound_follows_the_task_share_of_the_gpu(cnn, monkeypatch, fresh):
+    """Four workers with a quarter of an 80 GiB GPU each bound their arenas to 10 GiB (40 GiB together, half the
+    GPU); a task holding half of a GPU of which gpuimages may use 60% gets 0.5 x 0.6 x 80 GiB / 2 = 12 GiB."""
+    from gpuimages.task.device import GPU_MEMORY_FRACTION_ENV
+
+    ort = fake_ort(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(onnx_module, "_import_ort", lambda: ort)
+    monkeypatch.delenv(GPU_MEMORY_FRACTION_ENV, raising=False)
+    create_model(_spec(cnn), TaskDevice("gpu", 0, 1, gpu_share=0.25))
+    monkeypatch.setenv(GPU_MEMORY_FRACTION_ENV, "0.6")
+    create_model(_spec(cnn), TaskDevice("gpu", 0, 1, gpu_share=0.5))
+    limits = [int(session.requested[0][1]["gpu_mem_limit"]) for session in ort.sessions]
+    assert limits == [10 << 30, int(0.5 * 0.6 * (80 << 30) / 2)]
+
+
+class OomSession(FakeSession):
+    """A CUDA session that runs out of memory on more than ``fits`` images at a time."""
+
+    fits = 2
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sizes = []
+
+    def run(self, outputs, feeds):
+        batch = feeds["input"]
+        return [self._run(batch.shape[0], batch[:, 0, 0, 0])]
+
+    def _run(self, n, marks):
+        self.sizes.append(n)
+        if n > self.fits:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : BFCArena::AllocateRawInternal "
+                               "Available memory of 0 is smaller than requested bytes of 12845056")
+        return np.repeat(np.asarray(marks, np.float32)[:, None], 4, axis=1)
+
+    def io_binding(self):
+        session = self
+
+        class Binding:
+            def bind_input(self, name, **kw):
+                self.kw = kw
+
+            def bind_output(self, name, device):
+                pass
+
+            def copy_outputs_to_cpu(self):
+                n = self.kw["shape"][0]
+                first = (self.kw["buffer_ptr"] - 0x10000) // (4 * 3 * 224 * 224)  # the rows this part points at
+                return [session._run(n, np.arange(first, first + n))]
+
+        return Binding()
+
+    def run_with_iobinding(self, binding):
+        pass
+
+
+def test_a_batch_that_runs_out_of_gpu_memory_is_run_in_halves(cnn, monkeypatch, fresh, caplog):
+    ort = fake_ort(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    sessions = []
+
+    def session(path, sess_options=None, providers=None):
+        sessions.append(OomSession(path, sess_options, providers))
+        return sessions[-1]
+
+    ort.InferenceSession = session
+    monkeypatch.setattr(onnx_module, "_import_ort", lambda: ort)
+    model = create_model(_spec(cnn), TaskDevice("gpu", 0, 1))
+    batch = np.zeros((7, 3, 224, 224), np.float32)
+    batch[:, 0, 0, 0] = np.arange(7)
+    out = model.run(batch)
+    assert out[:, 0].tolist() == list(range(7))  # every image, in order
+    assert sessions[0].sizes == [7, 3, 1, 2, 4, 2, 2]  # halves of what failed, each half tried whole first
+    assert "ran out of GPU memory on 7 images" in caplog.text
+    sessions[0].sizes.clear()
+    out = model.run_pointer(0x10000, (5, 3, 224, 224), 0)  # a device batch: halves point into the same buffer
+    assert out[:, 0].tolist() == list(range(5)) and sessions[0].sizes == [5, 2, 3, 1, 2]
+    model.run(batch[:2])
+    assert sessions[0].sizes[-1] == 2  # the next call starts at its full size again
+    OomSession.fits = 0
+    try:
+        with pytest.raises(RuntimeError, match="smaller than requested bytes"):  # one image that does not fit
+            model.run(batch[:1])
+    finally:
+        OomSession.fits = 2
+    other = FakeSession("x", None, ["CPUExecutionProvider"])
+    other.run = lambda outputs, feeds: (_ for _ in ()).throw(ValueError("bad input shape"))
+    monkeypatch.setattr(type(model), "session", property(lambda self: other))
+    with pytest.raises(ValueError, match="bad input shape"):  # not memory: raised at once, not split
+        model.run(batch)

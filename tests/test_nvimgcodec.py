@@ -242,3 +242,128 @@ def test_dali_device_output_is_encoded_in_one_step():
             assert got.ndim == 2 and np.abs(got.astype(int) - want[:, :, 0]).mean() < 4
         else:
             assert np.abs(got.astype(int) - want[:, :, 2::-1]).mean() < 4, i  # BGR(A) in, right colours out
+
+
+class FakeNvImageCodec:
+    """Just enough of ``nvidia.nvimgcodec`` to see which backends and CodeStreams the encoder is given."""
+
+    NVIMGCODEC_DEVICE_CPU_ONLY = -99
+
+    class BackendKind:
+        CPU_ONLY, GPU_ONLY, HYBRID_CPU_GPU, HW_GPU_ONLY = "CPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU", "HW_GPU_ONLY"
+
+    class SampleFormat:
+        I_BGR, I_Y = "I_BGR", "I_Y"
+
+    class QualityType:
+        QUALITY = "QUALITY"
+
+    class ChromaSubsampling:
+        CSS_444, CSS_422, CSS_420, CSS_GRAY = "CSS_444", "CSS_422", "CSS_420", "CSS_GRAY"
+
+    JpegEncodeParams = EncodeParams = staticmethod(lambda **kw: kw)
+
+    def __init__(self, encoders_present: set[str]) -> None:
+        self.present = encoders_present  # the backend kinds that have a JPEG encoder on this machine
+        self.made: list[dict] = []
+        self.streams: list[list] = []
+        fake = self
+
+        class Backend:
+            def __init__(self, kind):
+                self.kind = kind
+
+        class CodeStream:
+            def __init__(self, pin_memory=True):
+                self.pin_memory, self.data = pin_memory, b""
+
+            def __bytes__(self):
+                return self.data
+
+        class Encoder:
+            def __init__(self, device_id, max_num_cpu_threads, backends=None):
+                self.kinds = [b.kind for b in backends or []]
+                fake.made.append({"device_id": device_id, "backends": self.kinds})
+
+            def encode(self, images, codec, code_stream_s=None, params=None):
+                fake.streams.append(list(code_stream_s))
+                if not self.kinds or not fake.present & set(self.kinds):  # nvImageCodec: None per image
+                    return [None] * len(images)
+                for stream in code_stream_s:
+                    stream.data = b"\xff\xd8" + ",".join(sorted(fake.present & set(self.kinds))).encode()
+                return code_stream_s
+
+        self.Backend, self.CodeStream, self.Encoder = Backend, CodeStream, Encoder
+
+    @staticmethod
+    def as_image(array, sample_format=None):
+        return array
+
+
+@pytest.fixture
+def fake_nvimgcodec(monkeypatch):
+    from gpuimages.encoders import nvimgcodec as module
+
+    def install(present: set[str]) -> FakeNvImageCodec:
+        fake = FakeNvImageCodec(present)
+        monkeypatch.setattr(module, "import_nvimgcodec", lambda: fake)
+        worker_cache().clear()
+        return fake
+
+    yield install
+    worker_cache().clear()
+
+
+def test_a_gpu_task_allows_only_gpu_backends(fake_nvimgcodec):
+    """nvImageCodec's default (no backends) allows its CPU-only OpenCV encoder, which takes over where nvJPEG's
+    encoder is missing; on a GPU only the GPU backends are passed."""
+    from gpuimages.encoders.nvimgcodec import GPU_BACKENDS, NvCodec
+
+    fake = fake_nvimgcodec({"CPU_ONLY", "HYBRID_CPU_GPU"})
+    codec = NvCodec(0, 2)
+    assert fake.made == [{"device_id": 0, "backends": ["HYBRID_CPU_GPU", "GPU_ONLY", "HW_GPU_ONLY"]}]
+    assert codec.backends == GPU_BACKENDS
+    assert codec.encode([bgr()], "jpeg") == [b"\xff\xd8HYBRID_CPU_GPU"]  # the CPU encoder was never allowed
+    assert all(s.pin_memory for s in fake.streams[-1])
+    NvCodec(None, 1)
+    assert fake.made[-1] == {"device_id": -99, "backends": ["CPU_ONLY"]}
+    assert not fake.streams[-1][0].pin_memory  # no page-locked memory without a GPU
+
+
+def test_no_gpu_jpeg_encoder_is_an_error_under_gpu_and_pillow_under_auto(fake_nvimgcodec, caplog):
+    from gpuimages.encoders.nvimgcodec import NoGpuEncoder, NvCodec
+    from gpuimages.task.steps.encode import task_encoder
+
+    fake_nvimgcodec({"CPU_ONLY"})  # nvJPEG's encoder missing: only OpenCV's CPU encoder exists
+    with pytest.raises(NoGpuEncoder, match=r"no JPEG encoder on CUDA device 0 among the backends HYBRID_CPU_GPU, "
+                                           r"GPU_ONLY, HW_GPU_ONLY .*nvjpeg"):
+        NvCodec(0, 1)
+    with pytest.raises(RuntimeError, match="device='gpu': nvImageCodec could not start on gpu 0.*no JPEG encoder"):
+        task_encoder(make_encode_options(device="gpu"), TaskDevice("gpu", 0))
+    assert task_encoder(make_encode_options(device="auto"), TaskDevice("auto", 0)).name == "pillow"
+    assert "nvImageCodec could not start on gpu 0" in caplog.text
+
+
+def test_code_streams_are_kept_per_worker(fake_nvimgcodec):
+    from gpuimages.encoders.nvimgcodec import NvImageCodecEncoder
+
+    fake = fake_nvimgcodec({"GPU_ONLY"})
+    enc = NvImageCodecEncoder(make_encode_options(), TaskDevice("gpu", 0, 1))
+    assert enc.name == "nvimgcodec-gpu" and enc.backends == ("HYBRID_CPU_GPU", "GPU_ONLY", "HW_GPU_ONLY")
+    first = enc.encode([bgr(seed=1), bgr(seed=2), bgr(seed=3)])
+    second = enc.encode([bgr(seed=4), bgr(seed=5)])
+    assert first.data == [b"\xff\xd8GPU_ONLY"] * 3 and second.data == [b"\xff\xd8GPU_ONLY"] * 2
+    probe, a, b = fake.streams
+    assert [id(s) for s in b] == [id(s) for s in a[:2]] and a[0] is probe[0]  # the same streams, call after call
+    assert len(fake.made) == 1
+
+
+def test_code_streams_are_reused_by_the_real_cpu_backend():
+    enc = encoder(quality=90)
+    codec = enc._codec()
+    first = enc.encode([bgr(48, 64, 1), bgr(32, 40, 2)])
+    streams = list(codec._streams)
+    second = enc.encode([bgr(24, 16, 3)])
+    assert codec._streams == streams and len(streams) == 2
+    sizes = [Image.open(io.BytesIO(b)).size for b in first.data + second.data]
+    assert sizes == [(64, 48), (40, 32), (16, 24)]  # each image's own bytes, though the buffers are reused

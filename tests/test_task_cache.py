@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -130,3 +131,81 @@ def test_release_unused_frees_cupy_blocks_on_the_task_gpu_not_the_current_device
     cupy.freed.clear()
     release_unused(None)  # a task without a GPU allocated no device blocks
     assert cupy.freed == ["pinned"]
+
+
+@pytest.fixture
+def dali_backend(monkeypatch):
+    """A stand-in for ``nvidia.dali.backend`` that counts ``ReleaseUnusedMemory`` calls."""
+    import types
+
+    backend = types.SimpleNamespace(calls=0)
+
+    def release():
+        backend.calls += 1
+
+    backend.ReleaseUnusedMemory = release
+    monkeypatch.setitem(sys.modules, "nvidia.dali.backend", backend)
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    return backend
+
+
+def test_eviction_gives_the_memory_back_but_a_cache_hit_does_not(dali_backend):
+    cache = WorkerCache(capacity=1)
+    cache.get("a", lambda: Thing("a"))
+    cache.get("a", lambda: Thing("a"))
+    assert dali_backend.calls == 0
+    cache.get("b", lambda: Thing("b"))  # "a" evicted: its pools can go back
+    assert dali_backend.calls == 1
+    cache.discard("b")
+    assert dali_backend.calls == 2
+    cache.discard("b")  # nothing dropped: nothing to release
+    cache.clear()
+    assert dali_backend.calls == 2
+
+
+def test_memory_goes_back_when_the_worker_idles_not_between_tasks(dali_backend, monkeypatch):
+    """DALI's ReleaseUnusedMemory frees every pool while the pipelines stay cached: after every task the next
+    one would allocate it all again. It runs once the worker has had no task for the idle delay."""
+    import time
+
+    from gpuimages.task import cache as module
+
+    monkeypatch.setattr(module, "_idle", module._IdleRelease())
+    monkeypatch.setenv(module.IDLE_RELEASE_ENV, "0.3")
+    module.task_started()
+    module.task_finished(None)
+    module.task_started()  # the next task comes before the delay: nothing is released
+    time.sleep(0.5)
+    assert dali_backend.calls == 0
+    module.task_finished(None)
+    deadline = time.monotonic() + 5
+    while dali_backend.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dali_backend.calls == 1 and module._idle.releases == 1
+    monkeypatch.setenv(module.IDLE_RELEASE_ENV, "0")  # 0: at the end of every task, as before
+    module.task_started()
+    module.task_finished(None)
+    assert dali_backend.calls == 2
+
+
+def test_a_task_runs_without_releasing_memory_at_its_end(dali_backend, monkeypatch):
+    import pyarrow as pa
+
+    from gpuimages.task import cache as module
+    from gpuimages.task.runner import StageSpec, run_partition
+    from gpuimages.task.steps.base import Step
+
+    class Count(Step):
+        name = "count"
+
+        def run(self, work):
+            work.columns["n"] = pa.array([len(work)] * len(work), pa.int64())
+
+    monkeypatch.setattr(module, "_idle", module._IdleRelease())
+    monkeypatch.setenv(module.IDLE_RELEASE_ENV, "60")
+    spec = StageSpec("count", "cpu", "x", "values", (Count(),), ("n",), error_col=None)
+    out = list(run_partition(iter([pa.RecordBatch.from_pydict({"x": [1, 2, 3]})]), spec))
+    assert out[0].column("n").to_pylist() == [3, 3, 3]
+    assert dali_backend.calls == 0 and module._idle.timer is not None  # released later, if the worker idles
+    module.task_started()
+    assert module._idle.timer is None

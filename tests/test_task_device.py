@@ -197,3 +197,53 @@ def test_cuda_numbers_gpus_as_nvidia_smi_unless_the_environment_chose(monkeypatc
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
     dev.visible_gpu_count(refresh=True)
     assert seen == ["PCI_BUS_ID", "FASTEST_FIRST"]
+
+
+def test_an_assigned_gpu_cuda_cannot_see_fails_gpu_tasks_with_the_reason(monkeypatch, fresh_slots, caplog):
+    _gpus(monkeypatch, 0)
+    with pytest.raises(RuntimeError, match=r"device='gpu': Spark assigned GPU 0 .* sees no CUDA device"):
+        dev.resolve_task_device("gpu", _Context(["0"]), env={"CUDA_VISIBLE_DEVICES": "0"})
+    got = dev.resolve_task_device("auto", _Context(["0"]), env={})
+    assert got.gpu_id is None and "the task computes on CPU" in caplog.text
+
+
+UUIDS = {0: "GPU-1111aaaa-0000-0000-0000-000000000000", 1: "GPU-2222bbbb-0000-0000-0000-000000000000",
+         2: "GPU-3333cccc-0000-0000-0000-000000000000"}
+
+
+def test_index_addresses_map_through_uuids_in_cuda_visible_devices():
+    """Discovery scripts print nvidia-smi indices; CUDA_VISIBLE_DEVICES may list the same GPUs by UUID (or a
+    unique prefix of one), in any order."""
+    visible = visible_entries(f"{UUIDS[2]},{UUIDS[0][:12]}")
+    assert cuda_ordinal("2", visible, 2, UUIDS.get) == 0
+    assert cuda_ordinal("0", visible, 2, UUIDS.get) == 1
+    with pytest.raises(ValueError, match="GPU address '1'"):
+        cuda_ordinal("1", visible, 2, UUIDS.get)  # a GPU of the node that this process does not see
+    with pytest.raises(ValueError, match="GPU address '2'"):
+        cuda_ordinal("2", visible, 2, lambda index: None)  # no NVML: nothing to map with
+
+
+def test_an_index_address_resolves_on_a_node_whose_cuda_visible_devices_holds_uuids(monkeypatch, fresh_slots):
+    _gpus(monkeypatch, 2)
+    monkeypatch.setattr(dev, "nvml_uuid", UUIDS.get)
+    env = {"CUDA_VISIBLE_DEVICES": f"{UUIDS[1]},{UUIDS[2]}"}
+    assert dev.resolve_task_device("gpu", _Context(["2"]), env=env) == TaskDevice("gpu", 1, 1, "2")
+
+
+def test_the_task_share_of_a_gpu_comes_from_the_profile_the_environment_or_the_auto_bound(monkeypatch, fresh_slots):
+    from gpuimages.scheduling import ProfileDecision, task_gpu_share
+
+    _gpus(monkeypatch, 2)
+    assert dev.resolve_task_device("gpu", _Context(["1"]), env={}, gpu_share=0.25).gpu_share == 0.25
+    overridden = dev.resolve_task_device("gpu", _Context(["1"]), env={dev.GPU_SHARE_ENV: "0.5"}, gpu_share=0.25)
+    assert overridden.gpu_share == 0.5
+    assert dev.resolve_task_device("auto", _Context(), env={dev.AUTO_WORKERS_PER_GPU_ENV: "2"}).gpu_share == 0.5
+    assert dev.resolve_task_device("gpu", _Context(["1"]), env={}).gpu_share is None
+    device = TaskDevice("gpu", 0, 1, gpu_share=0.25)
+    assert device.memory_share({}) == 0.25 and device.memory_share({dev.GPU_MEMORY_FRACTION_ENV: "0.6"}) == 0.15
+    assert TaskDevice("gpu", 0).memory_share({dev.AUTO_WORKERS_PER_GPU_ENV: "8"}) == 0.125  # unknown: 1 / workers
+    used = ProfileDecision(True, "", executor_gpus=1.0, task_gpus=0.25)
+    assert task_gpu_share(used, {}) == 0.25
+    assert task_gpu_share(ProfileDecision(False, ""), {"spark.task.resource.gpu.amount": "0.5"}) == 0.5
+    assert task_gpu_share(ProfileDecision(False, ""), {"spark.task.resource.gpu.amount": "2"}) is None
+    assert task_gpu_share(ProfileDecision(False, ""), {}) is None

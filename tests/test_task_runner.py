@@ -121,20 +121,33 @@ def test_spec_is_checked():
 
 
 def test_a_gpu_library_that_cannot_start_falls_back_to_its_cpu_path(caplog):
+    from gpuimages.task.cache import worker_cache
     from gpuimages.task.device import TaskDevice
     from gpuimages.task.steps.base import gpu_or_cpu
 
+    calls = []
+
     def broken():
-        raise RuntimeError("CUDA error: no device")
+        calls.append("gpu")
+        raise RuntimeError("CUDA error: out of memory")
 
     def missing():
         raise ImportError("no module named nvidia.dali")
 
     device = TaskDevice("auto", 0)
-    assert gpu_or_cpu(True, broken, lambda: "cpu", "the DALI engine", device) == "cpu"
-    assert "the DALI engine could not start on gpu 0, 1 thread (CUDA error: no device)" in caplog.text
+    key = ("test-gpu-or-cpu", 1)
+    assert gpu_or_cpu(True, key, broken, lambda: "cpu", "the DALI engine", device) == "cpu"
+    assert "the DALI engine could not start on gpu 0, 1 thread (CUDA error: out of memory)" in caplog.text
+    assert key not in worker_cache()  # the fallback is not cached under the GPU key...
+    assert gpu_or_cpu(True, key, lambda: "gpu", lambda: "cpu", "the DALI engine", device) == "gpu"  # ...so it retries
+    assert worker_cache().get(key, broken) == "gpu" and calls == ["gpu"]
+    worker_cache().discard(key)
+    with pytest.raises(RuntimeError, match=r"device='gpu': the DALI engine could not start on gpu 0, 1 thread: "
+                                           r"RuntimeError: CUDA error: out of memory"):
+        gpu_or_cpu(True, key, broken, lambda: "cpu", "the DALI engine", TaskDevice("gpu", 0))
     with pytest.raises(RuntimeError):
-        gpu_or_cpu(False, broken, lambda: "cpu", "Pillow", device)  # a CPU failure is not hidden
+        gpu_or_cpu(False, key, broken, lambda: "cpu", "Pillow", device)  # a CPU failure is not hidden
     with pytest.raises(ImportError):
-        gpu_or_cpu(True, missing, lambda: "cpu", "the DALI engine", device)
-    assert gpu_or_cpu(True, missing, lambda: "cpu", "nvImageCodec", device, missing_is_fatal=False) == "cpu"
+        gpu_or_cpu(True, key, missing, lambda: "cpu", "the DALI engine", device)
+    assert gpu_or_cpu(True, key, missing, lambda: "cpu", "nvImageCodec", device, missing_is_fatal=False) == "cpu"
+    assert key not in worker_cache()

@@ -19,8 +19,12 @@ sources):
   padding between rows); a BGRA device image is copied to the host and encoded by Pillow. Decode with
   ``decode_device(..., drop_alpha=True)`` to have DALI drop alpha on the device.
 
-Without a GPU (``device.gpu_id`` None) nvImageCodec runs its CPU-only backend
-(``NVIMGCODEC_DEVICE_CPU_ONLY``), which is what CI exercises. The native encoder is built once per
+On a GPU only nvImageCodec's GPU backends are allowed (``HYBRID_CPU_GPU``, ``GPU_ONLY``, ``HW_GPU_ONLY``;
+its default allows every backend, and with nvJPEG's encoder missing it would pick OpenCV's CPU encoder and
+copy device images to the host without a word); a probe encode says when none of them is there, which fails
+a ``device="gpu"`` task. Without a GPU (``device.gpu_id`` None) nvImageCodec runs its CPU-only backend
+(``NVIMGCODEC_DEVICE_CPU_ONLY``), which is what CI exercises. Encoded bytes land in CodeStreams kept per
+worker (``code_stream_s=``), not in a new page-locked stream per image per call. The native encoder is built once per
 worker, GPU and thread count, in the worker cache (:func:`gpuimages.task.cache.worker_cache`), and fetched
 for every batch so eviction frees it. nvImageCodec >= 0.9 is required (``QualityType``, the
 ``NVIMGCODEC_DEVICE_CPU_ONLY`` constant); it is imported when the encoder is created, on executors only.
@@ -29,6 +33,7 @@ for every batch so eviction frees it. nvImageCodec >= 0.9 is required (``Quality
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,19 +65,75 @@ def import_nvimgcodec() -> Any:
     return nvimgcodec
 
 
+#: nvImageCodec backends that run on the GPU; a GPU task allows only these (:class:`NvCodec`).
+GPU_BACKENDS = ("HYBRID_CPU_GPU", "GPU_ONLY", "HW_GPU_ONLY")
+
+
+class NoGpuEncoder(RuntimeError):
+    """nvImageCodec has no GPU JPEG encoder here (nvJPEG's encoder missing or not starting)."""
+
+
 class NvCodec:
-    """The worker's native nvImageCodec encoder for one device and thread count; :meth:`close` lets it go."""
+    """The worker's native nvImageCodec encoder for one device and thread count, with its output CodeStreams.
+
+    On a GPU only the GPU backends (:data:`GPU_BACKENDS`) are allowed: with every backend allowed (nvImageCodec's
+    default, ``backends`` empty) and nvJPEG's encoder missing, nvImageCodec picks OpenCV's CPU-only JPEG encoder
+    and copies device images to the host, silently. A one-pixel probe encode at construction tells whether a GPU
+    encoder is there; :class:`NoGpuEncoder` says so when it is not. Without a GPU only ``CPU_ONLY`` is allowed.
+
+    ``encode`` writes into CodeStreams kept here (``code_stream_s=``): without them nvImageCodec makes a new
+    CodeStream, in page-locked memory on a GPU, per image per call. A stream's buffer grows to the largest image
+    it held; the bytes are copied out (``bytes(stream)``) before the next call reuses it. :meth:`close` lets
+    everything go.
+    """
 
     def __init__(self, gpu_id: int | None, threads: int) -> None:
         nvimgcodec = import_nvimgcodec()
-        device = nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY if gpu_id is None else int(gpu_id)
-        # max_num_cpu_threads=0 would mean "every core"; a task has device.threads of them.
-        self.encoder: Any = nvimgcodec.Encoder(device_id=device, max_num_cpu_threads=max(1, int(threads)))
         self.gpu_id = gpu_id
+        device = nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY if gpu_id is None else int(gpu_id)
+        kinds = ("CPU_ONLY",) if gpu_id is None else GPU_BACKENDS
+        #: The backend kinds this encoder may use (every one of them a GPU one on a GPU).
+        self.backends: tuple[str, ...] = kinds
+        backends = [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind)) for kind in kinds]
+        # max_num_cpu_threads=0 would mean "every core"; a task has device.threads of them.
+        self.encoder: Any = nvimgcodec.Encoder(
+            device_id=device, max_num_cpu_threads=max(1, int(threads)), backends=backends
+        )
+        self._new_stream = lambda: nvimgcodec.CodeStream(pin_memory=gpu_id is not None)
+        self._streams: list[Any] = []
+        self._lock = threading.Lock()
+        self._probe(nvimgcodec)
+
+    def _probe(self, nvimgcodec: Any) -> None:
+        image = np.zeros((8, 8, 3), np.uint8)
+        try:
+            out = self.encode([nvimgcodec.as_image(image, sample_format=nvimgcodec.SampleFormat.I_BGR)], "jpeg")
+        except Exception as exc:  # noqa: BLE001 - reported with the backends allowed
+            out, why = [None], f"{type(exc).__name__}: {exc}"
+        else:
+            why = "it returned no image"
+        if out[0] is None:
+            where = "the CPU" if self.gpu_id is None else f"CUDA device {self.gpu_id}"
+            raise NoGpuEncoder(
+                f"nvImageCodec has no JPEG encoder on {where} among the backends {', '.join(self.backends)} "
+                f"(a probe encode failed: {why}); on a GPU that means nvJPEG's encoder is missing: "
+                f'pip install "nvidia-nvimgcodec-cu12[nvjpeg]>={NVIMGCODEC_FLOOR}"'
+            )
+
+    def encode(self, images: list[Any], codec: str, params: Any = None) -> list[Any]:
+        """``Encoder.encode`` into this worker's CodeStreams; each result is a stream to copy out, or None."""
+        with self._lock:
+            while len(self._streams) < len(images):
+                self._streams.append(self._new_stream())
+            streams = self._streams[: len(images)]
+            kwargs = {} if params is None else {"params": params}
+            out = self.encoder.encode(images, codec, code_stream_s=streams, **kwargs)
+            return [None if s is None else bytes(s) for s in out]
 
     def close(self) -> None:
-        """Drop the native encoder (freed with its last reference)."""
+        """Drop the native encoder and its streams (freed with their last references)."""
         self.encoder = None
+        self._streams = []
 
 
 def _interface(image: Any) -> dict[str, Any] | None:
@@ -152,14 +213,19 @@ class NvImageCodecEncoder(Encoder):
         self._codec()  # fail early on a broken installation or device
 
     def _codec(self) -> Any:
+        """The worker's :class:`NvCodec` (from the worker cache; rebuilt when it was evicted)."""
         cache = worker_cache()
         for _ in range(3):
             codec = cache.get(self._key, lambda: NvCodec(self.gpu_id, self.threads))
-            encoder = codec.encoder
-            if encoder is not None:
-                return encoder
+            if codec.encoder is not None:
+                return codec
             cache.discard(self._key)
         raise RuntimeError("the nvImageCodec encoder kept being dropped from the worker cache while in use")
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The nvImageCodec backend kinds this encoder allows (only GPU ones on a GPU)."""
+        return tuple(getattr(self._codec(), "backends", ()))
 
     def _wrap(self, image: Any, grey: bool) -> Any:
         """An nvImageCodec image over ``image`` (no copy, except cutting alpha off a host BGRA array)."""
@@ -173,11 +239,11 @@ class NvImageCodecEncoder(Encoder):
     def _encode_group(self, images: list[Any], params: Any, grey: bool) -> list[bytes | None]:
         try:
             wrapped = [self._wrap(image, grey) for image in images]
-            streams = self._codec().encode(wrapped, "jpeg", params=params)
+            blobs = self._codec().encode(wrapped, "jpeg", params=params)
         except Exception as exc:  # noqa: BLE001 - the batch goes to Pillow instead
             log.warning("gpuimages: nvImageCodec failed a batch of %d (%s); encoding it with Pillow", len(images), exc)
             return [None] * len(images)
-        return [None if s is None else bytes(s) for s in streams]
+        return [None if s is None else bytes(s) for s in blobs]
 
     def encode(self, images: Sequence[Any]) -> EncodedBatch:
         """Encode a batch of host or device images; a failed image gets ``None`` and a reason, never an exception."""

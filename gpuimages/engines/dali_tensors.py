@@ -100,6 +100,7 @@ class TensorDecoder:
         self.expected = (3, height, width) if input_format.layout == "NCHW" else (height, width, 3)
         #: DALI batch (halved on out-of-memory errors) and iterations in flight.
         self.chunk_size = options.batch_size
+        self.full_chunk_size = options.batch_size
         self.window = WINDOW
         #: How each file of the last batch went: "dali", "pillow: <why>", "pillow after dali: <error>".
         self.last_routes: list[str] = []

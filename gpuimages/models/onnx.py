@@ -13,15 +13,18 @@ model fetches its session for every call, so evicting it frees the session and i
   memory to the CPU provider.
 * **CUDA provider options** (names and values as ONNX Runtime's ``cuda_execution_provider_info.cc``
   parses them): ``device_id``; ``gpu_mem_limit`` (the arena's bound, :func:`gpu_mem_limit`:
-  ``$GPUIMAGES_ORT_GPU_MEM_LIMIT``, default a quarter of the GPU's memory, since several Python workers
-  and DALI share it); ``arena_extend_strategy=kSameAsRequested`` (grow by what is asked, not to the
-  next power of two); ``cudnn_conv_algo_search=HEURISTIC`` (the default, EXHAUSTIVE, benchmarks every
-  convolution again for every new input shape, and batch sizes vary at slice ends and after a split).
+  ``$GPUIMAGES_ORT_GPU_MEM_LIMIT``, default half of the task's share of the GPU's memory, since several
+  Python workers share a GPU and DALI and nvImageCodec share the task's part);
+  ``arena_extend_strategy=kSameAsRequested`` (grow by what is asked, not to the next power of two);
+  ``cudnn_conv_algo_search=HEURISTIC`` (the default, EXHAUSTIVE, benchmarks every convolution again for
+  every new input shape, and batch sizes vary at slice ends and after a split).
 * **Threads.** ``intra_op_num_threads`` is the task's threads (``device.threads``, or the spec's).
 * **Device batches.** :meth:`OnnxModel.run_device` binds DALI's device batch as the model input with
   IO binding: no pixel copy; only the outputs are copied to the host. DALI's outputs are complete when
   its ``outputs()`` returns without a stream ("synchronized with the host"), so no stream wait is
   needed; other producers go through DLPack with cupy, synchronised on the tensor's own device.
+* **Out of memory.** A device batch (128 images by default) goes to one run; a run that fails for want of
+  GPU memory is retried in halves (down to one image), host and device batches alike.
 """
 
 from __future__ import annotations
@@ -53,10 +56,18 @@ CPU_PROVIDER = "CPUExecutionProvider"
 #: Environment variable: the CUDA arena's bound per session, in bytes ("8589934592"), with a unit
 #: ("8GiB", "512MB") or as a share of the GPU's memory ("25%"); "0" or "none" for no bound.
 GPU_MEM_LIMIT_ENV = "GPUIMAGES_ORT_GPU_MEM_LIMIT"
-#: Default bound: this share of the GPU's memory...
-DEFAULT_GPU_MEM_SHARE = 0.25
+#: Default bound: this part of the task's share of the GPU's memory (the rest is for DALI's pools and
+#: nvImageCodec in the same task; :meth:`gpuimages.task.device.TaskDevice.memory_share`)...
+MODEL_PART_OF_TASK = 0.5
 #: ...or this many bytes when the GPU's memory cannot be read.
 FALLBACK_GPU_MEM_LIMIT = 4 << 30
+#: ONNX Runtime's out-of-memory messages: its arena's ("Failed to allocate memory for requested buffer",
+#: "Available memory of ... is smaller than requested bytes"), CUDA's, cuBLAS's and cuDNN's.
+_OOM = re.compile(
+    r"out of memory|Failed to allocate memory|is smaller than requested bytes|cudaErrorMemoryAllocation"
+    r"|CUDA_ERROR_OUT_OF_MEMORY|bad_alloc|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED",
+    re.IGNORECASE,
+)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 
@@ -133,8 +144,14 @@ def parse_mem_limit(text: str, total: int | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-def gpu_mem_limit(gpu_id: int, env: Mapping[str, str] | None = None) -> int | None:
-    """The CUDA arena bound for sessions on ``gpu_id`` (see :data:`GPU_MEM_LIMIT_ENV`); None: no bound."""
+def gpu_mem_limit(gpu_id: int, env: Mapping[str, str] | None = None, share: float | None = None) -> int | None:
+    """The CUDA arena bound for sessions on ``gpu_id`` (see :data:`GPU_MEM_LIMIT_ENV`); None: no bound.
+
+    Default: :data:`MODEL_PART_OF_TASK` of the task's part of the GPU's memory, ``share`` (from
+    :meth:`~gpuimages.task.device.TaskDevice.memory_share`; None: a quarter, four workers per GPU). Four
+    workers sharing a GPU then bound their arenas to half of it together, leaving the rest to DALI and
+    nvImageCodec.
+    """
     env = os.environ if env is None else env
     text = env.get(GPU_MEM_LIMIT_ENV)
     total = device_total_memory(gpu_id)
@@ -143,7 +160,28 @@ def gpu_mem_limit(gpu_id: int, env: Mapping[str, str] | None = None) -> int | No
             return parse_mem_limit(text, total)
         except ValueError as exc:
             log.warning("%s; using the default", exc)
-    return int(total * DEFAULT_GPU_MEM_SHARE) if total else FALLBACK_GPU_MEM_LIMIT
+    share = 0.25 if share is None else float(share)
+    return int(total * share * MODEL_PART_OF_TASK) if total else FALLBACK_GPU_MEM_LIMIT
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an ONNX Runtime error that says the device ran out of memory."""
+    return bool(_OOM.search(str(exc)))
+
+
+def halving(run: Any, start: int, count: int, what: str) -> list[np.ndarray]:
+    """``run(start, n)`` over rows ``[start, start + count)``; a part that runs out of device memory is halved
+    and retried until a single row still does not fit (that error is raised). No state is kept: the next
+    call starts again at its full size, so a moment of pressure does not shrink the batches for good."""
+    try:
+        return [run(start, count)]
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
+        if count <= 1 or not is_oom(exc):
+            raise
+        half = count // 2
+        log.warning("gpuimages: %s ran out of GPU memory on %d images; running %d and %d", what, count, half,
+                    count - half)
+        return halving(run, start, half, what) + halving(run, start + half, count - half, what)
 
 
 # --------------------------------------------------------------------------- providers
@@ -265,7 +303,10 @@ def get_session(path: str, device: TaskDevice, threads: int | None = None) -> tu
     """
     gpu_id = device.gpu_id
     threads = int(threads or device.threads)
-    cuda_options = cuda_provider_options(gpu_id, gpu_mem_limit(gpu_id)) if gpu_id is not None else None
+    cuda_options = (
+        cuda_provider_options(gpu_id, gpu_mem_limit(gpu_id, share=device.memory_share()))
+        if gpu_id is not None else None
+    )
     key = session_key(path, gpu_id, threads, cuda_options)
     cache = worker_cache()
     for _ in range(3):
@@ -338,9 +379,15 @@ class OnnxModel(Model):
         return self._session()[0].on_cuda
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        """Features of a host batch; a batch that runs out of GPU memory is run in halves (:func:`halving`)."""
         session = self.session
-        (out,) = session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})
-        return as_features(out, batch.shape[0], f"ONNX model {self.path}")
+        batch = np.ascontiguousarray(batch, np.float32)
+
+        def part(start: int, n: int) -> np.ndarray:
+            (out,) = session.run([self.output_name], {self.input_name: batch[start : start + n]})
+            return as_features(out, n, f"ONNX model {self.path}")
+
+        return np.concatenate(halving(part, 0, batch.shape[0], f"ONNX model {self.path}"), axis=0)
 
     def run_device(self, tensor: Any, n: int) -> np.ndarray:
         """Run on a DALI tensor: host tensors in place; device tensors through IO binding (no pixel copy).
@@ -368,13 +415,21 @@ class OnnxModel(Model):
         stream at the end of a run, and the outputs are copied to the host).
         """
         session = session if session is not None else self.session
-        binding = session.io_binding()
-        binding.bind_input(
-            self.input_name, device_type="cuda", device_id=int(device), element_type=np.float32,
-            shape=tuple(int(d) for d in shape), buffer_ptr=int(pointer),
-        )
-        binding.bind_output(self.output_name, "cpu")
-        session.run_with_iobinding(binding)
-        (out,) = binding.copy_outputs_to_cpu()
-        del owner
-        return as_features(out, shape[0], f"ONNX model {self.path}")
+        shape = tuple(int(d) for d in shape)
+        row_bytes = 4 * int(np.prod(shape[1:], dtype=np.int64))  # float32, C-contiguous rows
+
+        def part(start: int, n: int) -> np.ndarray:
+            binding = session.io_binding()
+            binding.bind_input(
+                self.input_name, device_type="cuda", device_id=int(device), element_type=np.float32,
+                shape=(n, *shape[1:]), buffer_ptr=int(pointer) + start * row_bytes,
+            )
+            binding.bind_output(self.output_name, "cpu")
+            session.run_with_iobinding(binding)
+            (out,) = binding.copy_outputs_to_cpu()
+            return as_features(out, n, f"ONNX model {self.path}")
+
+        try:
+            return np.concatenate(halving(part, 0, shape[0], f"ONNX model {self.path}"), axis=0)
+        finally:
+            del owner

@@ -8,14 +8,18 @@ once per worker and key, in one least-recently-used cache behind a lock (as pysp
 least recently used one closed (``close()``) when a new one would exceed the bound. Keys name only
 what changes the object (a pipeline's batch size and GPU, not the options it does not read).
 
-At the end of each task :func:`release_unused` hands memory no live object uses back to the
-device (DALI's ``ReleaseUnusedMemory``, cupy's pool), so idle workers sharing a GPU do not hold
-their peaks.
+:func:`release_unused` hands memory no live object uses back to the device (DALI's
+``ReleaseUnusedMemory``, which frees *all* of DALI's device pools and its pinned host pool, and cupy's
+pools). Not after every task: the pipelines stay cached, and the next task would allocate all of it again.
+Instead it runs when the cache drops objects (eviction, a discarded pipeline) and when the worker has been
+idle for :data:`IDLE_RELEASE_ENV` seconds (default :data:`DEFAULT_IDLE_RELEASE_S`) after a task
+(:func:`task_started`, :func:`task_finished`), so idle workers sharing a GPU do not hold their peaks.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections import OrderedDict
@@ -31,6 +35,10 @@ T = TypeVar("T")
 #: Environment variable: objects one Python worker keeps built.
 CAPACITY_ENV = "GPUIMAGES_WORKER_CACHE_SIZE"
 DEFAULT_CAPACITY = 16
+#: Environment variable: seconds a worker waits without a task before giving unused memory back (0: at the
+#: end of every task).
+IDLE_RELEASE_ENV = "GPUIMAGES_IDLE_RELEASE_SECONDS"
+DEFAULT_IDLE_RELEASE_S = 30
 
 
 def _close(value: Any) -> None:
@@ -63,12 +71,16 @@ class WorkerCache:
             value = factory()
             self._items[key] = value
             self.built += 1
+            evicted = 0
             while len(self._items) > self.capacity:
                 old_key, old = self._items.popitem(last=False)
                 log.info("gpuimages: worker cache full (%d); closing %s", self.capacity, type(old).__name__)
                 self.closed += 1
                 _close(old)
-            return value
+                evicted += 1
+        if evicted:
+            self.released()
+        return value
 
     def discard(self, key: Hashable) -> None:
         """Drop and close the object for ``key``, if there is one."""
@@ -77,6 +89,7 @@ class WorkerCache:
         if value is not None:
             self.closed += 1
             _close(value)
+            self.released()
 
     def discard_where(self, predicate: Callable[[Hashable], bool]) -> int:
         """Drop and close every object whose key matches ``predicate``; how many were dropped."""
@@ -86,7 +99,13 @@ class WorkerCache:
         for value in values:
             self.closed += 1
             _close(value)
+        if values:
+            self.released()
         return len(values)
+
+    def released(self) -> None:
+        """After objects were dropped: give the memory they held back (:func:`release_unused`)."""
+        release_unused()
 
     def clear(self) -> None:
         """Drop and close everything."""
@@ -120,7 +139,7 @@ def worker_cache() -> WorkerCache:
 
 
 def release_unused(gpu_id: int | None = None) -> None:
-    """Give device and pinned memory that no live object uses back (DALI, cupy); end of every task.
+    """Give device and pinned memory that no live object uses back (DALI, cupy): on eviction and when idle.
 
     ``gpu_id``: the CUDA ordinal the task computed on. cupy keeps one pool per device and
     ``MemoryPool.free_all_blocks()`` frees the pool of the *current* device only, which is not the
@@ -143,3 +162,69 @@ def release_unused(gpu_id: int | None = None) -> None:
             cupy.get_default_pinned_memory_pool().free_all_blocks()
         except Exception as exc:  # noqa: BLE001
             log.debug("cupy pool release failed: %s", exc)
+
+
+class _IdleRelease:
+    """Runs :func:`release_unused` once the worker has had no task for a while (a daemon timer per task end)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0  # bumped by every task start and end: a timer of an older generation does nothing
+        self.timer: threading.Timer | None = None
+        self.releases = 0
+
+    def started(self) -> None:
+        with self.lock:
+            self.generation += 1
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    def finished(self, gpu_id: int | None, delay: float) -> None:
+        with self.lock:
+            self.generation += 1
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if delay > 0:
+                self.timer = threading.Timer(delay, self._fire, (self.generation, gpu_id))
+                self.timer.daemon = True
+                self.timer.start()
+                return
+        self._release(gpu_id)
+
+    def _fire(self, generation: int, gpu_id: int | None) -> None:
+        with self.lock:
+            if generation != self.generation:  # a task started (or ended) since: not idle
+                return
+            self.timer = None
+        self._release(gpu_id)
+
+    def _release(self, gpu_id: int | None) -> None:
+        release_unused(gpu_id)
+        with self.lock:
+            self.releases += 1
+
+
+_idle = _IdleRelease()
+
+
+def idle_release_seconds() -> float:
+    """:data:`IDLE_RELEASE_ENV`, else :data:`DEFAULT_IDLE_RELEASE_S` (0: release at the end of every task)."""
+    value = os.environ.get(IDLE_RELEASE_ENV)
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            log.warning("%s=%r is not a number; using %s", IDLE_RELEASE_ENV, value, DEFAULT_IDLE_RELEASE_S)
+    return float(DEFAULT_IDLE_RELEASE_S)
+
+
+def task_started() -> None:
+    """A task begins in this worker: the worker is not idle (a pending idle release is cancelled)."""
+    _idle.started()
+
+
+def task_finished(gpu_id: int | None) -> None:
+    """A task ended: give unused memory back once no other task has started for :func:`idle_release_seconds`."""
+    _idle.finished(gpu_id, idle_release_seconds())

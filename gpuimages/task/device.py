@@ -31,8 +31,8 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,12 @@ AUTO_WORKERS_PER_GPU_ENV = "GPUIMAGES_AUTO_WORKERS_PER_GPU"
 DEFAULT_AUTO_WORKERS_PER_GPU = 4
 #: Environment variable overriding the CPU threads a task's libraries may use.
 THREADS_ENV = "GPUIMAGES_TASK_THREADS"
+#: Environment variable: the share of one GPU a task holds (``0.25``: four tasks per GPU); overrides what the
+#: stage's resource profile (``spark.task.resource.gpu.amount``) or the worker bound under "auto" says.
+GPU_SHARE_ENV = "GPUIMAGES_GPU_SHARE"
+#: Environment variable: the part of each GPU's memory gpuimages' tasks may use between them (default 1.0);
+#: lower it where another library holds a pool on the same GPU (the RAPIDS Accelerator: docs/databricks.md).
+GPU_MEMORY_FRACTION_ENV = "GPUIMAGES_GPU_MEMORY_FRACTION"
 #: CUDA's device order. Its default, FASTEST_FIRST, numbers the GPUs of a node with mixed models differently
 #: from ``nvidia-smi`` (and from the indices discovery scripts print, and ``CUDA_VISIBLE_DEVICES`` lists);
 #: PCI_BUS_ID numbers them as ``nvidia-smi`` does. The same order on a node of one GPU model.
@@ -58,12 +64,25 @@ class TaskDevice:
     gpu_id:    CUDA ordinal in this process (after ``CUDA_VISIBLE_DEVICES``); None: no GPU.
     threads:   CPU threads the task's libraries may use.
     address:   Spark's GPU address the ordinal came from (logs), if Spark assigned one.
+    gpu_share: the share of the GPU this task holds (``spark.task.resource.gpu.amount``, or one over the
+               workers sharing it); None when unknown. Sizes memory bounds (:meth:`memory_share`).
     """
 
     mode: str = "cpu"
     gpu_id: int | None = None
     threads: int = 1
     address: str | None = None
+    gpu_share: float | None = field(default=None, compare=False)
+
+    def memory_share(self, env: Mapping[str, str] | None = None) -> float:
+        """The part of the GPU's memory this task's libraries may use between them.
+
+        ``$GPUIMAGES_GPU_MEMORY_FRACTION`` (what gpuimages may use of each GPU, default 1.0) times the task's
+        share of the GPU (``gpu_share``; unknown: one over ``$GPUIMAGES_AUTO_WORKERS_PER_GPU``, default 4).
+        """
+        fraction = env_fraction(GPU_MEMORY_FRACTION_ENV, 1.0, env)
+        share = self.gpu_share if self.gpu_share else 1.0 / max(1, auto_workers_per_gpu(env))
+        return fraction * min(1.0, share)
 
     @property
     def on_gpu(self) -> bool:
@@ -115,12 +134,22 @@ def visible_entries(value: str | None) -> list[str] | None:
     return out
 
 
-def cuda_ordinal(address: Any, visible: Sequence[str] | None, count: int) -> int:
+def _uuid_position(uuid: str, visible: Sequence[str], count: int) -> int | None:
+    """The position in ``visible`` of the entry naming GPU ``uuid`` (CUDA accepts a unique prefix of a UUID)."""
+    matches = [i for i, entry in enumerate(visible[:count]) if entry.startswith("GPU-") and uuid.startswith(entry)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def cuda_ordinal(
+    address: Any, visible: Sequence[str] | None, count: int, uuid_of: Callable[[int], str | None] | None = None
+) -> int:
     """The CUDA ordinal, in this process, of the GPU Spark calls ``address``.
 
     ``visible``: :func:`visible_entries` of ``CUDA_VISIBLE_DEVICES`` (None: unset); ``count``: the
     CUDA devices this process sees. The address is looked up in ``CUDA_VISIBLE_DEVICES`` (its
-    position is the ordinal); unset, the address is the ordinal. A process that sees exactly one
+    position is the ordinal); unset, the address is the ordinal. Where ``CUDA_VISIBLE_DEVICES`` lists
+    GPU UUIDs and the address is an ``nvidia-smi`` index (what discovery scripts print), ``uuid_of(index)``
+    (default :func:`nvml_uuid`) names that GPU's UUID, which is then looked up. A process that sees exactly one
     device uses it whatever the address says (a container that shows only its own GPU).
     Raises ``ValueError`` naming the address and what is visible otherwise.
     """
@@ -130,6 +159,11 @@ def cuda_ordinal(address: Any, visible: Sequence[str] | None, count: int) -> int
         raise ValueError(f"Spark assigned GPU address {text!r} to this task but no CUDA device is visible")
     if visible is not None and key in visible[:count]:
         return list(visible).index(key)
+    if visible is not None and text.isdigit() and any(e.startswith("GPU-") for e in visible[:count]):
+        uuid = (uuid_of or nvml_uuid)(int(text))
+        position = None if uuid is None else _uuid_position(uuid, visible, count)
+        if position is not None:
+            return position
     if visible is None and text.isdigit() and int(text) < count:
         return int(text)
     if count == 1:
@@ -171,6 +205,21 @@ def env_int(name: str, default: int, minimum: int = 0, env: Mapping[str, str] | 
     return default
 
 
+def env_fraction(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    """The number in (0, 1] in environment variable ``name``, else ``default``; anything else is ignored with a
+    warning."""
+    value = (os.environ if env is None else env).get(name)
+    if value:
+        try:
+            number = float(value)
+            if 0 < number <= 1:
+                return number
+        except ValueError:
+            pass
+        log.warning("%s=%r is not a number in (0, 1]; ignoring it", name, value)
+    return default
+
+
 def task_threads(cpus: int | None, env: Mapping[str, str] | None = None) -> int:
     """CPU threads for a task: ``$GPUIMAGES_TASK_THREADS``, else the task's CPUs, at least 1."""
     return env_int(THREADS_ENV, max(1, int(cpus or 1)), 1, env)
@@ -203,6 +252,27 @@ def _count_from_driver_api() -> int:
         return int(count.value)
     except (AttributeError, OSError):
         return 0
+
+
+def nvml_uuid(index: int) -> str | None:
+    """The UUID (``GPU-…``) of the GPU ``nvidia-smi`` calls ``index``, from NVML; None without NVML or that GPU.
+
+    NVML numbers GPUs in PCI bus order, as ``nvidia-smi`` and Spark's discovery scripts do, whatever
+    ``CUDA_VISIBLE_DEVICES`` says; its UUIDs are the ones ``CUDA_VISIBLE_DEVICES`` may list.
+    """
+    try:
+        lib = ctypes.CDLL("libnvidia-ml.so.1")
+        if lib.nvmlInit_v2() != 0:
+            return None
+        handle = ctypes.c_void_p()
+        if lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(int(index)), ctypes.byref(handle)) != 0:
+            return None
+        buf = ctypes.create_string_buffer(96)  # NVML_DEVICE_UUID_V2_BUFFER_SIZE
+        if lib.nvmlDeviceGetUUID(handle, buf, ctypes.c_uint(len(buf))) != 0:
+            return None
+        return buf.value.decode("ascii", "replace") or None
+    except (OSError, AttributeError):
+        return None
 
 
 def pci_device_order(env: MutableMapping[str, str] | None = None) -> None:
@@ -335,21 +405,29 @@ def _sticky_ordinal(visible: Sequence[str] | None, count: int) -> int | None:
     return names.index(held) if held in names else None
 
 
-def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] | None = None) -> TaskDevice:
+def resolve_task_device(
+    mode: str, context: Any = None, env: Mapping[str, str] | None = None, gpu_share: float | None = None
+) -> TaskDevice:
     """The :class:`TaskDevice` of the running task for a stage whose ``device`` is ``mode``.
 
     * "cpu": no GPU.
-    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal` (an address it cannot
-      map fails the task under "gpu"; under "auto" the task is placed as without an address, with a warning).
+    * Spark assigned GPU addresses: the first one, mapped by :func:`cuda_ordinal`. An address it cannot map,
+      or one assigned where CUDA sees no device, fails the task under "gpu" with the reason; under "auto" the
+      task is placed as without an address (or on CPU), with a warning.
     * None assigned, CUDA devices visible: the GPU this worker already uses, else spread by
       partition id; under "auto" only where one of the GPU's worker slots is free (else CPU).
     * No CUDA device: no GPU (under "gpu" the steps then use their libraries' CPU paths, with a warning).
+
+    ``gpu_share``: the task's share of a GPU from the stage's resource profile (the driver passes
+    ``spark.task.resource.gpu.amount``); ``$GPUIMAGES_GPU_SHARE`` overrides it, and under "auto" without an
+    assigned GPU it is one over the workers allowed per GPU.
     """
     if mode not in DEVICES:
         raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {mode!r}")
     env = os.environ if env is None else env
     context = _task_context() if context is None else context
     threads = task_threads(_task_cpus(context), env)
+    share = env_fraction(GPU_SHARE_ENV, 0.0, env) or (gpu_share if gpu_share and 0 < gpu_share <= 1 else None)
     if mode == "cpu":
         return TaskDevice("cpu", None, threads)
     addresses = task_gpu_addresses(context)
@@ -357,10 +435,15 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
     visible = visible_entries(env.get("CUDA_VISIBLE_DEVICES"))
     if addresses:
         if count == 0:
-            log.warning("Spark assigned GPU %s to this task but this process sees no CUDA device", addresses[0])
+            why = (f"Spark assigned GPU {addresses[0]} to this task but this process sees no CUDA device "
+                   f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset')!s}; no driver, or a container "
+                   "without the GPU)")
+            if mode == "gpu":  # a GPU stage must not run on CPU without being asked to
+                raise RuntimeError(f"device='gpu': {why}")
+            log.warning("device='auto': %s; the task computes on CPU", why)
             return TaskDevice(mode, None, threads, addresses[0])
         try:
-            return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0])
+            return TaskDevice(mode, cuda_ordinal(addresses[0], visible, count), threads, addresses[0], share)
         except ValueError as exc:
             if mode == "gpu":
                 raise
@@ -372,15 +455,17 @@ def resolve_task_device(mode: str, context: Any = None, env: Mapping[str, str] |
         return TaskDevice(mode, None, threads)
     with _lock:
         sticky = _sticky_ordinal(visible, count)
+        limit = auto_workers_per_gpu(env)
+        if mode == "auto" and share is None and limit > 0:
+            share = 1.0 / limit
         if sticky is not None:
-            return TaskDevice(mode, sticky, threads)
+            return TaskDevice(mode, sticky, threads, None, share)
         order = spread_order(_partition(context), count)
         if mode == "gpu":
             _slots.claim(physical_name(order[0], visible), 1 << 20)
-            return TaskDevice(mode, order[0], threads)
-        limit = auto_workers_per_gpu(env)
+            return TaskDevice(mode, order[0], threads, None, share)
         for ordinal in order:
             if _slots.claim(physical_name(ordinal, visible), limit):
-                return TaskDevice(mode, ordinal, threads)
+                return TaskDevice(mode, ordinal, threads, None, share)
     log.info("device='auto': every GPU already serves %d Python workers; this one computes on CPU", limit)
     return TaskDevice(mode, None, threads)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from gpuimages.task.cache import release_unused
+from gpuimages.task.cache import task_finished, task_started
 from gpuimages.task.device import TaskDevice, resolve_task_device, task_gpu_addresses
 from gpuimages.task.images import ImageBatch
 from gpuimages.task.spec import StageSpec
@@ -131,11 +131,16 @@ def _open(steps: Sequence[Step], device: TaskDevice) -> None:
         step.open(device)
 
 
-def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterator[pa.RecordBatch]:
+def run_partition(
+    batches: Iterator[pa.RecordBatch], spec: StageSpec, gpu_share: float | None = None
+) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body of every stage: bounded chunks through ``spec.steps``. A chunk's rows come back one
     output row per row, unless a step expands them (an archive's members), holds them back for its own
-    ``finish`` (one report row per shard) or ``drop_invalid`` drops them."""
-    device = resolve_task_device(spec.device)
+    ``finish`` (one report row per shard) or ``drop_invalid`` drops them. ``gpu_share``: the share of a GPU
+    each task of the stage holds (its resource profile's task GPU amount), which sizes the task's memory
+    bounds."""
+    task_started()
+    device = resolve_task_device(spec.device, gpu_share=gpu_share)
     steps = spec.steps
     rows = 0
     engines: list[str] = []
@@ -153,7 +158,7 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: StageSpec) -> Iterato
     finally:
         for step in steps:
             step.close()
-        release_unused(device.gpu_id)
+        task_finished(device.gpu_id)  # memory goes back when the worker idles, not between two tasks
     record_task(spec, engines, device, rows)
 
 

@@ -9,7 +9,7 @@ works on the rest.
 
 One undecodable file fails a whole DALI batch, so a failed batch is split in halves until the failing
 files stand alone; those go to Pillow, and only a file neither can decode becomes an invalid row with
-a reason. A GPU out-of-memory error shrinks the batch for the rest of the engine's life. Output order
+a reason. A GPU out-of-memory error halves the batch; it grows back after a run of good batches. Output order
 is input order; DALI output whose shape is not the one expected from the header is discarded and
 decoded by Pillow instead. If DALI keeps failing on files Pillow decodes, its pipelines are rebuilt,
 and after a few rebuilds the engine decodes with Pillow only (with a warning).
@@ -111,7 +111,7 @@ class DeviceImages:
     Lifetime: each device image holds a reference to its DALI output buffer, which is not reused by
     later runs of the pipeline (``exec_dynamic``); the memory returns to DALI's pool when the last image
     of that DALI batch is dropped. Drop the batch (or call :meth:`release`) once it is encoded, before
-    the task ends, so the worker's ``release_unused()`` can give the memory back.
+    the task ends, so the worker can give the memory back when it idles (``release_unused()``).
     """
 
     images: list[Any]
@@ -185,8 +185,9 @@ class DaliEngine(Engine):
         self.name = "dali-gpu" if device.gpu_id is not None else "dali-cpu"
         self.host_copy = host_copy
         self.settings = DecoderSettings.of(options, device, fancy_upsampling)
-        #: DALI batch for the rest of the engine's life (halved on out-of-memory errors).
+        #: DALI batch (halved on out-of-memory errors, grown back after good runs).
         self.chunk_size = options.batch_size
+        self.full_chunk_size = options.batch_size
         #: DALI iterations in flight (1 after an out-of-memory error).
         self.window = WINDOW
         #: How each image of the last batch was decoded: "dali", "pillow: <why>",

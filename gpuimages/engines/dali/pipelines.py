@@ -28,6 +28,7 @@ Execution (checked against DALI's ``pipeline.py`` and measured on its CPU operat
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import re
 import threading
@@ -53,6 +54,9 @@ INSTALL_HINT = 'pip install "gpuimages[gpu]"'
 THREADS_ENV = "GPUIMAGES_DALI_THREADS"
 #: DALI iterations in flight per pipeline while Python consumes the oldest one.
 WINDOW = 2
+#: Successful runs after an out-of-memory error before the batch doubles again (up to its full size, when the
+#: window is restored too): memory pressure from workers sharing the GPU passes.
+RECOVER_AFTER = 8
 
 #: How decoded pixels leave a GPU pipeline: "pinned" (an in-graph ``.cpu()``: the executor copies into
 #: DALI's page-locked host memory), "as_cpu" (``TensorListGPU.as_cpu()`` after the run, which allocates
@@ -71,16 +75,44 @@ _builds = 0
 _builds_lock = threading.Lock()
 
 
+def cuda_driver_version() -> int | None:
+    """The CUDA version the driver supports (``13000`` for 13.0), from ``cuDriverGetVersion``; None without one.
+
+    Needs no CUDA context (``cuDriverGetVersion`` works before ``cuInit``), so it is safe in any process.
+    """
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        version = ctypes.c_int(0)
+        if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+            return None
+        return int(version.value)
+    except (OSError, AttributeError):
+        return None
+
+
+def dali_package(driver: int | None = None) -> str:
+    """DALI's package for this machine: ``nvidia-dali-cuda130`` on a CUDA 13 driver, else ``nvidia-dali-cuda120``
+    (a CUDA 12 driver runs only the CUDA 12 build; without a driver the CUDA 12 build is the one named)."""
+    driver = cuda_driver_version() if driver is None else driver
+    return "nvidia-dali-cuda130" if driver is not None and driver >= 13000 else "nvidia-dali-cuda120"
+
+
 def import_dali() -> tuple[Any, Any, Any]:
-    """``(fn, types, Pipeline)``; an ImportError naming the extra when DALI is missing or older than 1.44."""
+    """``(fn, types, Pipeline)``; an ImportError naming the extra when DALI is missing or older than 1.44.
+
+    The package named is the build for this machine's CUDA driver (:func:`dali_package`).
+    """
     try:
         import nvidia.dali as dali
         from nvidia.dali import fn, types
         from nvidia.dali.pipeline import Pipeline
     except ImportError as exc:
-        raise ImportError(f"the DALI engine needs NVIDIA DALI (package nvidia-dali-cuda120): {INSTALL_HINT}") from exc
-    require_version("NVIDIA DALI (nvidia-dali-cuda120)", getattr(dali, "__version__", None), DALI_FLOOR,
-                    f'pip install -U "nvidia-dali-cuda120>={DALI_FLOOR}" (or {INSTALL_HINT})')
+        package = dali_package()
+        hint = INSTALL_HINT if package == "nvidia-dali-cuda120" else f'pip install "{package}>={DALI_FLOOR}"'
+        raise ImportError(f"the DALI engine needs NVIDIA DALI (package {package}): {hint}") from exc
+    package = dali_package()
+    require_version(f"NVIDIA DALI ({package})", getattr(dali, "__version__", None), DALI_FLOOR,
+                    f'pip install -U "{package}>={DALI_FLOOR}"')
     return fn, types, Pipeline
 
 
@@ -436,8 +468,9 @@ def run_windowed(
     ``submit(chunk)`` starts a chunk (returns a ticket), ``collect(chunk, ticket)`` waits for its result;
     either may raise for the chunk. One undecodable file fails a whole DALI batch, so a failed chunk is
     split in halves until the failing files stand alone; their reasons are left in ``retry`` (by job
-    index). A GPU out-of-memory error lowers ``sizing.chunk_size`` and sets ``sizing.window`` to 1 for the
-    rest of its owner's life. ``idle()`` runs once, after the first chunks are submitted and before the
+    index). A GPU out-of-memory error lowers ``sizing.chunk_size`` and sets ``sizing.window`` to 1; after
+    :data:`RECOVER_AFTER` good runs they grow back towards ``sizing.full_chunk_size`` (:func:`settle`).
+    ``idle()`` runs once, after the first chunks are submitted and before the
     first result is awaited (host work that overlaps DALI's), or at the end when nothing was submitted.
     Results come in completion order, which is submission order. Chunks still in flight when the
     consumer stops are collected and dropped.
@@ -453,6 +486,7 @@ def run_windowed(
         if is_oom(exc):
             sizing.chunk_size = max(1, (len(chunk) + 1) // 2)
             sizing.window = 1
+            sizing.calm = 0
             log.warning("DALI ran out of memory on %d images; batches now %d", len(chunk), sizing.chunk_size)
             step = sizing.chunk_size
             parts = [chunk[i : i + step] for i in range(0, len(chunk), step)]
@@ -481,6 +515,7 @@ def run_windowed(
             except Exception as exc:  # noqa: BLE001
                 failed(chunk, exc)
                 continue
+            settle(sizing)
             yield chunk, result
         if idle is not None:
             idle()
@@ -491,6 +526,22 @@ def run_windowed(
                 collect(chunk, ticket)
             except Exception as exc:  # noqa: BLE001 - nobody wants these results any more
                 log.debug("dropped a DALI batch of %d still in flight: %s", len(chunk), first_line(exc))
+
+
+def settle(sizing: Any) -> None:
+    """One more good run: after :data:`RECOVER_AFTER` of them since the last out-of-memory error, double
+    ``sizing.chunk_size`` (at most ``sizing.full_chunk_size``); back at full size, the window is restored."""
+    full = getattr(sizing, "full_chunk_size", None)
+    if full is None or sizing.chunk_size >= full:
+        return
+    sizing.calm = getattr(sizing, "calm", 0) + 1
+    if sizing.calm < RECOVER_AFTER:
+        return
+    sizing.calm = 0
+    sizing.chunk_size = min(int(full), 2 * int(sizing.chunk_size))
+    if sizing.chunk_size >= full:
+        sizing.window = WINDOW
+    log.info("DALI: %d good runs since running out of memory; batches now %d", RECOVER_AFTER, sizing.chunk_size)
 
 
 def job_feed(jobs: Sequence[Job], resize: bool, crop: bool) -> dict[str, list[Any]]:

@@ -10,7 +10,7 @@ the work (encoded bytes, an :class:`~gpuimages.task.images.ImageBatch`), leave t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,13 +62,21 @@ class Work:
         self.reasons = [r if r is not None else new for r, new in zip(self.reasons, reasons, strict=True)]
 
 
-def gpu_or_cpu(uses_gpu: bool, build: Callable[[], T], cpu: Callable[[], T], label: str, device: TaskDevice,
-               missing_is_fatal: bool = True) -> T:
-    """``build()``; where that is a GPU library's object and it cannot start (no usable GPU, a broken
-    installation), ``cpu()`` with a warning: a GPU that cannot start must not fail the job. A missing
-    library (ImportError) is raised when ``missing_is_fatal`` (the user asked for it), else CPU too."""
+def gpu_or_cpu(uses_gpu: bool, key: Hashable, build: Callable[[], T], cpu: Callable[[], T], label: str,
+               device: TaskDevice, missing_is_fatal: bool = True) -> T:
+    """The worker's object for ``key``: ``build()`` once, kept in the worker cache.
+
+    Where ``build()`` makes a GPU library's object (``uses_gpu``) and it cannot start (a transient
+    out-of-memory error while workers share the GPU, a broken installation), ``cpu()`` serves this task,
+    with a warning, and is *not* cached under ``key``: the next task tries the GPU again, so one failure
+    does not demote the worker for its life. Under ``device="gpu"`` the task fails instead, with the
+    cause. A missing library (ImportError) is raised when ``missing_is_fatal`` (the user asked for it),
+    else CPU too. Errors of a CPU build are raised as they are.
+    """
+    from gpuimages.task.cache import worker_cache
+
     try:
-        return build()
+        return worker_cache().get(key, build)
     except ImportError:
         if missing_is_fatal or not uses_gpu:
             raise
@@ -76,7 +84,11 @@ def gpu_or_cpu(uses_gpu: bool, build: Callable[[], T], cpu: Callable[[], T], lab
     except Exception as exc:  # noqa: BLE001 - see above
         if not uses_gpu:
             raise
-        log.warning("gpuimages: %s could not start on %s (%s); using its CPU path", label, device.describe(), exc)
+        if device.mode == "gpu":
+            raise RuntimeError(f"device='gpu': {label} could not start on {device.describe()}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        log.warning("gpuimages: %s could not start on %s (%s); this task uses its CPU path, the next one tries "
+                    "again", label, device.describe(), exc)
         return cpu()
 
 

@@ -1,8 +1,9 @@
 """Decoding: encoded bytes to pixels with the engine the task's device selects, and pixels to image structs.
 
 :class:`Decode` picks the engine once per worker, device and options (DALI where the task computes on
-a GPU, or under ``device="gpu"``; Pillow otherwise; a GPU engine that cannot start falls back to Pillow
-with a warning) through the worker cache. On a GPU a chunk is a device batch (``device_batch_size``
+a GPU, or under ``device="gpu"``; Pillow otherwise) through the worker cache. A GPU engine that cannot
+start fails a ``device="gpu"`` task with the cause; under "auto" that task uses Pillow and the next one
+tries the GPU again. On a GPU a chunk is a device batch (``device_batch_size``
 rows); on CPU it is an Arrow batch. Chunks are bounded by the decoded bytes each file's header
 predicts (:func:`predicted_bytes`). :class:`ReturnImages` turns the pixels into Spark's image struct.
 """
@@ -80,8 +81,10 @@ def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None =
 
     The DALI engine's pipelines take ``options.device_batch_size`` images per run; ``device_output``
     builds it for :meth:`~gpuimages.engines.dali.DaliEngine.decode_device` (images left in GPU memory).
-    A DALI engine that cannot start (no usable GPU, a broken installation) falls back to Pillow with a
-    warning; a missing DALI under ``device="gpu"`` raises the ImportError naming the extra.
+    A DALI engine that cannot start (no usable GPU, a broken installation) fails the task under
+    ``device="gpu"`` with the cause; under "auto" this task decodes with Pillow, with a warning, and the next
+    task tries DALI again (the fallback is never cached under DALI's key). A missing DALI under
+    ``device="gpu"`` raises the ImportError naming the extra.
     """
     from gpuimages.engines import create_engine
 
@@ -99,9 +102,9 @@ def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None =
             return DaliEngine(options, device, device_output=True)
         return create_engine(options, device, name)
 
-    return worker_cache().get(key, lambda: gpu_or_cpu(
-        name == "dali", build, lambda: create_engine(options, device, "pillow"), "the DALI engine", device
-    ))
+    if name != "dali":
+        return worker_cache().get(key, build)
+    return gpu_or_cpu(True, key, build, lambda: decode_engine(options, device, "pillow"), "the DALI engine", device)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Encoding: pixels (``work.images``) to JPEG or PNG bytes, with their origin, height and width.
 
 The encoder is chosen as engines are: nvImageCodec for JPEG where the task's device uses it (or when
-asked for by name), Pillow otherwise, built once per worker through the worker cache; a GPU encoder
-that cannot start falls back to Pillow with a warning.
+asked for by name), Pillow otherwise, built once per worker through the worker cache. A GPU encoder that
+cannot start fails a ``device="gpu"`` task with the cause; under "auto" that task encodes with Pillow and
+the next one tries nvImageCodec again.
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ def task_encoder(options: EncodeOptions, device: TaskDevice):
     name = encoder_name(options, device)
     key = ("encoder", name, device.gpu_id if name != "pillow" else None, device.threads, options)
 
+    if name != "nvimgcodec":
+        return worker_cache().get(key, lambda: create_encoder(options, device, name))
     asked = options.encoder == "nvimgcodec" or device.mode == "gpu"
-    return worker_cache().get(key, lambda: gpu_or_cpu(
-        name == "nvimgcodec", lambda: create_encoder(options, device, name),
-        lambda: create_encoder(options, device, "pillow"), "nvImageCodec", device, missing_is_fatal=asked,
-    ))
+    return gpu_or_cpu(
+        True, key, lambda: create_encoder(options, device, name),
+        lambda: worker_cache().get(("encoder", "pillow", None, device.threads, options),
+                                   lambda: create_encoder(options, device, "pillow")),
+        "nvImageCodec", device, missing_is_fatal=asked,
+    )
 
 
 @dataclass

@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 
 from gpuimages.options import DecodeOptions
-from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.images import ImageBatch, list_column
 from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
@@ -165,14 +164,16 @@ class Featurize(Step):
 def tensor_decoder(options: DecodeOptions, input_format: Any, device: TaskDevice) -> Any:
     """The worker's DALI tensor decoder for ``options`` and the model's input format, from the worker cache.
 
-    None when DALI cannot start here (no usable GPU, a broken installation): the step then decodes with the
-    engine :class:`Decode` falls back to, with a warning, as ``decode_images`` does; a missing or too old
+    None when DALI cannot start here (no usable GPU, a broken installation) under "auto": this task then
+    decodes with the engine :class:`Decode` falls back to, with a warning, as ``decode_images`` does, and the
+    next task tries DALI again; under ``device="gpu"`` the task fails with the cause. A missing or too old
     DALI raises its ImportError naming the extra.
     """
     from gpuimages.engines.dali_tensors import TensorDecoder
 
     options = dataclasses.replace(options, batch_size=options.device_batch_size)
     key = ("tensors", device.gpu_id, device.threads, options, input_format)
-    return worker_cache().get(key, lambda: gpu_or_cpu(
-        True, lambda: TensorDecoder(options, input_format, device), lambda: None, "the DALI tensor decoder", device
-    ))
+    return gpu_or_cpu(
+        True, key, lambda: TensorDecoder(options, input_format, device), lambda: None, "the DALI tensor decoder",
+        device,
+    )
