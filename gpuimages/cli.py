@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import NoReturn
@@ -37,6 +38,8 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if kwargs.get("description"):
+            kwargs["description"] = textwrap.fill(kwargs["description"], 79)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -177,7 +180,7 @@ def _convert(spark, args: argparse.Namespace) -> int:
         if args.drop_invalid:
             df = df.filter("error IS NULL")
     start = time.perf_counter()
-    log.info("converting %s into Parquet (%s) at %s", args.src, args.format, args.dest)
+    log.info("gpuimages: converting %s into Parquet (%s) at %s", args.src, args.format, args.dest)
     with _progress(spark, args):
         df.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.dest)
         written = spark.read.parquet(args.dest)
@@ -200,7 +203,7 @@ def _convert_shards(spark, args: argparse.Namespace) -> int:
 
     df = _transcoded(spark, args)
     start = time.perf_counter()
-    log.info("converting %s into WebDataset shards under %s", args.src, args.dest)
+    log.info("gpuimages: converting %s into WebDataset shards under %s", args.src, args.dest)
     with _progress(spark, args):
         report = write_webdataset(
             df, args.dest, "encoded", label_col="label" if args.label_from_folder else None,
@@ -212,7 +215,7 @@ def _convert_shards(spark, args: argparse.Namespace) -> int:
     shown = 0
     for row in rows:
         if row.status == "written":
-            log.info("shard %s: %d samples, %d bytes", row.shard, row.samples, row.bytes)
+            log.info("gpuimages: shard %s: %d samples, %d bytes", row.shard, row.samples, row.bytes)
         if row.reason and shown < args.show_failures:
             shown += 1
             print(f"{row.status}: {row.shard or f'partition {row.partition}'}: {row.reason}", file=sys.stderr)
@@ -232,7 +235,7 @@ def _write(spark, args: argparse.Namespace) -> int:
 
     df = _transcoded(spark, args)
     start = time.perf_counter()
-    log.info("writing %s as %s files under %s", args.src, args.format.upper(), args.dest)
+    log.info("gpuimages: writing %s as %s files under %s", args.src, args.format.upper(), args.dest)
     with _progress(spark, args):
         report = gpuimages.write_images(
             df, args.dest, "encoded", partition_by="label" if args.label_from_folder else None, mode=args.mode

@@ -64,7 +64,7 @@ def command_logging(verbosity: int, stream: IO[str] | None = None) -> Iterator[N
     the logger's level, handlers and propagation are put back afterwards (the root logger is not touched)."""
     logger = logging.getLogger("gpuimages")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))  # messages name gpuimages
     saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(gpuimages_level(verbosity))

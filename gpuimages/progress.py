@@ -105,19 +105,21 @@ class Progress:
         total = sum(t for _, t in self._stages.values())
         return Count(done, total, time.monotonic() - self._start)
 
-    def _show(self, final: bool = False) -> None:
+    def _show(self, final: bool = False, succeeded: bool = False) -> None:
         count = self.count()
         if not count.total:
             return
-        if self._terminal:
-            self._stream.write(f"\r{self._description} {bar(count)}\033[K" + ("\n" if final else ""))
-            self._stream.flush()
+        if succeeded:  # every job of the block is done: the tracker may not have heard of the last tasks yet
+            count = Count(count.total, count.total, count.seconds)
+        text = f"{self._description} {bar(count)}" if self._terminal else line(count)
+        if text == self._shown and not (final and self._terminal):  # a terminal's bar ends its line at the end
             return
-        text = line(count)
-        if text != self._shown and (not final or count.done != count.total or self._shown):
+        self._shown = text
+        if self._terminal:
+            self._stream.write(f"\r{text}\033[K" + ("\n" if final else ""))
+        else:
             self._stream.write(text + "\n")
-            self._stream.flush()
-            self._shown = text
+        self._stream.flush()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -134,13 +136,13 @@ class Progress:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         if self.enabled:
             self._thread.join()
         try:
             if self.enabled and (self._shown or self._terminal):
-                self._show(final=True)
+                self._show(final=True, succeeded=exc_type is None)
         finally:
             for key, value in self._saved.items():
                 self._sc.setLocalProperty(key, value)

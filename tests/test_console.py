@@ -63,7 +63,7 @@ def test_command_logging_is_put_back():
     saved = (logger.level, logger.propagate, list(logger.handlers))
     out = io.StringIO()
     with command_logging(1, out):
-        logging.getLogger("gpuimages.x").info("decided")
-        logging.getLogger("gpuimages.x").debug("detail")
-    assert out.getvalue() == "INFO gpuimages.x: decided\n"
+        logging.getLogger("gpuimages.x").info("gpuimages: decided")
+        logging.getLogger("gpuimages.x").debug("gpuimages: detail")
+    assert out.getvalue() == "INFO gpuimages: decided\n"
     assert (logger.level, logger.propagate, list(logger.handlers)) == saved
