@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zipfile
 
 import pytest
 from images import encode, rgb_array
@@ -133,8 +134,20 @@ def test_parquet_of_encoded_bytes(spark, source, tmp_path, capsys):
     assert "bad.jpg: not a recognised image format" in table
 
 
+def test_zip_archive_members(tmp_path, capsys):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("x/a.jpg", encode(rgb_array(10, 12), "JPEG"))
+        z.writestr("x/b.png", encode(rgb_array(6, 8), "PNG"))
+        z.writestr("x/readme.txt", b"not an image member")
+    summary = info(capsys, str(archive))
+    assert (summary["rows"], summary["decoded"], summary["formats"]) == (2, 2, {"jpeg": 1, "png": 1})
+    assert (summary["archives"], summary["members"]) == (1, 2)
+    assert (summary["width"]["min"], summary["width"]["max"], summary["height"]["max"]) == (8, 12, 10)
+
+
 def test_a_parquet_table_without_images_is_a_usage_error(spark, tmp_path, capsys):
-    dest = tmp_path / "numbers.parquet"
+    dest = tmp_path / "numbers"  # a folder of .parquet files is a table, whatever its name
     spark.range(3).write.parquet(str(dest))
     code, out, err = run_cli(capsys, "info", str(dest))
     assert code == 2 and not out
