@@ -4,8 +4,10 @@ A session the command starts gets Spark's log level before the JVM starts (a log
 temporary folder, passed with ``-Dlog4j2.configurationFile``), so even start-up lines stay quiet, and no
 console progress bar of Spark's (``spark.ui.showConsoleProgress=false``): the command draws its own
 (:mod:`gpuimages.progress`). The JDK prints ``WARNING: Using incubator modules: jdk.incubator.vector`` itself
-when Spark's launcher adds that module (it always does, and no JVM option silences the line), so the JVM's
-stderr goes through a pipe that drops that one line and passes every other line on.
+whenever an incubator module is resolved (JEP 11), and Spark's launcher always adds that one
+(``JavaModuleOptions``); no JVM option was found that silences the line, and leaving the module out would
+change the JVM Spark runs on, so the JVM's stderr goes through a pipe (``launch_gateway``'s ``popen_kwargs``)
+that drops that one line and passes every other line on.
 
 A session that is running already (a notebook's, a test run's) is used as it is: it is not stopped afterwards,
 and its log level is set for the command only and put back.
