@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import sys
-import threading
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import NoReturn
@@ -33,16 +33,28 @@ EXIT_HELP = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr (exit status 2), without the usage block."""
+    """An argument parser whose errors are one line on stderr (exit status 2), without the usage block; its
+    epilog (examples, exit status) keeps its lines."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if kwargs.get("description"):
+            kwargs["description"] = textwrap.fill(kwargs["description"], 79)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_read_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
-    p.add_argument("--master", default="local[*]", help="Spark master (default: local[*])")
+def _add_read_options(p: argparse.ArgumentParser, device: str = "auto") -> None:
+    p.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+    p.add_argument("--device", default=device, choices=["auto", "cpu", "gpu"],
+                   help=f"where images are decoded: auto (the GPU where Spark gives the tasks one), cpu or gpu "
+                   f"(default {device})")
+    p.add_argument("--master", default="local[*]",
+                   help="Spark master of the session started (default local[*]; a running session is used as it is)")
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,  # else it hides `gpuimages -v`
+                   help="-v: log what gpuimages decides; -vv: Spark's warnings too")
 
 
 def _add_image_options(p: argparse.ArgumentParser, default_format: str) -> None:
@@ -51,45 +63,14 @@ def _add_image_options(p: argparse.ArgumentParser, default_format: str) -> None:
                    help="one size (the shorter side, aspect kept) or H W (exact)")
     p.add_argument("--format", default=default_format, choices=formats,
                    help="raw: Spark's image schema (pixels); jpeg/png: encoded bytes with origin, height, width; "
-                   "webdataset: JPEG shards (tar files) in the folder dest"
-                   if default_format == "raw" else "file format")
+                   "webdataset: JPEG shards (tar files) in the folder dest (default raw)"
+                   if default_format == "raw" else "file format (default jpeg)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
     p.add_argument("--label-from-folder", action="store_true",
                    help="add the parent folder name as label" + ("" if default_format == "raw" else
                                                                 " and write one sub-folder per label"))
-    p.add_argument("--num-partitions", type=int)
-
-
-class _Progress:
-    """Prints finished/total decode tasks of the running job to stderr while it runs."""
-
-    def __init__(self, spark, interval: float = 1.0) -> None:
-        self._tracker = spark.sparkContext.statusTracker()
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        last = ""
-        while not self._stop.wait(self._interval):
-            done = total = 0
-            for stage_id in self._tracker.getActiveStageIds():
-                info = self._tracker.getStageInfo(stage_id)
-                if info:
-                    done += info.numCompletedTasks
-                    total += info.numTasks
-            line = f"progress: {done}/{total} tasks" if total else ""
-            if line and line != last:
-                print(line, file=sys.stderr, flush=True)
-                last = line
-
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    p.add_argument("--num-partitions", type=int, metavar="N",
+                   help="decode in N tasks (default: planned from the cores or GPUs Spark has)")
 
 
 def _resize(args: argparse.Namespace) -> int | tuple[int, int] | None:
@@ -167,11 +148,20 @@ def _transcoded(spark, args: argparse.Namespace):
     )
 
 
-def _convert(args: argparse.Namespace) -> int:
-    import gpuimages
-    from gpuimages.session import local_session
+def _rate(count: int, seconds: float) -> str:
+    rate = count / seconds if seconds > 0 else 0.0
+    return f"{rate:.1f}" if rate < 10 else f"{rate:.0f}"
 
-    spark = local_session(args.master, "gpuimages-convert")
+
+def _progress(spark, args: argparse.Namespace):
+    from gpuimages.progress import Progress
+
+    return Progress(spark, f"gpuimages {args.command}")
+
+
+def _convert(spark, args: argparse.Namespace) -> int:
+    import gpuimages
+
     if args.format == "webdataset":
         return _convert_shards(spark, args)
     if args.format == "raw":
@@ -190,18 +180,20 @@ def _convert(args: argparse.Namespace) -> int:
         if args.drop_invalid:
             df = df.filter("error IS NULL")
     start = time.perf_counter()
-    with _Progress(spark):
+    log.info("gpuimages: converting %s into Parquet (%s) at %s", args.src, args.format, args.dest)
+    with _progress(spark, args):
         df.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.dest)
-    written = spark.read.parquet(args.dest)
-    total = written.count()
-    invalid = written.filter("error IS NOT NULL")
-    failed = invalid.count()
+        written = spark.read.parquet(args.dest)
+        total = written.count()
+        invalid = written.filter("error IS NOT NULL")
+        failed = invalid.count()
     seconds = time.perf_counter() - start
     origin = "image.origin" if args.format == "raw" else "origin"
     for row in invalid.selectExpr(f"{origin} AS origin", "error").limit(args.show_failures).collect():
         print(f"failed: {row.origin}: {row.error}", file=sys.stderr)
     what = "images" if args.format == "raw" else f"{args.format.upper()} images"
-    print(f"wrote {total} {what} ({failed} invalid) to {args.dest} in {seconds:.1f} s ({total / seconds:.0f} images/s)")
+    print(f"wrote {total} {what} ({failed} invalid) to {args.dest} in {seconds:.1f} s "
+          f"({_rate(total, seconds)} images/s)")
     return EXIT_FAILED_ROWS if failed else EXIT_OK
 
 
@@ -211,19 +203,19 @@ def _convert_shards(spark, args: argparse.Namespace) -> int:
 
     df = _transcoded(spark, args)
     start = time.perf_counter()
-    log.info("converting %s into WebDataset shards under %s", args.src, args.dest)
-    with _Progress(spark):
+    log.info("gpuimages: converting %s into WebDataset shards under %s", args.src, args.dest)
+    with _progress(spark, args):
         report = write_webdataset(
             df, args.dest, "encoded", label_col="label" if args.label_from_folder else None,
             json_cols=["origin", "height", "width"], max_samples=args.shard_samples,
             max_bytes=args.shard_mb * 1024 * 1024, mode="overwrite" if args.overwrite else "error",
         )
-    rows = report.orderBy("partition", "shard").collect()
+        rows = report.orderBy("partition", "shard").collect()
     seconds = time.perf_counter() - start
     shown = 0
     for row in rows:
         if row.status == "written":
-            log.info("shard %s: %d samples, %d bytes", row.shard, row.samples, row.bytes)
+            log.info("gpuimages: shard %s: %d samples, %d bytes", row.shard, row.samples, row.bytes)
         if row.reason and shown < args.show_failures:
             shown += 1
             print(f"{row.status}: {row.shard or f'partition {row.partition}'}: {row.reason}", file=sys.stderr)
@@ -232,42 +224,65 @@ def _convert_shards(spark, args: argparse.Namespace) -> int:
     invalid = sum(r.skipped for r in rows)
     failed = [r for r in rows if r.status == "failed"]
     print(f"wrote {samples} samples in {len(written)} shards ({invalid} invalid) to {args.dest} in {seconds:.1f} s "
-          f"({samples / seconds:.0f} images/s)")
+          f"({_rate(samples, seconds)} images/s)")
     if failed:
         print(f"{len(failed)} shard(s) could not be written", file=sys.stderr)
     return EXIT_FAILED_ROWS if failed or (invalid and not args.drop_invalid) else EXIT_OK
 
 
-def _write(args: argparse.Namespace) -> int:
+def _write(spark, args: argparse.Namespace) -> int:
     import gpuimages
-    from gpuimages.session import local_session
 
-    spark = local_session(args.master, "gpuimages-write")
     df = _transcoded(spark, args)
     start = time.perf_counter()
-    with _Progress(spark):
+    log.info("gpuimages: writing %s as %s files under %s", args.src, args.format.upper(), args.dest)
+    with _progress(spark, args):
         report = gpuimages.write_images(
             df, args.dest, "encoded", partition_by="label" if args.label_from_folder else None, mode=args.mode
         )
-    counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
+        counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
     seconds = time.perf_counter() - start
     for row in report.filter("status = 'failed'").limit(args.show_failures).collect():
         print(f"failed: {row.origin or row.path}: {row.reason}", file=sys.stderr)
     written = counts.get("written", 0)
     print(
         f"wrote {written} files ({counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped) "
-        f"to {args.dest} in {seconds:.1f} s ({written / seconds:.0f} files/s)"
+        f"to {args.dest} in {seconds:.1f} s ({_rate(written, seconds)} files/s)"
     )
     return EXIT_FAILED_ROWS if counts.get("failed", 0) else EXIT_OK
 
 
-def _info(args: argparse.Namespace) -> int:
-    from gpuimages.info import summarize
-    from gpuimages.session import local_session
+def _info(spark, args: argparse.Namespace) -> int:
+    from gpuimages.info import render, summarize
 
-    spark = local_session(args.master, "gpuimages-info")
-    print(json.dumps(summarize(spark, args.path, recursive=args.recursive, device=args.device), indent=2))
-    return 0
+    with _progress(spark, args):
+        summary = summarize(spark, args.path, recursive=args.recursive, device=args.device, kind=args.kind)
+    print(json.dumps(summary, indent=2) if args.json else render(summary))
+    return EXIT_OK
+
+
+_CONVERT_EXAMPLES = """\
+examples:
+  gpuimages convert photos/ photos.parquet --recursive --resize 224
+  gpuimages convert photos/ jpeg.parquet --format jpeg --resize 256 --quality 85 --drop-invalid
+  gpuimages convert train/ shards/ --format webdataset --recursive --label-from-folder --resize 256
+"""
+_WRITE_EXAMPLES = """\
+examples:
+  gpuimages write photos/ small/ --recursive --resize 256 --quality 85
+  gpuimages write train/ train-png/ --recursive --label-from-folder --format png --mode skip
+"""
+_INFO_EXAMPLES = """\
+examples:
+  gpuimages info photos/ --recursive          a folder of images (labels: the sub-folders)
+  gpuimages info shards/                      WebDataset shards or other .tar/.tgz/.zip archives
+  gpuimages info photos.parquet --json        a table gpuimages convert wrote, as JSON for scripts
+"""
+_PATH_HELP = (
+    "what to describe: an image file, a folder or glob of images, .tar/.tar.gz/.zip archives or WebDataset "
+    "shards (read member by member), or a Parquet table gpuimages convert wrote (a .parquet path or a folder "
+    "of .parquet files); any filesystem Spark reads"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,49 +290,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gpuimages", description="Images into Spark DataFrames, decoded on GPU or CPU.", epilog=EXIT_HELP
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what gpuimages decides")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: log what gpuimages decides; -vv: Spark's warnings too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{convert,write,info,demo}")
 
     convert = sub.add_parser(
-        "convert", help="read images and write them to Parquet: Spark's image schema (raw) or JPEG/PNG bytes",
-        epilog=EXIT_HELP.replace("rows failed", "images were invalid").replace("written (or skipped)", "valid")
+        "convert", help="read images and write them to Parquet (Spark's image schema or JPEG/PNG bytes) or "
+        "WebDataset shards",
+        description="Read images (files, folders, globs, archives) and write them to Parquet: Spark's image "
+        "schema (raw pixels) or JPEG/PNG bytes with origin, height and width; or JPEG WebDataset shards.",
+        epilog=_CONVERT_EXAMPLES + "\n"
+        + EXIT_HELP.replace("rows failed", "images were invalid").replace("written (or skipped)", "valid")
         + "; with --drop-invalid invalid images are dropped, not failures",
     )
-    convert.add_argument("src", help="file, folder or glob (any filesystem Spark reads)")
-    convert.add_argument("dest", help="output Parquet path")
+    convert.add_argument("src", help="images to read: a file, folder or glob, archives included (any filesystem "
+                         "Spark reads)")
+    convert.add_argument("dest", help="where to write: a Parquet path (a folder for --format webdataset)")
     _add_read_options(convert)
     _add_image_options(convert, default_format="raw")
     convert.add_argument("--drop-invalid", action="store_true", help="leave images that cannot be decoded out")
     convert.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
-    convert.add_argument("--show-failures", type=int, default=20, metavar="N", help="print up to N invalid images")
+    convert.add_argument("--show-failures", type=int, default=20, metavar="N",
+                         help="print up to N invalid images (default 20)")
     convert.add_argument("--shard-samples", type=int, default=10_000, metavar="N",
                          help="webdataset: samples per shard (default 10000)")
     convert.add_argument("--shard-mb", type=int, default=1024, metavar="MB",
                          help="webdataset: largest shard in MiB (default 1024)")
     convert.set_defaults(func=_convert)
 
-    write = sub.add_parser("write", help="read images and write them as JPEG/PNG files (ImageFolder layout by label)",
-                           epilog=EXIT_HELP)
-    write.add_argument("src", help="file, folder or glob (any filesystem Spark reads)")
+    write = sub.add_parser(
+        "write", help="read images and write them as JPEG/PNG files (ImageFolder layout by label)",
+        description="Read images (files, folders, globs, archives) and write each as a JPEG or PNG file; with "
+        "--label-from-folder one sub-folder per label (the ImageFolder layout).",
+        epilog=_WRITE_EXAMPLES + "\n" + EXIT_HELP,
+    )
+    write.add_argument("src", help="images to read: a file, folder or glob, archives included (any filesystem "
+                       "Spark reads)")
     write.add_argument("dest", help="output folder (local, /dbfs, /Volumes, or a URI fsspec writes)")
     _add_read_options(write)
     _add_image_options(write, default_format="jpeg")
     write.add_argument("--mode", default="error", choices=["error", "overwrite", "skip"],
-                       help="files that exist already: refuse a non-empty folder, replace them, or keep them")
-    write.add_argument("--show-failures", type=int, default=20, metavar="N", help="print up to N failed files")
+                       help="files that exist already: refuse a non-empty folder, replace them, or keep them "
+                       "(default error)")
+    write.add_argument("--show-failures", type=int, default=20, metavar="N",
+                       help="print up to N failed files (default 20)")
     write.set_defaults(func=_write)
 
-    info = sub.add_parser("info", help="count files, formats, sizes and failures")
-    info.add_argument("path")
-    _add_read_options(info)
-    info.set_defaults(func=_info, device="cpu")
+    info = sub.add_parser(
+        "info", help="describe images, archives, WebDataset shards or a Parquet table: counts, formats, sizes, "
+        "labels, invalid rows",
+        description="Describe what a path holds: rows, formats, channels, sizes in pixels and bytes, labels and "
+        "invalid rows with their reasons. Images are decoded to find the invalid ones (nothing is written).",
+        epilog=_INFO_EXAMPLES + "\nexit status: 0, or 2 for a usage error (reported before Spark starts)",
+    )
+    info.add_argument("path", help=_PATH_HELP)
+    _add_read_options(info, device="cpu")
+    info.add_argument("--kind", default="auto", choices=["auto", "images", "parquet"],
+                      help="read path as images or as a Parquet table (default auto: Parquet for a .parquet path "
+                      "or a folder of .parquet files)")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
+    info.set_defaults(func=_info)
 
     sub.add_parser("demo", help="train a RandomForest on a small generated image set (see `gpuimages demo --help`)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gpuimages`` command."""
+    """Entry point of the ``gpuimages`` command (also called in-process: it uses a running Spark session and
+    stops only a session it started)."""
+    from gpuimages.console import command_logging, command_session
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":  # the demo parses its own options (see `gpuimages demo --help`)
         from gpuimages import demo
@@ -325,19 +367,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(demo.main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        _check_args(args)  # before any Spark session starts
-    except (ValueError, TypeError, FileExistsError, ImportError) as exc:
-        _usage_error(args.command, exc)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError) as exc:
-        if args.verbose:
-            raise
-        _usage_error(args.command, exc)  # an option the library refused once Spark was up
+    args.verbose = args.verbose or 0
+    with command_logging(args.verbose):
+        try:
+            _check_args(args)  # before any Spark session starts
+        except (ValueError, TypeError, FileExistsError, ImportError) as exc:
+            _usage_error(args.command, exc)
+        try:
+            with command_session(args.master, f"gpuimages-{args.command}", args.verbose) as spark:
+                return int(args.func(spark, args) or 0)
+        except (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError) as exc:
+            if args.verbose:
+                raise
+            _usage_error(args.command, exc)  # an option the library refused once Spark was up
 
 
 #: The library's names for what the command line calls these.

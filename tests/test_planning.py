@@ -170,7 +170,7 @@ def test_run_stage_decides_the_gpu_profile_by_the_installed_pyspark(spark, caplo
     from pyspark.sql.types import LongType, StructField, StructType
 
     from gpuimages.stage import run_stage
-    from gpuimages.task.runner import StageSpec
+    from gpuimages.task.spec import StageSpec
     from gpuimages.task.steps.base import Step
 
     class Length(Step):

@@ -192,7 +192,8 @@ def test_a_task_runs_without_releasing_memory_at_its_end(dali_backend, monkeypat
     import pyarrow as pa
 
     from gpuimages.task import cache as module
-    from gpuimages.task.runner import StageSpec, run_partition
+    from gpuimages.task.runner import run_partition
+    from gpuimages.task.spec import StageSpec
     from gpuimages.task.steps.base import Step
 
     class Count(Step):
