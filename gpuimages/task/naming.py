@@ -42,10 +42,10 @@ def signature_extension(blob: bytes) -> str | None:
 
 def spark_hidden(name: str) -> bool:
     """Whether Spark's file sources (the image source, ``binaryFile``, Parquet...) skip a file or folder of this
-    name: ``InMemoryFileIndex.shouldFilterOutPathName`` (a leading ``_`` without ``=``, a leading ``.``, a
-    ``._COPYING_`` ending; ``_metadata`` and ``_common_metadata`` are kept)."""
-    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
-    return excluded and not (name.startswith("_common_metadata") or name.startswith("_metadata"))
+    name: a leading ``_`` without ``=``, a leading ``.``, a ``._COPYING_`` ending. (The listing's
+    ``HadoopFSUtils.shouldFilterOutPathName`` keeps ``_metadata*`` and ``_common_metadata*`` for Parquet, but
+    ``PartitioningAwareFileIndex.isDataPath`` then drops them as data files, so they are hidden too.)"""
+    return (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
 
 
 def visible(name: str) -> str:
