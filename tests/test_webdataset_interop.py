@@ -133,3 +133,30 @@ def test_labels_only_as_integers_a_trainer_parses(spark, tmp_path):
     assert json.loads((tmp_path / "c" / "_shard-classes.json").read_text()) == ["b", "a"]
     with pytest.raises(TypeError, match="label_col 'arr': expected integers"):
         gpuimages.write_webdataset(df, str(tmp_path / "x"), label_col="arr")
+
+
+def test_folder_classes_of_archives_are_numbered_without_decoding(spark, tmp_path):
+    """transcode_files(label_from_folder=True) over loose files and tars: the classes come from the listing and
+    the members' names (an ImageNet-style per-class tar counts as its folder), the same as the composed job's."""
+    import gpuimages
+    from gpuimages.transcode import transcode_files
+
+    src = tmp_path / "src"
+    (src / "loose").mkdir(parents=True)
+    (src / "loose" / "a.png").write_bytes(encode(rgb_array(10, 12, seed=1), "PNG"))
+    for name, members in [("n02.tar", ["x.jpg", "y.jpg"]), ("mixed.tar", ["cats/1.jpg", "_dogs/2.jpg"])]:
+        with tarfile.open(src / name, "w") as tar:
+            for i, member in enumerate(members):
+                data = encode(rgb_array(12, 14, seed=i), "JPEG")
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    want = ["_dogs", "cats", "loose", "n02"]
+    for how in ("fused", "composed"):
+        jobs = transcode_files(spark, str(src), recursive=True, resize=8, device="cpu", label_from_folder=True)
+        dest = tmp_path / how
+        gpuimages.write_webdataset(jobs if how == "fused" else jobs.select("*"), str(dest), label_col="label")
+        assert json.loads((dest / "_shard-classes.json").read_text()) == want
+        samples = list(wds.WebDataset(_urls(dest), shardshuffle=False).decode("pil"))
+        assert sorted((s["json"]["label"], s["cls"]) for s in samples) == [
+            ("_dogs", 0), ("cats", 1), ("loose", 2), ("n02", 3), ("n02", 3)]
