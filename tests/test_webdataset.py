@@ -335,6 +335,9 @@ def test_cli_convert_to_webdataset(spark, photos, tmp_path):
     assert len(samples) == 8 and {s["cls"] for s in samples} == {0, 1}
     assert all(s["cls"] == ["cats", "dogs"].index(s["json"]["label"]) for s in samples)
     assert all(min(s["jpg"].size) == 32 for s in samples)
+    import gpuimages
+
+    assert gpuimages.read_images(spark, str(dest), device="cpu").count() == 8  # every decodable source image
 
 
 @pytest.mark.dali
