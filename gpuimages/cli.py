@@ -227,6 +227,11 @@ def _convert_shards(spark, args: argparse.Namespace) -> int:
           f"({_rate(samples, seconds)} images/s)")
     if failed:
         print(f"{len(failed)} shard(s) could not be written", file=sys.stderr)
+    if args.label_from_folder:  # .cls holds the folder's index in sorted order; the names are listed beside
+        from gpuimages.classes import classes_file_name
+
+        print(f"labels: .cls is the index of the folder name in {os.path.join(args.dest, classes_file_name('shard'))}",
+              file=sys.stderr)
     return EXIT_FAILED_ROWS if failed or (invalid and not args.drop_invalid) else EXIT_OK
 
 

@@ -23,6 +23,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gpuimages.classes import (
+    check_classes,
+    classes_file_name,
+    column_classes,
+    folder_classes,
+    label_kind,
+    write_classes,
+)
 from gpuimages.encoders import (
     DEFAULT_ENCODE_BATCH,
     DEFAULT_PNG_LEVEL,
@@ -32,6 +40,7 @@ from gpuimages.encoders import (
 )
 from gpuimages.options import check_num_partitions
 from gpuimages.stage import run_stage, session_conf
+from gpuimages.task.naming import spark_hidden
 from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Encode, WriteShards
 from gpuimages.task.steps.shards import REPORT_FIELDS, TMP_PREFIX, ShardPlan
@@ -73,6 +82,9 @@ def _check_prefix(prefix: object) -> str:
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\.*?[]\x00") or prefix.startswith("-"):
         raise ValueError(f"prefix: expected a file name prefix without dots, separators or glob characters, got "
                          f"{prefix!r}")
+    if spark_hidden(prefix):
+        raise ValueError(f"prefix: expected a prefix that does not start with '_' (Spark's file sources, and so "
+                         f"read_images, skip such files), got {prefix!r}")
     return prefix
 
 
@@ -106,12 +118,27 @@ def _remove(root: str, paths: Sequence[str]) -> None:
         FsspecStore(root).fs.rm(list(paths))
 
 
+def _remove_classes(root: str, prefix: str) -> None:
+    """Remove the class list of ``prefix``'s earlier shards (``mode="overwrite"``)."""
+    if is_local(root):
+        try:
+            os.unlink(os.path.join(local_root_path(root), classes_file_name(prefix)))
+        except FileNotFoundError:
+            pass
+        return
+    store = FsspecStore(root)
+    path = store.join(classes_file_name(prefix))
+    if store.fs.exists(path):
+        store.fs.rm(path)
+
+
 def write_webdataset(
     df: DataFrame,
     path: str | os.PathLike,
     input_col: str | None = None,
     *,
     label_col: str | None = None,
+    classes: Sequence[str] | None = None,
     text_col: str | None = None,
     json_cols: Sequence[str] | None = None,
     key_col: str | None = None,
@@ -135,13 +162,23 @@ def write_webdataset(
     """Write the rows of ``df`` as WebDataset shards under the folder ``path``; return one report row per shard.
 
     Each sample is ``<key>.jpg`` (or ``.png``, ...) with the image, and, where asked, ``<key>.cls`` with
-    ``label_col``'s value (an integer in decimal; other values as their text), ``<key>.txt`` with
-    ``text_col``'s and ``<key>.json`` with the ``json_cols`` (an object of column name to value; dates
-    as ISO text, binary as base64). The image is an image-struct column (encoded in the task as ``format``,
-    with ``encode_images``' encoders: nvImageCodec on a GPU where assigned, Pillow otherwise) or a binary
-    column of encoded bytes (``transcode_files``/``transcode_images``/``encode_images`` output, or
-    ``binaryFile`` content) written as it is, its extension from its signature. ``input_col`` defaults
-    to the first of ``image``, ``encoded``, ``content``.
+    ``label_col``'s class as an integer in decimal (what WebDataset readers parse with ``int()``),
+    ``<key>.txt`` with ``text_col``'s and ``<key>.json`` with the ``json_cols`` (an object of column name to
+    value; dates as ISO text, binary as base64). The image is an image-struct column (encoded in the task as
+    ``format``, with ``encode_images``' encoders: nvImageCodec on a GPU where assigned, Pillow otherwise) or
+    a binary column of encoded bytes (``transcode_files``/``transcode_images``/``encode_images`` output, or
+    ``binaryFile`` content) written as it is, its extension from its signature, once Pillow (the decoder of
+    webdataset's ``decode("pil")`` and torchvision) has decoded it: bytes it cannot decode (a truncated
+    JPEG that Spark's image source reads as valid) are not written, and the report says why.
+    ``input_col`` defaults to the first of ``image``, ``encoded``, ``content``.
+
+    Labels: integers and booleans are written as they are, floats and decimals when integral (another
+    value is not written, with the reason). Strings are class names: ``.cls`` is the index of the name in
+    ``classes`` (default: the sorted distinct values of ``label_col``, torchvision's ``ImageFolder``
+    numbering; one Spark job over ``df``, or for ``transcode_files(label_from_folder=True)``'s ``label`` a
+    listing that decodes nothing), the name goes into ``<key>.json`` under ``label_col``, and the list is
+    written beside the shards as ``_<prefix>-classes.json`` (a JSON array, index -> name; hidden from
+    Spark's file sources, as ``_SUCCESS`` is). A name not in ``classes`` is not written, with the reason.
 
     Shards hold at most ``max_samples`` samples and ``max_bytes`` bytes (a larger sample goes alone) and
     are named ``<prefix>-<partition:05d>-<index:05d>.tar``; a sample's key is ``<partition:05d>-<row:08d>``
@@ -153,7 +190,8 @@ def write_webdataset(
 
     ``path`` is a local path, a FUSE mount (``/dbfs/...``, ``/Volumes/...``), a ``file:`` URI, or another
     URI written through fsspec where installed. ``mode``: "error" (default) refuses a folder that exists
-    and is not empty; "overwrite" removes the shards named ``<prefix>-*.tar`` directly under it first.
+    and is not empty; "overwrite" removes the shards named ``<prefix>-*.tar`` (and their class list)
+    directly under it first. ``prefix`` may not start with ``_`` (Spark's file sources skip such files).
 
     Returns a DataFrame (already computed) with ``shard`` (the file; null for a partition whose rows
     all lacked an image), ``partition``, ``samples``, ``bytes``, ``skipped`` (rows without an image),
@@ -188,6 +226,8 @@ def write_webdataset(
     num_partitions = check_num_partitions(num_partitions)
     key_col = check_column(df, "key_col", key_col)
     label_col = check_column(df, "label_col", label_col)
+    kind = None if label_col is None else label_kind(df, label_col)
+    classes = check_classes(classes, kind)
     text_col = check_column(df, "text_col", text_col)
     if json_cols is None:
         json_cols = ()
@@ -210,17 +250,25 @@ def write_webdataset(
         old = _shards_in(root, prefix)
         log.info("gpuimages: write_webdataset removes %d earlier shard(s) under %s", len(old), root)
         _remove(root, old)
+        _remove_classes(root, prefix)
 
     device = resolve_encode_device(options.device, options.encoder) if is_struct else "cpu"
     options = dataclasses.replace(options, device=device)
     source = None if is_struct else _fusable(
         df, input_col, origin_col, error_col, [c for c in (key_col, label_col, text_col, *json_cols) if c])
+    label_from_origin = source is not None and source.inputs.label_from_folder
+    if kind == "class" and classes is None:  # class names numbered in sorted order, as ImageFolder does
+        by_folder = label_from_origin and label_col == "label"
+        classes = folder_classes(source.inputs) if by_folder else column_classes(df, label_col)
+        log.info("gpuimages: write_webdataset numbers %d class(es) of %r in sorted order", len(classes), label_col)
     plan = ShardPlan(
         root=root, max_samples=max_samples, max_bytes=max_bytes, prefix=prefix,
         extension=options.extension if is_struct else None, key_col=key_col, label_col=label_col,
         text_col=text_col, json_cols=json_cols, mtime=int(time.time()),
-        label_from_origin=source is not None and source.inputs.label_from_folder,
+        label_from_origin=label_from_origin,
         stage_columns=() if source is None else source.inputs.stage_columns,
+        label_kind=kind or "int", classes=classes or (),
+        verify=not is_struct and source is None,  # bytes written as they are must decode as trainers decode them
     )
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
@@ -253,6 +301,9 @@ def write_webdataset(
             )
         # computed once: a local checkpoint is never recomputed (a lost block fails the query instead)
         report = report.localCheckpoint(eager=True)
+        if kind == "class":
+            where = write_classes(root, prefix, classes)
+            log.info("gpuimages: write_webdataset wrote the class list (index -> name) to %s", where)
     finally:
         _remove(root, [p for p in _shards_in(root, prefix) if p.rsplit("/", 1)[-1].startswith(TMP_PREFIX)])
     log.info("gpuimages: write_webdataset wrote under %s (the report has a row per shard)", root)

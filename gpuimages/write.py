@@ -165,9 +165,11 @@ def write_images(
     default ``origin`` then ``path``) with the format's extension, or after ``name_col``; a row
     without either gets ``part<partition>-<row>``. With ``partition_by`` (e.g. ``"label"``) files go
     into one sub-folder per value: the ImageFolder layout torchvision reads; null values go to
-    ``__null__``. A name longer than 255 bytes is cut, with a hash of the whole name. Two rows wanting
-    the same name both get a file, identical bytes or not: the later one is suffixed (``-1`` in the
-    same task, a short hash across tasks).
+    ``~null``. A name or folder Spark's file sources would skip (a leading ``.`` or ``_``) gets a ``~``
+    before it (``_0001`` -> ``~_0001.jpg``), so everything written reads back. A name longer than 255
+    bytes is cut, with a hash of the whole name. Two rows wanting the same name both get a file,
+    identical bytes or not: the later one is suffixed (``-1`` in the same task, a short hash across
+    tasks).
 
     Each file is written by an executor to a temporary name in its folder and then linked or renamed to
     its name, so a retried task never leaves a half-written file. Every row claims its name in a hidden

@@ -76,11 +76,11 @@ def test_tar_members_hidden_and_other_members_and_nested_tars():
         ("README.txt", b"hello"), ("b/2.png", png(4)), ("n01.tar", inner),
     ])
     entries, reader = _entries(data)
-    assert [e.levels for e in entries] == [("a/1.jpg",), ("b/2.png",), ("n01.tar", "n1_a.JPEG"),
-                                           ("n01.tar", "n1_b.JPEG")]
+    assert [e.levels for e in entries] == [("a/1.jpg",), ("_tmp/x.png",), ("k=1/_y.png",), ("b/2.png",),
+                                           ("n01.tar", "n1_a.JPEG"), ("n01.tar", "n1_b.JPEG")]
     assert all(e.reason is None for e in entries)
-    assert entries[0].data == jpeg(0) and entries[3].data == jpeg(2)
-    assert reader.skipped == 4  # hidden as Spark hides files (`.x`, `_x` without `=`) and README.txt: not read
+    assert entries[0].data == jpeg(0) and entries[5].data == jpeg(2)
+    assert reader.skipped == 2  # `.hidden.jpg` (no WebDataset key) and README.txt: not read; `_x` members are rows
     assert member_origin("file:///d/t.tar", ("n01.tar", "n1_a.JPEG")) == "file:///d/t.tar#n01.tar#n1_a.JPEG"
     assert member_path("file:/d/train.tar", ("n01.tar", "n1_a.JPEG")) == "file:/d/train/n01/n1_a.JPEG"
 

@@ -157,19 +157,23 @@ def test_img2dataset_job_transcode_files_into_shards(spark, photos, tmp_path):
     dest = tmp_path / "shards"
     report = gpuimages.write_webdataset(jobs, str(dest), label_col="label", json_cols=["origin", "height", "width"])
     assert sum(r.samples for r in report.collect()) == 8
-    back = gpuimages.read_images(spark, str(dest), device="cpu", webdataset={"cls": "string", "json": "string"})
+    back = gpuimages.read_images(spark, str(dest), device="cpu", webdataset=True)
     rows = back.collect()
     assert len(rows) == 8 and all(r.error is None and min(r.image.height, r.image.width) == 64 for r in rows)
+    assert json.loads((dest / "_shard-classes.json").read_text()) == ["cats", "dogs"]
     for r in rows:
         meta = json.loads(r.json)
         assert (meta["height"], meta["width"]) == (r.image.height, r.image.width)
-        assert f"/{r.cls}/" in meta["origin"]  # the label is the source's folder
+        assert f"/{meta['label']}/" in meta["origin"]  # the label is the source's folder, its name in .json
+        assert r.cls == ["cats", "dogs"].index(meta["label"])  # and its index (sorted names) in .cls
     # shards of shards: the written shards read and rewritten, the labels carried through
-    again = transcode_files(spark, str(dest), resize=32, device="cpu", webdataset={"cls": "string"})
+    again = transcode_files(spark, str(dest), resize=32, device="cpu", webdataset=["cls"])
     report = gpuimages.write_webdataset(again, str(tmp_path / "again"), label_col="cls")
     assert sum(r.samples for r in report.collect()) == 8
     names = [n for p in _shards(tmp_path / "again") for n in _tar_names(p)]
     assert sum(n.endswith(".cls") for n in names) == 8
+    assert sorted(r.cls for r in gpuimages.read_images(spark, str(tmp_path / "again"), webdataset=["cls"],
+                                                        device="cpu").collect()) == sorted(r.cls for r in rows)
 
 
 def _samples(folder: Path) -> list[tuple]:
@@ -202,7 +206,8 @@ def test_transcode_files_result_is_written_in_its_own_tasks(spark, photos, tmp_p
     a, b = _samples(tmp_path / "fused"), _samples(tmp_path / "composed")
     assert len(a) == 8 and a == b  # the same bytes, labels (the folder) and metadata either way
     assert all(min(json.loads(j)["width"], json.loads(j)["height"]) == 48 for _, _, j in a)
-    assert {c for _, c, _ in a} == {b"cats", b"dogs"}
+    assert {c for _, c, _ in a} == {b"0", b"1"}  # cats, dogs: indices of the sorted folder names
+    assert {json.loads(j)["label"] for _, _, j in a} == {"cats", "dogs"}
 
 
 def test_modes_and_checks(spark, photos, tmp_path):
@@ -220,6 +225,8 @@ def test_modes_and_checks(spark, photos, tmp_path):
     names = sorted(p.name for p in dest.iterdir())
     assert names == ["notes.txt", "other-00000-00000.tar", "shard-00000-00000.tar"]
     for bad, match in [({"max_samples": 0}, "max_samples"), ({"prefix": "a.b"}, "prefix"),
+                       ({"prefix": "_shard"}, "prefix: expected a prefix that does not start with '_'"),
+                       ({"classes": ["a"]}, "classes: expected None unless label_col holds strings"),
                        ({"label_col": "nope"}, "label_col"), ({"json_cols": "origin"}, "json_cols"),
                        ({"mode": "append"}, "mode")]:
         with pytest.raises((ValueError, TypeError), match=match):
@@ -334,6 +341,17 @@ def test_cli_convert_to_webdataset(spark, photos, tmp_path):
     assert "broken.jpg" in proc.stderr
     names = [n for p in _shards(dest) for n in _tar_names(p)]
     assert sum(n.endswith(".jpg") for n in names) == 8 and sum(n.endswith(".cls") for n in names) == 8
+    assert json.loads((dest / "_shard-classes.json").read_text()) == ["cats", "dogs"]
+    assert "_shard-classes.json" in proc.stderr
+    import webdataset as wds  # the package trainers read shards with, its default decoders
+
+    samples = list(wds.WebDataset([str(p) for p in _shards(dest)], shardshuffle=False).decode("pil"))
+    assert len(samples) == 8 and {s["cls"] for s in samples} == {0, 1}
+    assert all(s["cls"] == ["cats", "dogs"].index(s["json"]["label"]) for s in samples)
+    assert all(min(s["jpg"].size) == 32 for s in samples)
+    import gpuimages
+
+    assert gpuimages.read_images(spark, str(dest), device="cpu").count() == 8  # every decodable source image
 
 
 @pytest.mark.dali

@@ -134,7 +134,7 @@ def test_names_are_safe_and_unique():
     assert file_stem("file:///a/b/my%20cat.JPG", None) == ("my cat", "jpg")
     assert file_stem("s3://b/x/noext", None) == ("noext", None)
     assert file_stem("file:///a/b.jpg", "../../etc/passwd") == ("passwd", None)
-    assert safe_part("..") == "__" and safe_part("a/b:c") == "a_b_c"
+    assert safe_part("..") == "~.." and safe_part("a/b:c") == "a_b_c" and safe_part("_x") == "~_x"
     assert signature_extension(b"\x89PNG\r\n\x1a\n....") == "png"
     assert signature_extension(b"\xff\xd8\xff\xe0") == "jpg"
     assert signature_extension(b"hello") is None

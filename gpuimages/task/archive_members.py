@@ -9,6 +9,7 @@ never the whole archive, in memory or on disk.
 from __future__ import annotations
 
 import logging
+import re
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -70,9 +71,16 @@ def normalized(name: str) -> str:
     return "/".join(p for p in name.split("/") if p and p != ".")
 
 
+#: WebDataset's metadata members (``webdataset.tariterators``' ``skip_meta``): a path starting with ``__name__``.
+_WDS_META = re.compile(r"__[^/]*__($|/)")
+
+
 def is_hidden(name: str) -> bool:
-    """A member Spark's listing would skip as a file: a path part starting with ``.``, or ``_`` without ``=``."""
-    return any(p.startswith(".") or (p.startswith("_") and "=" not in p) for p in normalized(name).split("/"))
+    """A member WebDataset readers give no sample: a file name starting with ``.`` (no key: macOS's ``._x.jpg``,
+    ``.DS_Store``) or a path starting with a ``__name__`` part (metadata). Spark's hidden-file rule is for files
+    on disk: ``_0001.jpg`` and ``_under/x.jpg`` are members like any other."""
+    path = normalized(name)
+    return path.rpartition("/")[2].startswith(".") or _WDS_META.match(path) is not None
 
 
 def is_image_name(name: str) -> bool:

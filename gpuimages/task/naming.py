@@ -11,8 +11,12 @@ import re
 import unicodedata
 from urllib.parse import unquote
 
-#: Folder for rows whose ``partition_by`` value is null.
-NULL_FOLDER = "__null__"
+#: The mark put before a name Spark's file sources would skip (``_0001`` -> ``~_0001``, ``.cache`` -> ``~.cache``).
+VISIBLE_MARK = "~"
+#: Folder for rows whose ``partition_by`` value is null (visible: ``__null__`` would be skipped by Spark's readers).
+NULL_FOLDER = "~null"
+#: The name of a part that has nothing left once separators, control characters and spaces are replaced.
+EMPTY_NAME = "~empty"
 #: Longest file or folder name written, in bytes (the limit of ext4, XFS, btrfs, NTFS, APFS, S3 UIs).
 NAME_MAX = 255
 
@@ -36,10 +40,28 @@ def signature_extension(blob: bytes) -> str | None:
     return None
 
 
+def spark_hidden(name: str) -> bool:
+    """Whether Spark's file sources (the image source, ``binaryFile``, Parquet...) skip a file or folder of this
+    name: a leading ``_`` without ``=``, a leading ``.``, a ``._COPYING_`` ending. (The listing's
+    ``HadoopFSUtils.shouldFilterOutPathName`` keeps ``_metadata*`` and ``_common_metadata*`` for Parquet, but
+    ``PartitioningAwareFileIndex.isDataPath`` then drops them as data files, so they are hidden too.)"""
+    return (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+
+
+def visible(name: str) -> str:
+    """``name`` as a name Spark's file sources read: a hidden name gets :data:`VISIBLE_MARK` before it
+    (``_0001`` -> ``~_0001``, ``.`` -> ``~.``) and, where it ends in ``._COPYING_``, after it."""
+    if name.startswith(("_", ".")) and spark_hidden(name):
+        name = VISIBLE_MARK + name
+    return name + VISIBLE_MARK if name.endswith("._COPYING_") else name
+
+
 def safe_part(text: str) -> str:
-    """A file or folder name with separators and control characters replaced, never "", "." or ".."."""
+    """A file or folder name with separators and control characters replaced and surrounding spaces removed,
+    never "", "." or "..", and never hidden from Spark's file sources (:func:`visible`); nothing left gives
+    :data:`EMPTY_NAME`."""
     cleaned = _UNSAFE.sub("_", text).strip()
-    return cleaned if cleaned.strip(".") else (cleaned.replace(".", "_") or "_")
+    return visible(cleaned) if cleaned else EMPTY_NAME
 
 
 def _encoded(text: str) -> bytes:
@@ -75,7 +97,7 @@ def file_stem(origin: str | None, name: str | None) -> tuple[str | None, str | N
     stem, dot, ext = last.rpartition(".")
     if not dot or not stem:
         return safe_part(last), None
-    return safe_part(stem), safe_part(ext).lower() or None
+    return safe_part(stem), _UNSAFE.sub("_", ext).strip().lower() or None
 
 
 def clash_suffix(key: str) -> str:

@@ -1,6 +1,6 @@
 """Writing WebDataset shards: the rows of a partition as tar files of samples, one report row per shard.
 
-Each sample is ``<key>.<jpg|png|...>`` (the encoded image) with, where asked, ``<key>.cls`` (a label),
+Each sample is ``<key>.<jpg|png|...>`` (the encoded image) with, where asked, ``<key>.cls`` (an integer),
 ``<key>.txt`` (a text) and ``<key>.json`` (chosen columns), adjacent in the tar as WebDataset readers
 (DALI's ``fn.readers.webdataset``, the ``webdataset`` package, torchdata) expect. A shard holds at most
 ``max_samples`` samples and ``max_bytes`` bytes (headers, data and the end-of-archive blocks; the file is
@@ -40,6 +40,7 @@ from gpuimages.task.naming import clash_suffix, signature_extension
 from gpuimages.task.steps.base import Step, Work
 from gpuimages.task.steps.write import missing_bytes
 from gpuimages.task.stores import FsspecStore
+from gpuimages.task.trainer_check import decode_problem
 from gpuimages.uris import is_local, local_root_path
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,31 @@ def folder_of(origin: str) -> str | None:
     return unquote(parts[-2]) if len(parts) >= 2 else None
 
 
-def label_text(value: Any) -> str:
-    """The text of a ``.cls`` member: an integer in decimal, anything else as its string."""
+#: How a label column becomes ``.cls``: "int" (integers, booleans: as they are), "number" (floats, decimals:
+#: integral values as integers) or "class" (text: its index in :attr:`ShardPlan.classes`).
+LABEL_KINDS = ("int", "number", "class")
+
+
+def label_text(value: Any, kind: str = "int", classes: dict[str, int] | None = None) -> tuple[str | None, str | None]:
+    """The text of a ``.cls`` member (an integer in decimal, as WebDataset readers parse it with ``int()``) and
+    None, or None and the reason the row is not written."""
+    if kind == "class":
+        index = (classes or {}).get(str(value))
+        if index is None:
+            return None, f"label {value!r} is not among the classes"
+        return str(index), None
     if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+        return str(int(value)), None
+    if isinstance(value, int):
+        return str(value), None
+    try:
+        number = decimal.Decimal(str(value))
+        integral = number.is_finite() and number == number.to_integral_value()
+    except decimal.InvalidOperation:
+        integral = False
+    if not integral:
+        return None, f"label {value!r} is not an integer (WebDataset readers read .cls with int())"
+    return str(int(number)), None
 
 
 def _json_value(value: Any) -> Any:
@@ -121,7 +140,10 @@ class ShardPlan:
     bytes' signature. ``mtime``: the members' modification time (the job's start), the same on a retry.
     ``label_from_origin``: where the step follows a transcode in the same task, the value named
     ``label`` is the folder of each row's origin (as ``label_from_folder`` makes it; an archive counts as
-    a folder named after it). ``stage_columns``: ``(name, column)`` pairs for values the stage carries
+    a folder named after it). ``label_kind`` (:data:`LABEL_KINDS`) and ``classes``: how a label becomes
+    ``.cls``; with "class" the label's text also goes into ``.json`` under ``label_col``. ``verify``: bytes
+    written as they are must decode with Pillow (:mod:`gpuimages.task.trainer_check`), else the row is
+    not written. ``stage_columns``: ``(name, column)`` pairs for values the stage carries
     under another name (partition columns). Columns are looked up among the earlier steps' outputs
     (``origin``, ``height``, ``width``) first.
     """
@@ -138,6 +160,9 @@ class ShardPlan:
     mtime: int = 0
     label_from_origin: bool = False
     stage_columns: tuple[tuple[str, str], ...] = ()
+    label_kind: str = "int"
+    classes: tuple[str, ...] = ()
+    verify: bool = False
 
 
 class _Shard:
@@ -220,9 +245,11 @@ class WriteShards(Step):
     _shard: Any = field(default=None, init=False, repr=False, compare=False)
     _report: list = field(default_factory=list, init=False, repr=False, compare=False)
     _pending_skips: list = field(default_factory=lambda: [0, None], init=False, repr=False, compare=False)
+    _classes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def open(self, device: TaskDevice) -> None:
         self._partition = task_partition()
+        self._classes = {name: index for index, name in enumerate(self.plan.classes)}
         self._store = None if is_local(self.plan.root) else FsspecStore(self.plan.root)
         if self._store is None:
             os.makedirs(local_root_path(self.plan.root), exist_ok=True)
@@ -254,23 +281,31 @@ class WriteShards(Step):
         texts = self._column(work, plan.text_col)
         extras = {c: self._column(work, c) for c in plan.json_cols}
         origins = work.origins.to_pylist()
+        classes = self._classes
         for i, blob in enumerate(work.blobs):
             row = self._row
             self._row += 1
             ext = None if work.reasons[i] is not None else (plan.extension or signature_extension(blob))
             if work.reasons[i] is None and ext is None:
                 work.reasons[i] = "not an image: the bytes start with no known image signature"
+            cls = None
+            if work.reasons[i] is None and labels[i] is not None:
+                cls, work.reasons[i] = label_text(labels[i], plan.label_kind, classes)
+            if work.reasons[i] is None and plan.verify:
+                work.reasons[i] = decode_problem(blob)
             if work.reasons[i] is not None:
                 self._skip(origins[i], work.reasons[i])
                 continue
             key = default_key(self._partition, row) if keys[i] is None else safe_key(str(keys[i]))
             members = [(ext, blob)]
-            if labels[i] is not None:
-                members.append(("cls", label_text(labels[i]).encode("utf-8")))
+            if cls is not None:
+                members.append(("cls", cls.encode("utf-8")))
             if texts[i] is not None:
                 members.append(("txt", str(texts[i]).encode("utf-8")))
-            if plan.json_cols:
-                record = {c: extras[c][i] for c in plan.json_cols}
+            record = {c: extras[c][i] for c in plan.json_cols}
+            if plan.label_kind == "class" and labels[i] is not None:
+                record[plan.label_col] = labels[i]  # the class's name beside its index
+            if record:
                 members.append(("json", json.dumps(record, default=_json_value, ensure_ascii=False).encode("utf-8")))
             self._add(key, members)
         work.blobs = None

@@ -9,9 +9,10 @@ one member's bytes and one part are held at a time, never the whole archive, in 
 What a member becomes (see docs/training-data.md):
 
 - **Rows**: every regular member whose extension is an image format's (:data:`IMAGE_EXTENSIONS`) is a
-  row; members Spark would call hidden (a path part starting with ``.``, or ``_`` without ``=``) and
-  other members are not. A tar member that is itself a tar (ImageNet's per-class tars) is streamed in
-  turn.
+  row, whatever its folders or name start with (``_0001.jpg`` too: Spark's hidden-file rule is for files
+  on disk); members WebDataset readers give no sample (a file name starting with ``.``, such as macOS's
+  ``._x.jpg``; ``__name__`` metadata) and other members are not. A tar member that is itself a tar
+  (ImageNet's per-class tars) is streamed in turn.
 - **Origin**: ``<archive origin>#<member path>``, the member path %-escaped as the archive's path is, so
   ``#`` only ever separates an archive from a member (``file:///d/a.tar#x%23y/1.jpg`` is member
   ``x#y/1.jpg``; a tar in a tar adds one more ``#<member>``).
