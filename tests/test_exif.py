@@ -44,7 +44,7 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> int:
 
 @pytest.fixture(scope="module")
 def exif_files() -> dict[str, bytes]:
-    """Non-square JPEGs tagged with every EXIF orientation but 1: mirrors (2, 4), 180° (3), transposes (5, 7), 90° (6, 8)."""
+    """Non-square JPEGs with every EXIF orientation but 1: mirrors (2, 4), 180° (3), transposes (5, 7), 90° (6, 8)."""
     return {f"orientation{o}.jpg": exif_jpeg(rgb_array(STORED_HEIGHT, STORED_WIDTH, seed=o), o) for o in ORIENTATIONS}
 
 
