@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from images import encode, rgb_array
+from images import bomb_png, encode, parity_files, rgb_array
 from PIL import Image
 
 import gpuimages
@@ -142,3 +144,100 @@ def test_written_names_part_row_long_names_and_case_folded_claims(spark, tmp_pat
     cats = sorted(names[o] for o in ("file:///in/Cat.png", "file:///in/cat.png"))
     assert len({c.casefold() for c in cats}) == 2
     assert {"Cat.png", "cat.png"} & set(cats)
+
+
+def _guide_reason_prefixes() -> list[str]:
+    """The first column of guide.md's table of ``error`` reasons, and the ``no bytes read`` causes it lists."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    table = page.split("| `error` starts with | cause |", 1)[1].split("\n\n", 1)[0]
+    prefixes, causes = [], []
+    for line in table.splitlines()[2:]:
+        first, rest = line.split("|")[1:3]
+        prefix = first.strip().strip("`").split("...")[0].split(" ...")[0]
+        if prefix.startswith("OSError"):
+            prefix = "OSError: "
+        prefixes.append(prefix)
+        if prefix.startswith("no bytes read"):
+            causes = [c.split(" ...")[0] for c in re.findall(r"`([^`]+)`", rest) if c != "read_images"]
+    return prefixes + [f"no bytes read: {cause}" for cause in causes]
+
+
+@pytest.fixture(scope="module")
+def reasons(spark, tmp_path_factory) -> dict[str, str]:
+    """name -> ``error`` for a file (or value) made to produce each reason guide.md documents."""
+    files = parity_files()
+    root = tmp_path_factory.mktemp("reasons")
+    plain = root / "plain"
+    plain.mkdir()
+    (plain / "empty.png").write_bytes(b"")
+    (plain / "gone.png").write_bytes(encode(rgb_array(4, 4), "PNG"))
+    (plain / "a:b.png").write_bytes(encode(rgb_array(4, 4), "PNG"))
+    os.mkfifo(plain / "pipe.png")
+    (plain / "text.png").write_bytes(b"<html>not found</html>")
+    for name in ("jpeg_cut_in_header_refused.jpg", "ihdr_compression_1_refused.png"):
+        (plain / name).write_bytes(files[name])
+    frame = gpuimages.read_images(spark, str(plain), device="cpu")
+    (plain / "gone.png").unlink()  # listed when the plan was built, gone when the job reads it
+    found = {r.image.origin.rsplit("/", 1)[-1]: r.error for r in frame.collect()}
+
+    sized = root / "sized"
+    sized.mkdir()
+    (sized / "tall.png").write_bytes(encode(rgb_array(60, 60), "PNG"))
+    (sized / "wide.png").write_bytes(encode(rgb_array(10, 400), "PNG"))  # 4000 pixels; shorter side 50: 50x2000
+    (sized / "bomb.png").write_bytes(bomb_png())  # 100000x100000: past max_pixels, Pillow's own limit refuses it
+    cases = (("tall.png", {"max_pixels": 1000}), ("wide.png", {"max_pixels": 50_000, "resize": 50}),
+             ("bomb.png", {"max_pixels": 10**11}))
+    for name, kwargs in cases:
+        rows = gpuimages.read_images(spark, str(sized / name), device="cpu", **kwargs).collect()
+        found[name] = rows[0].error
+
+    cut = root / "cut"
+    cut.mkdir()
+    (cut / "jpeg_cut_30.jpg").write_bytes(files["jpeg_cut_30.jpg"])
+    found["strict cut"] = gpuimages.read_images(spark, str(cut), device="cpu", strict=True).first().error
+
+    values = spark.createDataFrame([("null", None), ("empty", b"")], "origin string, content binary")
+    for row in gpuimages.decode_images(values, "content", origin_col="origin", device="cpu").collect():
+        found[f"{row.origin} value"] = row.error
+    return found
+
+
+EXPECTED_REASONS = {
+    "empty.png": "no bytes read: the file is empty (0 bytes)",
+    "gone.png": "no bytes read: the file vanished after listing",
+    "pipe.png": "no bytes read: not a regular file (a named pipe)",
+    "a:b.png": "no bytes read: unreadable: Hadoop cannot open a local file whose name contains ':'",
+    "text.png": "not a recognised image format",
+    "bomb.png": "decompression bomb refused: ",
+    "jpeg_cut_in_header_refused.jpg": "OSError: ",
+    "ihdr_compression_1_refused.png": "PNG header: unknown compression method 1",
+    "tall.png": "image claims 60x60 = 3600 pixels, over max_pixels=1000",
+    "wide.png": "resize=50 would make this 400x10 image 2000x50 = 100000 pixels, over max_pixels=50000",
+    "strict cut": "truncated file: the data ends before the image does (strict=True",
+    "null value": "no image bytes (null value)",
+    "empty value": "empty file (0 bytes)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_REASONS))
+def test_each_documented_reason(reasons, name):
+    assert name in reasons, sorted(reasons)
+    assert (reasons[name] or "").startswith(EXPECTED_REASONS[name]), reasons[name]
+
+
+def test_every_reason_guide_md_lists_is_produced(reasons):
+    produced = [r for r in reasons.values() if r]
+    for prefix in _guide_reason_prefixes():
+        if prefix.startswith("no bytes read: permission denied") and os.geteuid() == 0:
+            continue  # root reads any file: test_permission_denied_is_a_row covers it for other users
+        pattern = re.escape(prefix).replace("WxH", r"\d+x\d+").replace(r"\ N\ ", r"\ \d+\ ")
+        assert any(re.match(pattern, r) for r in produced), (prefix, produced)
+
+
+def test_permission_denied_is_a_row(spark, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions")
+    (tmp_path / "secret.png").write_bytes(encode(rgb_array(4, 4), "PNG"))
+    (tmp_path / "secret.png").chmod(0)
+    (row,) = gpuimages.read_images(spark, str(tmp_path), device="cpu").collect()
+    assert row.error.startswith("no bytes read: permission denied"), row.error
