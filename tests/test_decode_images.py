@@ -179,30 +179,31 @@ def test_custom_column_names(spark, odd_bytes):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error"),
+    ("kwargs", "error", "message"),
     [
-        ({"input_col": "missing"}, ValueError),
-        ({"input_col": "label"}, TypeError),  # a string column, not binary
-        ({"origin_col": "nope"}, ValueError),
-        ({"origin_col": "id"}, TypeError),  # an int column, not string
-        ({"output_col": "label"}, ValueError),  # already a column
-        ({"error_col": "image"}, ValueError),  # same as output_col
-        ({"resize": (0, 5)}, ValueError),
-        ({"resize": "big"}, ValueError),
-        ({"center_crop": (-1, 2)}, ValueError),
-        ({"device": "tpu"}, ValueError),
-        ({"batch_size": 0}, ValueError),
-        ({"max_pixels": -1}, ValueError),
-        ({"apply_exif": "yes"}, TypeError),
-        ({"num_partitions": 0}, ValueError),
-        ({"hw_decoder_load": 2.0}, ValueError),
-        ({"drop_invalid": "no"}, TypeError),
-        ({"keep_input": 1}, TypeError),
+        ({"input_col": "missing"}, ValueError, r"input_col: expected one of the columns \[.*\], got 'missing'"),
+        ({"input_col": "label"}, TypeError, "input_col 'label': expected a binary column, got string"),  # not binary
+        ({"origin_col": "nope"}, ValueError, r"origin_col: expected one of the columns \[.*\] or None, got 'nope'"),
+        ({"origin_col": "id"}, TypeError, "origin_col 'id': expected a string column, got int"),
+        ({"output_col": "label"}, ValueError, "output columns: expected a name not already in the DataFrame"
+         ", got 'label'"),
+        ({"error_col": "image"}, ValueError, "error_col: expected a name other than output_col, got 'image'"),
+        ({"resize": (0, 5)}, ValueError, r"resize\[0\] \(height\): expected a positive integer, got 0 \(int\)"),
+        ({"resize": "big"}, ValueError, r"resize: expected \(height, width\) of positive integers or a positive"),
+        ({"center_crop": (-1, 2)}, ValueError, r"center_crop\[0\] \(height\): expected a positive integer, got -1"),
+        ({"device": "tpu"}, ValueError, "device: expected one of auto, cpu, gpu, got 'tpu'"),
+        ({"batch_size": 0}, ValueError, "batch_size: expected a positive integer, got 0"),
+        ({"max_pixels": -1}, ValueError, "max_pixels: expected a positive integer, got -1"),
+        ({"apply_exif": "yes"}, TypeError, "apply_exif: expected True or False, got 'yes'"),
+        ({"num_partitions": 0}, ValueError, "num_partitions: expected a positive integer, got 0"),
+        ({"hw_decoder_load": 2.0}, ValueError, r"hw_decoder_load: expected a number in \[0, 1\], got 2.0"),
+        ({"drop_invalid": "no"}, TypeError, "drop_invalid: expected True or False, got 'no'"),
+        ({"keep_input": 1}, TypeError, "keep_input: expected True or False, got 1"),
     ],
 )
-def test_bad_options_raise_before_any_job(spark, table, kwargs, error):
+def test_bad_options_raise_before_any_job(spark, table, kwargs, error, message):
     kwargs = {"origin_col": "origin", "device": "cpu", **kwargs}
-    with no_spark_job(spark), pytest.raises(error, match="expected"):
+    with no_spark_job(spark), pytest.raises(error, match=message):
         gpuimages.decode_images(table, **kwargs)
 
 

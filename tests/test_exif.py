@@ -17,7 +17,7 @@ from gpuimages.schema import to_ndarray
 
 #: Stored size of every test JPEG: 40 wide, 20 high.
 STORED_HEIGHT, STORED_WIDTH = 20, 40
-ORIENTATIONS = (3, 6, 8)
+ORIENTATIONS = (2, 3, 4, 5, 6, 7, 8)
 #: Orientations that swap width and height.
 SWAPS = {5, 6, 7, 8}
 #: Largest per-channel difference allowed between two JPEG decoders (IDCT/upsampling rounding).
@@ -44,7 +44,7 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> int:
 
 @pytest.fixture(scope="module")
 def exif_files() -> dict[str, bytes]:
-    """Non-square JPEGs tagged with EXIF orientations 3 (180°), 6 (90° CW) and 8 (90° CCW)."""
+    """Non-square JPEGs with every EXIF orientation but 1: mirrors (2, 4), 180° (3), transposes (5, 7), 90° (6, 8)."""
     return {f"orientation{o}.jpg": exif_jpeg(rgb_array(STORED_HEIGHT, STORED_WIDTH, seed=o), o) for o in ORIENTATIONS}
 
 

@@ -77,9 +77,17 @@ def test_parse_size_in_bytes():
     assert parse_size_in_bytes("no statistics") is None
 
 
-@pytest.mark.parametrize("bad", [[], 3, [""], None])
-def test_normalize_paths_rejects(bad):
-    with pytest.raises((TypeError, ValueError), match="expected"):
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ([], ValueError, "path: expected at least one path, got an empty list"),
+        (3, TypeError, "path: expected a string, a path or a list of them, got int"),
+        ([""], TypeError, "path: expected non-empty strings or paths, got ''"),
+        (None, TypeError, "path: expected a string, a path or a list of them, got NoneType"),
+    ],
+)
+def test_normalize_paths_rejects(bad, error, message):
+    with pytest.raises(error, match=message):
         normalize_paths(bad)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+import time
 
 import pytest
 
@@ -63,20 +65,37 @@ def test_factory_may_build_parts_through_the_same_cache():
     assert outer[0].name == "inner" and "inner" in cache
 
 
-def test_concurrent_gets_build_one_object():
-    cache = WorkerCache(2)
-    built = []
+def _race(cache: WorkerCache, threads: int = 8) -> list[int]:
+    """``threads`` threads released together on one key, the factory slow enough to overlap them."""
+    built: list[int] = []
+    barrier = threading.Barrier(threads)
 
     def factory():
         built.append(1)
+        time.sleep(0.05)
         return Thing("t")
 
-    threads = [threading.Thread(target=cache.get, args=("k", factory)) for _ in range(8)]
-    for t in threads:
+    def get():
+        barrier.wait()
+        cache.get("k", factory)
+
+    workers = [threading.Thread(target=get) for _ in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    assert len(built) == 1
+    return built
+
+
+def test_concurrent_gets_build_one_object():
+    assert len(_race(WorkerCache(2))) == 1
+
+
+def test_the_race_builds_twice_without_the_lock():
+    # the scenario above is one the lock decides: without it, the threads overlap and each builds
+    cache = WorkerCache(2)
+    cache._lock = contextlib.nullcontext()
+    assert len(_race(cache)) > 1
 
 
 def test_capacity_must_be_positive():

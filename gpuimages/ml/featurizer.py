@@ -119,7 +119,7 @@ class ImageFeaturizer(
 ):
     """Featurise an image-schema or encoded-bytes column into a ``VectorUDT`` column, one Arrow batch at a time.
 
-    ``backbone="histogram"`` (default, image structs only): ``3 * gridSize**2 + 3 * histogramBins + 10``
+    ``backbone="histogram"`` (default; image structs or encoded bytes): ``3 * gridSize**2 + 3 * histogramBins + 10``
     features (250 by default). ``fn=...`` (or ``setBatchFunction``): a user batch function, see the
     module docstring; ``backbone`` becomes "function". ``backbone="onnx"`` with ``modelPath``, ``mean``,
     ``std``: an ONNX model. ``save``/``load`` keep the function (cloudpickled next to the params) and
