@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import re
@@ -306,3 +307,21 @@ def test_show_failures_bounds_the_failed_lines(spark, tmp_path, capsys):
         failed = [line for line in err.splitlines() if line.startswith("failed: ")]
         assert len(failed) == lines, err
         assert all("bad" in line and "not a recognised image format" in line for line in failed)
+
+
+def test_transcoded_pixels_are_pillows(spark, picture):
+    folder, rgb = picture
+    files = spark.read.format("binaryFile").load(str(folder))
+    png = gpuimages.transcode_images(files, resize=(24, 32), format="png", device="cpu").first()
+    jpeg = gpuimages.transcode_images(files, resize=(24, 32), format="jpeg", quality=90, device="cpu").first()
+    assert png.error is None and jpeg.error is None
+    resized = Image.fromarray(rgb).resize((32, 24), Image.BILINEAR)
+    ours_png = np.asarray(Image.open(io.BytesIO(png.encoded)).convert("RGB"))
+    assert int(np.abs(ours_png.astype(int) - np.asarray(resized).astype(int)).max()) <= 1
+    # JPEG: Pillow's own encode of the same resize at the same quality and subsampling, decoded by Pillow
+    reference = io.BytesIO()
+    resized.save(reference, "JPEG", quality=90, subsampling="4:2:0")
+    theirs = np.asarray(Image.open(reference).convert("RGB")).astype(int)
+    ours_jpeg = np.asarray(Image.open(io.BytesIO(jpeg.encoded)).convert("RGB")).astype(int)
+    assert Image.open(io.BytesIO(jpeg.encoded)).format == "JPEG" and ours_jpeg.shape == (24, 32, 3)
+    assert np.abs(ours_jpeg - theirs).mean() <= 1.0
