@@ -37,8 +37,9 @@ def test_main_runs_the_cli(spark, capsys):
     assert main(["--per-class", "8", "--seed", "3", "--trees", "5"]) == 0
     printed = capsys.readouterr().out
     match = re.search(r"test accuracy: ([0-9.]+)", printed)
-    # seeded split and forest: 0.583 on these 24 images; a pipeline that lost the pixels scores chance (1/3)
-    assert match is not None and float(match.group(1)) > 0.5
+    # seeded split and forest: 0.583 on these 24 images; a pipeline that lost the pixels predicts one class
+    # (its share of the test images, about 1/3)
+    assert match is not None and float(match.group(1)) >= 0.5
     assert "generated 24 images" in printed
     assert spark.range(3).count() == 3  # the caller's session is left running
     assert spark.conf.get("spark.master") == "local[*]"  # with local_session's settings: restored after the test

