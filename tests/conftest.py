@@ -11,12 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives at the repo root
 
+from children import JVM_OPTIONS  # noqa: E402
 from images import odd_files, rgb_array, write_files  # noqa: E402
-
-#: JVM options for the test sessions: the client compiler only and the serial collector. The tests run many
-#: small jobs, for which C2's compile threads and a parallel collector cost CPU they never win back (about a
-#: third of the CPU time of test_read_images + test_partitions on the 2-core machine).
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +21,7 @@ def spark():
     from gpuimages.session import local_session
 
     session = local_session("local[2]", "gpuimages-tests", **{"spark.driver.memory": "2g",
-                                                               "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS})
+                                                               "spark.driver.extraJavaOptions": JVM_OPTIONS})
     session.sparkContext.setLogLevel("ERROR")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session

@@ -93,6 +93,8 @@ def connect_session(url: str) -> Iterator[Any]:
 def main() -> int:
     """The server process: start, print the port, serve until standard input closes."""
     sys.path.insert(0, str(REPO))  # this checkout's gpuimages
+    from children import JVM_OPTIONS
+
     from gpuimages.session import local_session
 
     session = local_session(
@@ -100,7 +102,7 @@ def main() -> int:
         "gpuimages-tests-connect",
         **{
             "spark.driver.memory": "1g",
-            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # as conftest's session
+            "spark.driver.extraJavaOptions": JVM_OPTIONS,
             "spark.ui.showConsoleProgress": "false",
             "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
             "spark.connect.grpc.binding.address": "127.0.0.1",

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pyspark
 import pytest
+from children import JVM_OPTIONS, spark_child_env
 
 pytest.importorskip("nvidia.dali")
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 SCRIPT = textwrap.dedent(
     """
-    import json, logging, sys
+    import json, logging, os, sys
     from pyspark.sql import SparkSession
     import gpuimages
 
@@ -39,6 +40,7 @@ SCRIPT = textwrap.dedent(
         .config("spark.executor.resource.gpu.discoveryScript", discovery)
         .config("spark.executorEnv.GPUIMAGES_TASK_LOG", tasklog)
         .config("spark.task.maxFailures", "1")
+        .config("spark.executor.extraJavaOptions", os.environ["TEST_JVM_OPTIONS"])
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
@@ -79,7 +81,7 @@ def test_decode_stage_runs_under_gpu_profile(class_dir, tmp_path):
     tasklog, out = tmp_path / "tasklog", tmp_path / "out.json"
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = spark_child_env(PYSPARK_DRIVER_PYTHON=sys.executable, TEST_JVM_OPTIONS=JVM_OPTIONS)  # executors too
     proc = subprocess.run(
         [sys.executable, str(script), str(class_dir), str(discovery), str(tasklog), str(out)],
         env=env, capture_output=True, text=True, timeout=900,

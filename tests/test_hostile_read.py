@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from children import spark_child_env
 from images import encode, rgb_array, write_files
 from pyspark.sql import functions as F
 
@@ -181,7 +182,7 @@ def test_a_stale_hadoop_checksum_file_gets_a_row_and_valid_ones_decode(spark, tm
 
 def _cli(commands: list[list[str]], drop_dac: bool) -> subprocess.CompletedProcess:
     """Run the ``gpuimages`` commands one after the other in one child process (one Spark start)."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env = spark_child_env()
     prefix = DROP_DAC if drop_dac else []
     code = "import json, sys; from gpuimages.cli import main; sys.exit(max(main(a) for a in json.loads(sys.argv[1])))"
     return subprocess.run([*prefix, sys.executable, "-c", code, json.dumps(commands)], env=env, capture_output=True,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from children import spark_child_env
 from images import encode, rgb_array
 
 from gpuimages.task.claims import CLAIMS_PREFIX, WritePlan, Writer, remove_claims
@@ -426,7 +427,7 @@ def test_spark_a_retried_write_task_writes_each_file_once(tmp_path):
     script = tmp_path / "retry.py"
     script.write_text(_RETRY_SCRIPT)
     out = tmp_path / "out"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env = spark_child_env()
     proc = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from children import spark_child_env
 from images import encode, rgb_array
 
 from gpuimages.task.runner import run_partition
@@ -329,7 +330,7 @@ def test_fsspec_store(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_cli_convert_to_webdataset(spark, photos, tmp_path):
     dest = tmp_path / "shards"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env = spark_child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "gpuimages", "-v", "convert", str(photos), str(dest), "--format", "webdataset",
          "--resize", "32", "--label-from-folder", "--recursive", "--master", "local[1]", "--device", "cpu",
