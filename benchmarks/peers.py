@@ -733,7 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run, print the report; exit status 1 when an engine's rows or pixel bytes were wrong."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    for noisy in ("py4j", "tracing", "tracing.span"):  # Daft logs every operator span at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     payload = run(args)
     print(format_report(payload))
