@@ -7,6 +7,12 @@ would return nothing for, since the reason comes from the same open. Each file f
 verdict (:func:`gpuimages.listing.local_file_problem`: empty, unreadable, vanished, not a regular file,
 a name Hadoop cannot read, a stale checksum file); a file without a problem is read whole. Rows that
 arrive with bytes, a reason already, or an origin that is not a local file are left as they are.
+
+As the first step of a stage it cannot predict what the decode will hold for a row it has not read
+(:meth:`ReadLocal.predicted_bytes` is the bytes a row carries, 0 for a path), so chunks are bounded by
+rows only: a stage fed this way with camera-sized photographs needs a smaller ``batch_size``, or the file
+sizes from the listing to bound its chunks. Unlike ``binaryFile`` it reads files over
+``spark.sql.sources.binaryFile.maxLength``.
 """
 
 from __future__ import annotations
