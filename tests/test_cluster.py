@@ -10,7 +10,6 @@ never runs on CPU unasked. The CPU read, under the default profile, gets no addr
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

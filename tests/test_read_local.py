@@ -1,0 +1,87 @@
+"""Listed local files read in the task (ReadLocal): the bytes on disk, the probe's reasons, rows kept as they came."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from gpuimages.listing import EMPTY_REASON, VANISHED_REASON, local_file_problem
+from PIL import Image
+
+from gpuimages.options import DecodeOptions
+from gpuimages.task.runner import StageSpec, run_partition
+from gpuimages.task.steps import Decode, ReturnImages
+from gpuimages.task.steps.read_local import ReadLocal, read_file
+
+
+def _jpeg(path: Path, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (20 + seed, 30, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def _origin(path: Path) -> str:
+    return path.resolve().as_uri()
+
+
+def _run(spec: StageSpec, origins: list[str], contents: list[bytes | None], prior: list[str | None]) -> pa.Table:
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(origins, pa.string()), pa.array(contents, pa.binary()), pa.array(prior, pa.string())],
+        names=["origin", "content", "reason"],
+    )
+    return pa.Table.from_batches(list(run_partition(iter([batch]), spec)))
+
+
+def test_files_read_in_the_task_decode_as_pillow_does_and_problems_get_the_probes_reason(tmp_path):
+    good = [tmp_path / f"a{i}.jpg" for i in range(3)]
+    blobs = [_jpeg(p, i) for i, p in enumerate(good)]
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    gone = tmp_path / "gone.jpg"
+    inline = tmp_path / "inline.jpg"
+    inline_blob = _jpeg(inline, 7)
+    inline.write_bytes(b"not what the row carries")  # a row that arrives with bytes keeps them
+    origins = [*map(_origin, good), _origin(empty), _origin(gone), _origin(inline), "s3a://bucket/x.jpg",
+               _origin(good[0])]
+    contents = [None, None, None, None, None, inline_blob, None, None]
+    prior = [None] * 7 + ["listed earlier with a reason"]
+    spec = StageSpec("decode", "cpu", "content", "bytes", (ReadLocal(), Decode(DecodeOptions()), ReturnImages("image")),
+                     ("origin", "image", "error"), origin_col="origin", prior_error_col="reason")
+    out = _run(spec, origins, contents, prior).to_pylist()
+
+    assert [r["origin"] for r in out] == origins
+    for row, blob in zip(out[:3] + out[5:6], [*blobs, inline_blob], strict=True):
+        rgb = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+        assert row["error"] is None
+        assert (row["image"]["height"], row["image"]["width"]) == rgb.shape[:2]
+        assert row["image"]["data"] == rgb[:, :, ::-1].tobytes()  # BGR, Pillow's pixels
+    assert out[3]["error"] == EMPTY_REASON == local_file_problem(origins[3])
+    assert out[4]["error"] == VANISHED_REASON == local_file_problem(origins[4])
+    assert out[6]["error"] is not None  # not a local file: nothing read, the decode says why
+    assert out[7]["error"] == "listed earlier with a reason"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files without permission")
+def test_a_file_without_read_permission_gets_the_probes_reason(tmp_path):
+    locked = tmp_path / "locked.jpg"
+    _jpeg(locked, 1)
+    locked.chmod(0)
+    try:
+        spec = StageSpec("read", "cpu", "content", "bytes", (ReadLocal(),), ("origin", "error"), origin_col="origin")
+        out = _run(spec, [_origin(locked)], [None], [None]).to_pylist()
+        assert out[0]["error"] == local_file_problem(_origin(locked)) is not None
+    finally:
+        locked.chmod(0o644)
+
+
+def test_read_file_reads_the_whole_file(tmp_path):
+    path = tmp_path / "big.bin"
+    data = os.urandom(3 << 20)
+    path.write_bytes(data)
+    assert read_file(str(path)) == data
