@@ -228,6 +228,7 @@ def run_connect_child(tree: Tree, limit: int, timeout_s: int = 900) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
     env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [env.get("PYTHONPATH")])])
     env["PYSPARK_PYTHON"] = sys.executable
+    env["SPARK_TESTING"] = "1"  # pyspark's local Connect server then listens on a free port, not the fixed 15002
     cmd = [sys.executable, "-m", "benchmarks.scale", "--connect-leg", str(tree.folder), "--connect-limit", str(limit)]
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -459,7 +459,7 @@ def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
 
     def plan(archives) -> tuple[str, bool]:
         inputs = file_inputs(spark, [str(tmp_path)], recursive=False, path_glob_filter=None, sample_ratio=1.0, seed=0,
-                             keep_unread=True, label_from_folder=False, conf=conf, archives=archives)
+                             keep_unread=True, label_from_folder=False, conf=conf, archive_plan=archives)
         text = re.sub(r"#\d+|plan_id=\d+", "", inputs.frame._jdf.queryExecution().optimizedPlan().toString())
         return text, inputs.unpack(None, 1) is not None
 
