@@ -55,6 +55,8 @@ CLAIMS_PREFIX = ".gpuimages-write-"
 TMP_PREFIX = ".gpuimages-"
 #: Candidate names a row tries (its name, then deterministic suffixes) before it fails.
 MAX_CANDIDATES = 4
+#: Where Databricks mounts ``dbfs:/`` on every node (``dbfs:/Volumes/...`` is mounted at ``/Volumes``).
+DBFS_MOUNT = "/dbfs"
 #: Folder handles a local task keeps open at once.
 _OPEN_FOLDERS = 64
 
@@ -86,6 +88,7 @@ class WritePlan:
     extension: str | None  # "jpg"/"png" for image structs; None: from the bytes' signature
     error_col: str | None = None  # a reason column of the input (e.g. read_images' "error"), kept in the report
     job_id: str = field(default_factory=new_job_id)  # names this job's claims folder (made on the driver)
+    store_settings: dict[str, str] | None = None  # Spark's Hadoop store settings (gpuimages.sources.stores)
 
     @property
     def claims_folder(self) -> str:
@@ -101,11 +104,15 @@ def claims_folder_name(job_id: str) -> str:
 def is_local(root: str) -> bool:
     """True for plain paths (FUSE mounts included) and ``file:`` URIs."""
     m = _SCHEME.match(root)
-    return m is None or m.group(1).lower() == "file" or len(m.group(1)) == 1  # "C:" drive letters
+    return m is None or m.group(1).lower() in ("file", "dbfs") or len(m.group(1)) == 1  # "C:" drive letters
 
 
 def local_path(root: str) -> str:
-    """A plain path for a local root (``file:///tmp/x`` -> ``/tmp/x``)."""
+    """A plain path for a local root (``file:///tmp/x`` -> ``/tmp/x``; ``dbfs:/x`` -> ``/dbfs/x`` and
+    ``dbfs:/Volumes/x`` -> ``/Volumes/x``, the Databricks FUSE mounts reads use too)."""
+    if root.lower().startswith("dbfs:"):
+        rest = root[5:].lstrip("/")
+        return f"/{rest}" if rest == "Volumes" or rest.startswith("Volumes/") else f"{DBFS_MOUNT}/{rest}".rstrip("/")
     if root.lower().startswith("file:"):
         rest = root[5:]
         if rest.startswith("//"):
@@ -164,10 +171,11 @@ def fit_name(stem: str, ext: str | None = None, limit: int = NAME_MAX) -> str:
 
 def file_stem(origin: str | None, name: str | None) -> tuple[str | None, str | None]:
     """Stem and extension of the target file from ``name`` (a name column) or the origin's last part."""
-    source = name if name else origin
-    if not source:
+    if not name and not origin:
         return None, None
-    last = unquote(str(source)).rstrip("/").rsplit("/", 1)[-1]
+    # a name column is taken literally; an origin is a URI, %-escaped
+    source = str(name) if name else unquote(str(origin))
+    last = source.rstrip("/").rsplit("/", 1)[-1]
     stem, dot, ext = last.rpartition(".")
     if not dot or not stem:
         return safe_part(last), None
@@ -249,6 +257,7 @@ class LocalStore:
 
     def __init__(self, root: str) -> None:
         self.root = local_path(root)
+        self.shown = root.rstrip("/") if root.lower().startswith("dbfs:") else None  # reported as given
         self._root_fd: int | None = None
         self._folders: dict[str, int] = {}
         self._pinned: dict[str, int] = {}
@@ -259,6 +268,8 @@ class LocalStore:
 
     def path(self, folder: str | None, name: str) -> str:
         """The path reported for ``name`` in ``folder`` (None: the destination itself)."""
+        if self.shown is not None:  # dbfs:/ written through its FUSE mount, reported in the user's spelling
+            return "/".join([self.shown, name] if folder is None else [self.shown, folder, name])
         return self.join(name) if folder is None else self.join(folder, name)
 
     def _root(self) -> int:
@@ -433,20 +444,22 @@ class LocalStore:
 class FsspecStore:
     """Writes through an fsspec filesystem (object stores: a PUT appears whole, so no rename is needed).
 
-    Object stores have no links and, through fsspec, no create-if-absent: claims and names are taken
-    with an existence check followed by a PUT.
+    The filesystem is a fresh instance without a listing cache (:func:`gpuimages.task.filesystems.
+    open_filesystem`), configured from Spark's store settings. On S3 a name is taken with a conditional
+    PUT (``If-None-Match: *``: the object is created only where none exists, atomically), so a row costs
+    two requests (its claim and its file); elsewhere with an existence check followed by a PUT. Buckets
+    are never created: a missing one is an error.
     """
 
-    def __init__(self, root: str) -> None:
-        try:
-            import fsspec
-        except ImportError as exc:
-            raise ImportError(
-                f"writing to {root!r} needs fsspec and the filesystem's package (s3fs, gcsfs, adlfs, ...): "
-                'pip install "gpuimages[fsspec]"'
-            ) from exc
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+    def __init__(self, root: str, settings: dict[str, str] | None = None) -> None:
+        from gpuimages.task.filesystems import OBJECT_STORES, open_filesystem
+
+        self.fs, inner, self.scheme = open_filesystem(root, settings)
+        self.root = inner.rstrip("/") or inner
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.object_store = self.scheme in OBJECT_STORES
+        #: a missing name is created with one conditional PUT (no check first)
+        self.conditional = self.protocol == "s3"
         self._made: set[str] = set()
 
     def join(self, *parts: str) -> str:
@@ -455,10 +468,33 @@ class FsspecStore:
     def path(self, folder: str | None, name: str) -> str:
         return self.join(name) if folder is None else self.join(folder, name)
 
+    def bucket(self) -> str:
+        """The bucket (or container) of the destination."""
+        return self.root.split("/", 1)[0]
+
+    def bucket_exists(self) -> bool:
+        """Whether the destination's bucket exists (one request)."""
+        try:
+            return bool(self.fs.exists(self.bucket()))
+        except FileNotFoundError:
+            return False
+
+    def check_bucket(self) -> None:
+        """Raise ``FileNotFoundError`` when the destination's bucket does not exist (never creates one)."""
+        if self.object_store and not self.bucket_exists():
+            raise FileNotFoundError(
+                f"the bucket {self.bucket()!r} of {self.uri(self.root)!r} does not exist (gpuimages does not "
+                "create buckets: check its name, or create it first)"
+            )
+
     def folder(self, name: str | None, pin: bool = False) -> str:
         path = self.root.rstrip("/") if name is None else self.join(name)
         if path not in self._made:
-            self.fs.makedirs(path, exist_ok=True)
+            if self.object_store:  # folders are key prefixes: nothing to make, but the bucket must be there
+                if not self._made:
+                    self.check_bucket()
+            else:
+                self.fs.makedirs(path, exist_ok=True)
             self._made.add(path)
         return path
 
@@ -474,10 +510,22 @@ class FsspecStore:
     def stage(self, folder: str, data: bytes) -> Staged:
         return Staged(folder, data)
 
+    def _create(self, path: str, data: bytes) -> bool:
+        if self.conditional:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        if self.fs.exists(path):
+            return False
+        self.fs.pipe_file(path, data)
+        return True
+
     def place(self, staged: Staged, name: str, replace: bool) -> bool:
         path = f"{staged.folder}/{name}"
-        if not replace and self.fs.exists(path):
-            return False
+        if not replace:
+            return self._create(path, staged.data)
         self.fs.pipe_file(path, staged.data)
         return True
 
@@ -506,31 +554,33 @@ class FsspecStore:
             return None
 
     def put(self, path: str, data: bytes, replace: bool) -> bool:
-        if not replace and self.fs.exists(path):
-            return False
+        if not replace:
+            return self._create(path, data)
         self.fs.pipe_file(path, data)
         return True
 
     def remove_tree(self, name: str) -> None:
         path = self.join(name)
         try:
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+            found = self.fs.find(path) if self.object_store else ([path] if self.fs.exists(path) else [])
+            if found:
+                self.fs.rm(found if self.object_store else path, recursive=not self.object_store)
         except FileNotFoundError:
             pass
 
     def uri(self, path: str) -> str:
-        return path if _SCHEME.match(path) else f"{self.protocol}://{path}"
+        """``path`` (inside the filesystem) as a URI in the destination's own scheme (``s3a://`` stays ``s3a://``)."""
+        return path if _SCHEME.match(path) else f"{self.scheme or self.protocol}://{path}"
 
 
-def open_store(root: str) -> LocalStore | FsspecStore:
-    """The store for a destination folder."""
-    return LocalStore(root) if is_local(root) else FsspecStore(root)
+def open_store(root: str, settings: dict[str, str] | None = None) -> LocalStore | FsspecStore:
+    """The store for a destination folder (``settings``: Spark's store settings, for URIs)."""
+    return LocalStore(root) if is_local(root) else FsspecStore(root, settings)
 
 
-def folder_entries(root: str) -> int:
-    """How many entries the destination folder holds (0 when it does not exist)."""
-    store = open_store(root)
+def folder_entries(root: str, settings: dict[str, str] | None = None) -> int:
+    """How many entries the destination folder holds (0 when it does not exist), listed now (no cache)."""
+    store = open_store(root, settings)
     if isinstance(store, LocalStore):
         try:
             return len(os.listdir(store.root))
@@ -538,15 +588,20 @@ def folder_entries(root: str) -> int:
             return 0
         except NotADirectoryError:
             return 1
+    if store.object_store:  # a prefix: one listing request, nothing cached
+        try:
+            return len(store.fs.ls(store.root, detail=False))
+        except FileNotFoundError:
+            return 0
     if not store.fs.exists(store.root):
         return 0
     return len(store.fs.ls(store.root))
 
 
-def remove_claims(root: str, job_id: str) -> None:
+def remove_claims(root: str, job_id: str, settings: dict[str, str] | None = None) -> None:
     """Remove a job's claims folder (driver, when the job has ended); never raises."""
     try:
-        open_store(root).remove_tree(claims_folder_name(job_id))
+        open_store(root, settings).remove_tree(claims_folder_name(job_id))
     except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the job's own outcome
         log.warning("gpuimages: could not remove the claims folder of write job %s under %s: %s", job_id, root, exc)
 
@@ -631,6 +686,10 @@ class _Writer:
         rel = fname if folder is None else f"{folder}/{fname}"
         key = claim_key(rel)
         path = self.store.path(folder, fname)
+        if getattr(self.store, "conditional", False):
+            outcome = self._create_first(handle, key, fname, path, owner, data)
+            if outcome is not _RETRY:
+                return outcome  # type: ignore[return-value]
         for _ in range(4):  # a claim another attempt created in between, or a name that changed: look again
             claim = self._read_claim(key)
             if claim is not None and claim.owner != owner:
@@ -651,6 +710,20 @@ class _Writer:
             if outcome is not _RETRY:
                 return outcome  # type: ignore[return-value]
         return path, "failed", f"{path} kept changing while this row claimed it"
+
+    def _create_first(self, handle: Any, key: str, fname: str, path: str, owner: str, data: bytes
+                      ) -> Outcome | None | object:
+        """Where names are created atomically (a conditional PUT): create the claim, then the file, one request
+        each; anything already there (an earlier attempt's claim, a file) goes the careful way."""
+        if not self._set_claim(key, Claim(owner, "write"), held=False):
+            return _RETRY  # a claim exists: read it (another row's, or an earlier attempt of this one)
+        staged = self.store.stage(handle, data)
+        if self.store.place(staged, fname, replace=self.plan.mode == "overwrite"):
+            return path, "written", None
+        entry = self.store.entry(handle, fname)
+        if entry.kind == "missing":
+            return _RETRY
+        return self._existing(handle, key, fname, path, owner, entry, data, held=True)
 
     def _place_new(self, handle: Any, key: str, fname: str, path: str, owner: str, data: bytes,
                    held: bool) -> Outcome | None | object:
