@@ -24,6 +24,7 @@ from gpuimages.options import (
     check_seed,
     make_decode_options,
 )
+from gpuimages.sources.stores import store_settings
 from gpuimages.stage import session_conf
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,7 +134,8 @@ def read_images(
         raise TypeError(f"path_glob_filter: expected a glob string or None, got {path_glob_filter!r}")
 
     conf = session_conf(spark)
-    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
+    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed,
+                              store_settings(spark))  # archives: None when off
     inputs = file_inputs(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
         keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf, archives=reading,

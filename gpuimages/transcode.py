@@ -196,6 +196,7 @@ def transcode_files(
     from gpuimages import listing
     from gpuimages.archives import archive_reading
     from gpuimages.reader import file_inputs
+    from gpuimages.sources.stores import store_settings
     from gpuimages.webdataset import remember_transcode
 
     check_bool("recursive", recursive)
@@ -211,7 +212,8 @@ def transcode_files(
     conf = session_conf(spark)
     paths = listing.normalize_paths(path)
     sample_ratio, seed = check_sample_ratio(sample_ratio), check_seed(seed)
-    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
+    reading = archive_reading(archives, webdataset, paths, sample_ratio, seed,
+                              store_settings(spark))  # archives: None when off
     columns = ["origin", "height", "width", "encoded", "error"]
     inputs = file_inputs(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,

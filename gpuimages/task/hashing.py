@@ -103,4 +103,6 @@ def sampled(origin: str, ratio: float, seed: int) -> bool:
         return False
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)
     key = _FILE_PATH_FORM.sub(r"\1:/", origin, count=1)
+    if key.startswith(("s3a://", "s3n://")):  # S3 hashes as s3:// whichever spelling (the listing's rule)
+        key = "s3://" + key[6:]
     return (spark_xxhash64(seed64, key) >> (64 - SAMPLE_BITS)) < sample_threshold(ratio)

@@ -65,6 +65,8 @@ MAX_MEMBER_BYTES = 2**31 - 1
 _URI_SAFE = "/@_-!.~'()*,;:$&+="
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$")
 _READ_BUFFER = 1 << 20
+#: Bytes of an archive on an object store read per range request.
+RANGE_BYTES = 8 << 20
 #: Reason of an archive that holds no image member (read whole: with a sample, it is simply not sampled).
 NO_MEMBERS = "archive holds no image member (its other members are not read as images)"
 
@@ -139,13 +141,14 @@ def member_path(archive_path: str, levels: tuple[str, ...]) -> str:
     return "/".join(p for p in parts if p)
 
 
-def open_path(path: str) -> BinaryIO:
+def open_path(path: str, settings: dict[str, str] | None = None) -> BinaryIO:
     """Open an archive by its origin (``file:///d/a%20b.tar``, %-escaped as image-source origins are), or a
     plain path.
 
     Local paths and ``file:`` URIs are opened directly; ``dbfs:/`` paths through the Databricks FUSE mounts
-    (``/Volumes``, ``/dbfs``); other URIs through fsspec (which needs the filesystem's package and
-    credentials on the executors).
+    (``/Volumes``, ``/dbfs``); other URIs through fsspec (which needs the filesystem's package), configured
+    from Spark's store settings (``settings``, :mod:`gpuimages.task.filesystems`) and read by ranges of
+    :data:`RANGE_BYTES`, whatever the archive's size. The key is taken literally (``::`` included).
     """
     m = _SCHEME.match(path)
     if m is None or len(m.group(1)) == 1:  # a plain path, or a drive letter
@@ -161,10 +164,10 @@ def open_path(path: str) -> BinaryIO:
         local = rest.lstrip("/")
         local = f"/{local}" if local.startswith("Volumes/") else f"/dbfs/{local}"
         return open(local, "rb", buffering=_READ_BUFFER)  # noqa: SIM115
-    import fsspec
+    from gpuimages.task.filesystems import open_filesystem
 
-    fs, inner = fsspec.core.url_to_fs(path)
-    return fs.open(inner, "rb")
+    fs, inner, _ = open_filesystem(path, settings)
+    return fs.open(inner, "rb", block_size=RANGE_BYTES, cache_type="readahead")
 
 
 def _describe(exc: BaseException) -> str:
@@ -440,6 +443,7 @@ class Unpack(Step):
     keep_input:      member rows carry the member's bytes in ``input_col`` (else the column is dropped).
     sample_ratio, seed: keep an image member when its origin is in the seeded sample (Spark's rule).
     siblings:        WebDataset members read into columns of the input (null columns filled per member).
+    store_settings:  Spark's store settings (:mod:`gpuimages.sources.stores`) for archives opened by URI.
     """
 
     input_col: str
@@ -450,6 +454,7 @@ class Unpack(Step):
     sample_ratio: float = 1.0
     seed: int = 0
     siblings: tuple[Sibling, ...] = ()
+    store_settings: dict[str, str] | None = None  # Spark's Hadoop store settings, for archives opened by URI
     name = "unpack"
     rows: int = field(default=16, init=False, repr=False, compare=False)
     _counts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -518,7 +523,7 @@ class Unpack(Step):
 
         reader = ArchiveReader(self.siblings, want)
         try:
-            source = io.BytesIO(blob) if blob is not None else open_path(path)
+            source = io.BytesIO(blob) if blob is not None else open_path(path, self.store_settings)
         except Exception as exc:  # noqa: BLE001 - a missing file, no fsspec, no credentials: the row says so
             yield Entry((), reason=f"cannot open archive: {_describe(exc)}"), {}
             return
