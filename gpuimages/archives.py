@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gpuimages.task.steps.archives import ARCHIVE_SUFFIXES, SIBLING_TYPES, Sibling, Unpack
@@ -140,7 +140,7 @@ class ArchiveReading:
     sample_ratio: float
     seed: int
     present: bool = True
-    store_settings: dict[str, str] | None = None
+    store_settings: dict[str, str] | None = field(default=None, repr=False)  # Spark's, for the tasks' fsspec
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -88,7 +88,8 @@ class WritePlan:
     extension: str | None  # "jpg"/"png" for image structs; None: from the bytes' signature
     error_col: str | None = None  # a reason column of the input (e.g. read_images' "error"), kept in the report
     job_id: str = field(default_factory=new_job_id)  # names this job's claims folder (made on the driver)
-    store_settings: dict[str, str] | None = None  # Spark's Hadoop store settings (gpuimages.sources.stores)
+    # Spark's Hadoop store settings (gpuimages.sources.stores); keys and secrets: never in a repr or a log
+    store_settings: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def claims_folder(self) -> str:

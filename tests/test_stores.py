@@ -119,3 +119,17 @@ def test_shard_spool_file_has_no_name(tmp_path, monkeypatch):
     shard.file.seek(0)
     assert tarfile.open(fileobj=io.BytesIO(shard.file.read())).getnames() == ["k.jpg"]
     shard.abort()
+
+
+def test_carried_secrets_stay_out_of_reprs():
+    from gpuimages.archives import archive_reading
+    from gpuimages.files import WritePlan
+    from gpuimages.task.steps.shards import ShardPlan
+
+    plan = WritePlan(root="s3a://b/o", input_col="c", input_is_struct=False, origin_col=None, name_col=None,
+                     partition_by=None, mode="error", extension=None, store_settings=S3)
+    reading = archive_reading(True, False, ["s3a://b/x"], settings=S3)
+    shards = ShardPlan(root="s3a://b/o", max_samples=1, max_bytes=1, store_settings=S3)
+    step = reading.step("content", None, 1, path_col="path")
+    for obj in (plan, reading, shards, step):
+        assert "SK" not in repr(obj) and obj.store_settings == S3

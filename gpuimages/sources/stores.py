@@ -69,7 +69,3 @@ def store_settings(spark: SparkSession) -> dict[str, str]:
                     "environment for object stores", exc)
         return {}
 
-
-def default_fs(settings: dict[str, str]) -> str:
-    """The filesystem a path without a scheme is on (``fs.defaultFS``; ``file:///`` when unset)."""
-    return settings.get("fs.defaultFS") or "file:///"

@@ -454,7 +454,7 @@ class Unpack(Step):
     sample_ratio: float = 1.0
     seed: int = 0
     siblings: tuple[Sibling, ...] = ()
-    store_settings: dict[str, str] | None = None  # Spark's Hadoop store settings, for archives opened by URI
+    store_settings: dict[str, str] | None = field(default=None, repr=False)  # for archives opened by URI
     name = "unpack"
     rows: int = field(default=16, init=False, repr=False, compare=False)
     _counts: dict = field(default_factory=dict, init=False, repr=False, compare=False)

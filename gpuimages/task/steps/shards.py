@@ -139,7 +139,8 @@ class ShardPlan:
     mtime: int = 0
     label_from_origin: bool = False
     stage_columns: tuple[tuple[str, str], ...] = ()
-    store_settings: dict[str, str] | None = None  # Spark's Hadoop store settings (gpuimages.sources.stores)
+    # Spark's Hadoop store settings (gpuimages.sources.stores); keys and secrets: never in a repr or a log
+    store_settings: dict[str, str] | None = field(default=None, repr=False)
 
 
 class _Shard:
