@@ -25,6 +25,8 @@ from benchmarks.baselines import noop_write
 from benchmarks.data import DEFAULT_ROOT, photo_set
 from benchmarks.peers import LARGE_SIZE, QUALITY, SHORT_SIDE
 from benchmarks.read import timed_call
+from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL
+from gpuimages.sources.scan import list_files, normalize_paths
 
 log = logging.getLogger("benchmarks.listing_fed")
 
@@ -33,7 +35,6 @@ def listing_fed_transcode(spark: Any, folder: str, partitions: int) -> Any:
     """The transcode stage on ``folder``'s listing (origins, null content), ReadLocal before the decode."""
     from pyspark.sql import functions as F
 
-    from gpuimages import listing
     from gpuimages.encode import encode_columns
     from gpuimages.encoders import make_encode_options
     from gpuimages.options import make_decode_options
@@ -41,17 +42,17 @@ def listing_fed_transcode(spark: Any, folder: str, partitions: int) -> Any:
     from gpuimages.task.steps import ReadLocal
     from gpuimages.transcode import transcode_frame
 
-    found = listing.list_files(spark, listing.normalize_paths(folder), recursive=False, path_glob_filter=None,
+    found = list_files(spark, normalize_paths(folder), recursive=False, path_glob_filter=None,
                                sample_ratio=1.0, seed=0, keep_listing=True)
     frame = found.listed.select(
-        F.col("origin").alias(listing.ORIGIN_COL), F.lit(None).cast("binary").alias(listing.CONTENT_COL),
-        F.lit(None).cast("string").alias(listing.REASON_COL),
+        F.col("origin").alias(ORIGIN_COL), F.lit(None).cast("binary").alias(CONTENT_COL),
+        F.lit(None).cast("string").alias(REASON_COL),
     ).coalesce(partitions)
-    columns = encode_columns(frame, listing.CONTENT_COL, "encoded", "error", keep_input=False)
+    columns = encode_columns(frame, CONTENT_COL, "encoded", "error", keep_input=False)
     decode = make_decode_options(resize=SHORT_SIDE, device="cpu")
     encode = make_encode_options(format="jpeg", quality=QUALITY, device="cpu", batch_size=decode.batch_size)
-    return transcode_frame(frame, decode, encode, columns, origin_col=listing.ORIGIN_COL,
-                           prior_error_col=listing.REASON_COL, conf=session_conf(spark),
+    return transcode_frame(frame, decode, encode, columns, origin_col=ORIGIN_COL,
+                           prior_error_col=REASON_COL, conf=session_conf(spark),
                            unpack=lambda _decode, _budget: ReadLocal())
 
 

@@ -115,8 +115,9 @@ def folder_classes(inputs: FileInputs) -> tuple[str, ...]:
     return tuple(sorted(labels))
 
 
-def write_classes(root: str, prefix: str, classes: Sequence[str]) -> str:
-    """Write the class list (a JSON array, index -> name) beside the shards; returns its path."""
+def write_classes(root: str, prefix: str, classes: Sequence[str], settings: dict[str, str] | None = None) -> str:
+    """Write the class list (a JSON array, index -> name) beside the shards; returns its path. ``settings``:
+    Spark's store settings (:func:`gpuimages.sources.stores.store_settings`)."""
     name = classes_file_name(prefix)
     data = (json.dumps(list(classes), ensure_ascii=False, indent=0) + "\n").encode("utf-8")
     if is_local(root):
@@ -128,7 +129,7 @@ def write_classes(root: str, prefix: str, classes: Sequence[str]) -> str:
             f.write(data)
         os.replace(tmp, path)
         return path
-    store = FsspecStore(root)
+    store = FsspecStore(root, settings)
     path = store.join(name)
     store.fs.pipe_file(path, data)
     return store.uri(path)

@@ -114,20 +114,23 @@ def _check_args(args: argparse.Namespace) -> None:
     check_num_partitions(args.num_partitions)
     if args.show_failures < 0:
         raise ValueError(f"--show-failures: expected a count of 0 or more, got {args.show_failures}")
+    from gpuimages.uris import is_local, local_root_path
+
+    # a store URI is checked once Spark has started: its settings (endpoint, keys) are Spark's
     if args.command == "write":
         from gpuimages.write import check_destination
 
-        check_destination(args.dest, args.mode)
+        if is_local(args.dest):
+            check_destination(args.dest, args.mode)
     elif args.format == "webdataset":
         from gpuimages.write import check_destination
 
         for name in ("shard_samples", "shard_mb"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
-        check_destination(args.dest, "overwrite" if args.overwrite else "error")
+        if is_local(args.dest):
+            check_destination(args.dest, "overwrite" if args.overwrite else "error")
     elif not args.overwrite:
-        from gpuimages.uris import is_local, local_root_path
-
         if is_local(args.dest) and os.path.lexists(local_root_path(args.dest)):
             raise FileExistsError(f"dest: expected a path that does not exist (or --overwrite), got {args.dest!r}")
 

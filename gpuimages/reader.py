@@ -25,6 +25,7 @@ from gpuimages.sources.archives import archive_plan
 from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL
 from gpuimages.sources.inputs import file_inputs
 from gpuimages.sources.scan import normalize_paths
+from gpuimages.sources.stores import store_settings
 from gpuimages.stage import session_conf
 from gpuimages.task.local_files import EMPTY_REASON
 
@@ -134,7 +135,8 @@ def read_images(
         raise TypeError(f"path_glob_filter: expected a glob string or None, got {path_glob_filter!r}")
 
     conf = session_conf(spark)
-    reading = archive_plan(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
+    reading = archive_plan(archives, webdataset, paths, sample_ratio, seed,
+                           store_settings(spark))  # archives: None when off
     inputs = file_inputs(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,
         keep_unread=not drop_invalid, label_from_folder=label_from_folder, conf=conf, archive_plan=reading,

@@ -199,6 +199,7 @@ def transcode_files(
     """
     from gpuimages.sources.archives import archive_plan
     from gpuimages.sources.inputs import file_inputs
+    from gpuimages.sources.stores import store_settings
 
     check_bool("recursive", recursive)
     check_bool("label_from_folder", label_from_folder)
@@ -213,7 +214,8 @@ def transcode_files(
     conf = session_conf(spark)
     paths = normalize_paths(path)
     sample_ratio, seed = check_sample_ratio(sample_ratio), check_seed(seed)
-    reading = archive_plan(archives, webdataset, paths, sample_ratio, seed)  # archives: None when off
+    reading = archive_plan(archives, webdataset, paths, sample_ratio, seed,
+                           store_settings(spark))  # archives: None when off
     columns = ["origin", "height", "width", "encoded", "error"]
     inputs = file_inputs(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter, sample_ratio=sample_ratio, seed=seed,

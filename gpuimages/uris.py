@@ -24,6 +24,8 @@ _SCHEME = re.compile(f"^({SCHEME_PATTERN}):(.*)$", re.DOTALL)
 _EMPTY_AUTHORITY = re.compile(f"^({SCHEME_PATTERN}):///")
 #: Schemes whose files are on this machine's filesystem (``dbfs:`` through the Databricks FUSE mounts).
 LOCAL_SCHEMES = ("file", "dbfs")
+#: Where Databricks mounts ``dbfs:/`` on every node (``dbfs:/Volumes/...`` is mounted at ``/Volumes``).
+DBFS_MOUNT = "/dbfs"
 
 
 def split_scheme(path: str) -> tuple[str | None, str]:
@@ -41,8 +43,9 @@ def scheme_of(path: str) -> str | None:
 
 
 def is_local(path: str) -> bool:
-    """True for plain paths (FUSE mounts included) and ``file:`` URIs."""
-    return scheme_of(path) in (None, "file")
+    """True for plain paths (FUSE mounts included), ``file:`` URIs and ``dbfs:`` paths (written and read
+    through the Databricks FUSE mounts)."""
+    return scheme_of(path) in (None, *LOCAL_SCHEMES)
 
 
 def split_authority(rest: str) -> tuple[str | None, str]:
@@ -115,11 +118,14 @@ def fuse_path(dbfs_path: str) -> str:
     """The Databricks FUSE path of a ``dbfs:`` path's part after the scheme (``/Volumes/x`` stays, ``/a`` ->
     ``/dbfs/a``)."""
     local = dbfs_path.lstrip("/")
-    return f"/{local}" if local.startswith("Volumes/") else f"/dbfs/{local}"
+    return f"/{local}" if local == "Volumes" or local.startswith("Volumes/") else f"{DBFS_MOUNT}/{local}"
 
 
 def local_root_path(root: str) -> str:
-    """A plain path for a local destination (``file:///tmp/x`` -> ``/tmp/x``; a plain path as it is)."""
+    """A plain path for a local destination (``file:///tmp/x`` -> ``/tmp/x``; ``dbfs:/x`` -> ``/dbfs/x`` and
+    ``dbfs:/Volumes/x`` -> ``/Volumes/x``, the FUSE mounts reads use too; a plain path as it is)."""
+    if scheme_of(root) == "dbfs":
+        return fuse_path(root[5:]).rstrip("/") or "/"
     if scheme_of(root) == "file":
         authority, rest = split_authority(root[5:])
         return unquote(rest if authority is not None else root[5:])
@@ -144,3 +150,11 @@ def file_path_form(origin: str) -> str:
     """An origin as Spark's ``_metadata.file_path`` writes it: ``scheme:///p`` -> ``scheme:/p`` (the empty
     authority dropped); other origins as they are."""
     return _EMPTY_AUTHORITY.sub(r"\1:/", origin, count=1)
+
+
+def sample_key(origin: str) -> str:
+    """What a file's seeded sample is decided on: its origin in ``_metadata.file_path``'s form
+    (:func:`file_path_form`), S3 spelled ``s3a://`` or ``s3n://`` as ``s3://`` (the same objects are sampled
+    whichever a user writes; :func:`gpuimages.sources.columns.file_sample_condition` applies the same rule)."""
+    key = file_path_form(origin)
+    return "s3://" + key[6:] if key.startswith(("s3a://", "s3n://")) else key

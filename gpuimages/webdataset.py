@@ -39,6 +39,7 @@ from gpuimages.encoders import (
     resolve_encode_device,
 )
 from gpuimages.options import check_num_partitions
+from gpuimages.sources.stores import store_settings
 from gpuimages.stage import run_stage, session_conf
 from gpuimages.task.naming import spark_hidden
 from gpuimages.task.spec import StageSpec
@@ -88,7 +89,7 @@ def _check_prefix(prefix: object) -> str:
     return prefix
 
 
-def _shards_in(root: str, prefix: str) -> list[str]:
+def _shards_in(root: str, prefix: str, settings: dict[str, str] | None = None) -> list[str]:
     """Paths of the shards named ``<prefix>-*.tar`` (and temporary shards) directly under ``root``."""
     patterns = (f"{prefix}-*.tar", f"{TMP_PREFIX}{prefix}-*.tmp")
     if is_local(root):
@@ -98,14 +99,16 @@ def _shards_in(root: str, prefix: str) -> list[str]:
         except FileNotFoundError:
             return []
         return [os.path.join(folder, n) for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    store = FsspecStore(root)
-    if not store.fs.exists(store.root):
+    store = FsspecStore(root, settings)  # a fresh listing: never a cached one
+    try:
+        listed = store.fs.ls(store.root, detail=False)
+    except FileNotFoundError:
         return []
-    return [p for p in store.fs.ls(store.root, detail=False)
+    return [p for p in listed
             if any(fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pat) for pat in patterns)]
 
 
-def _remove(root: str, paths: Sequence[str]) -> None:
+def _remove(root: str, paths: Sequence[str], settings: dict[str, str] | None = None) -> None:
     if not paths:
         return
     if is_local(root):
@@ -115,10 +118,10 @@ def _remove(root: str, paths: Sequence[str]) -> None:
             except FileNotFoundError:
                 pass
     else:
-        FsspecStore(root).fs.rm(list(paths))
+        FsspecStore(root, settings).fs.rm(list(paths))
 
 
-def _remove_classes(root: str, prefix: str) -> None:
+def _remove_classes(root: str, prefix: str, settings: dict[str, str] | None = None) -> None:
     """Remove the class list of ``prefix``'s earlier shards (``mode="overwrite"``)."""
     if is_local(root):
         try:
@@ -126,7 +129,7 @@ def _remove_classes(root: str, prefix: str) -> None:
         except FileNotFoundError:
             pass
         return
-    store = FsspecStore(root)
+    store = FsspecStore(root, settings)
     path = store.join(classes_file_name(prefix))
     if store.fs.exists(path):
         store.fs.rm(path)
@@ -214,7 +217,8 @@ def write_webdataset(
         )
     if mode not in SHARD_MODES:
         raise ValueError(f"mode: expected one of {', '.join(SHARD_MODES)}, got {mode!r}")
-    root = check_path(path)
+    settings = store_settings(df.sparkSession)
+    root = check_path(path, settings)
     prefix = _check_prefix(prefix)
     max_samples = _positive("max_samples", max_samples)
     max_bytes = _positive("max_bytes", max_bytes)
@@ -240,17 +244,17 @@ def write_webdataset(
     error_col = error_col if error_col in df.columns and error_col != input_col else None
 
     if mode == "error":
-        entries = folder_entries(root)
+        entries = folder_entries(root, settings)
         if entries:
             raise FileExistsError(
                 f"path: expected a missing or empty folder with mode='error', got {root!r} holding {entries} "
                 "entries (use mode='overwrite' to replace its shards)"
             )
     else:
-        old = _shards_in(root, prefix)
+        old = _shards_in(root, prefix, settings)
         log.info("gpuimages: write_webdataset removes %d earlier shard(s) under %s", len(old), root)
-        _remove(root, old)
-        _remove_classes(root, prefix)
+        _remove(root, old, settings)
+        _remove_classes(root, prefix, settings)
 
     device = resolve_encode_device(options.device, options.encoder) if is_struct else "cpu"
     options = dataclasses.replace(options, device=device)
@@ -269,6 +273,7 @@ def write_webdataset(
         stage_columns=() if source is None else source.inputs.stage_columns,
         label_kind=kind or "int", classes=classes or (),
         verify=not is_struct and source is None,  # bytes written as they are must decode as trainers decode them
+        store_settings=settings,
     )
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
@@ -302,10 +307,11 @@ def write_webdataset(
         # computed once: a local checkpoint is never recomputed (a lost block fails the query instead)
         report = report.localCheckpoint(eager=True)
         if kind == "class":
-            where = write_classes(root, prefix, classes)
+            where = write_classes(root, prefix, classes, settings)
             log.info("gpuimages: write_webdataset wrote the class list (index -> name) to %s", where)
     finally:
-        _remove(root, [p for p in _shards_in(root, prefix) if p.rsplit("/", 1)[-1].startswith(TMP_PREFIX)])
+        _remove(root, [p for p in _shards_in(root, prefix, settings) if p.rsplit("/", 1)[-1].startswith(TMP_PREFIX)],
+                settings)
     log.info("gpuimages: write_webdataset wrote under %s (the report has a row per shard)", root)
     return report
 

@@ -23,12 +23,13 @@ from gpuimages.encoders import (
 )
 from gpuimages.options import check_num_partitions
 from gpuimages.schema import IMAGE_FIELDS
+from gpuimages.sources.stores import store_settings
 from gpuimages.stage import run_stage, session_conf
 from gpuimages.task.claims import MODES, REPORT_FIELDS, WritePlan, new_job_id, remove_claims
 from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Encode, Write
 from gpuimages.task.stores import FsspecStore, folder_entries
-from gpuimages.uris import is_local, local_root_path
+from gpuimages.uris import is_local, local_root_path, scheme_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -81,22 +82,35 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def check_path(path: Any) -> str:
+def check_path(path: Any, settings: dict[str, str] | None = None) -> str:
     """Validate ``write_images``' ``path``: a folder path or URI that is, or can become, a folder.
 
     Raises ``TypeError`` for anything but ``str``/``os.PathLike`` and ``ValueError`` for an empty path or
     one that names an existing file, a broken link, or a folder that cannot be created because a parent
-    is a file. Returns the path as a string.
+    is a file, and ``FileNotFoundError`` for a bucket that does not exist (buckets are never created) or a
+    ``dbfs:/`` path on a machine without the Databricks FUSE mount. ``settings``: Spark's store settings
+    (:func:`gpuimages.sources.stores.store_settings`). Returns the path as a string.
     """
     value = os.fspath(path) if isinstance(path, os.PathLike) else path
     if not isinstance(value, str):
         raise TypeError(f"path: expected a folder path or URI (str or os.PathLike), got {_describe(path)}")
     if not value.strip() or "\x00" in value:
         raise ValueError(f"path: expected a folder path or URI, got {value!r}")
+    if scheme_of(value) == "dbfs":
+        mount = local_root_path(value)
+        mount = "/" + mount.lstrip("/").split("/", 1)[0]
+        if not os.path.isdir(mount):
+            raise FileNotFoundError(
+                f"path: {value!r} is written through the Databricks FUSE mount {mount}, which this machine does not "
+                "have (write to the store's own URI, e.g. s3a://..., instead)"
+            )
     if not is_local(value):
-        store = FsspecStore(value)  # ImportError naming the extra when fsspec is missing
+        store = FsspecStore(value, settings)  # ImportError naming the package when fsspec or s3fs is missing
         try:
+            store.check_bucket()
             is_file = store.fs.isfile(store.root)
+        except FileNotFoundError:
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. no credentials on the driver: the executors may have them
             log.info("gpuimages: could not check %s on the driver (%s)", value, exc)
             return value
@@ -117,14 +131,14 @@ def check_path(path: Any) -> str:
     return value
 
 
-def check_destination(path: Any, mode: Any) -> str:
+def check_destination(path: Any, mode: Any, settings: dict[str, str] | None = None) -> str:
     """Validate ``path`` (:func:`check_path`) and ``mode``; in ``mode="error"`` the folder must be missing or
     empty (``FileExistsError`` otherwise). The CLI runs the same check before starting Spark."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    root = check_path(path)
+    root = check_path(path, settings)
     if mode == "error":
-        entries = folder_entries(root)
+        entries = folder_entries(root, settings)
         if entries:
             raise FileExistsError(
                 f"path: expected a missing or empty folder with mode='error', got {root!r} holding {entries} "
@@ -206,7 +220,8 @@ def write_images(
         )
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    root = check_path(path)
+    settings = store_settings(df.sparkSession)
+    root = check_path(path, settings)
     input_col, is_struct = pick_input(df, input_col)
     options = make_encode_options(
         format=format, quality=quality, subsampling=subsampling, optimize=optimize,
@@ -219,14 +234,14 @@ def write_images(
         origin_col = next((c for c in ("origin", "path") if c in df.columns), None)
     origin_col = check_column(df, "origin_col", origin_col)
     error_col = error_col if error_col in df.columns and error_col != input_col else None
-    root = check_destination(root, mode)
+    root = check_destination(root, mode, settings)
 
     device = resolve_encode_device(options.device, options.encoder) if is_struct else "cpu"
     options = dataclasses.replace(options, device=device)
     plan = WritePlan(
         root=root, input_col=input_col, input_is_struct=is_struct, origin_col=origin_col, name_col=name_col,
         partition_by=partition_by, mode=mode, extension=options.extension if is_struct else None,
-        error_col=error_col, job_id=new_job_id(),
+        error_col=error_col, job_id=new_job_id(), store_settings=settings,
     )
     columns = list(dict.fromkeys(c for c in (input_col, origin_col, name_col, partition_by, error_col) if c))
     from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -256,7 +271,7 @@ def write_images(
         # computed once: a local checkpoint is never recomputed (a lost block fails the query instead)
         report = report.localCheckpoint(eager=True)
     finally:
-        remove_claims(root, plan.job_id)
+        remove_claims(root, plan.job_id, settings)
     counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
     log.info("gpuimages: write_images under %s: %s", root, counts)
     return report

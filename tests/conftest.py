@@ -18,10 +18,13 @@ from images import odd_files, rgb_array, write_files  # noqa: E402
 @pytest.fixture(scope="session")
 def spark():
     """A classic local[2] session shared by the whole run."""
+    import s3  # the local S3 server and the S3A settings (empty where unavailable)
+
     from gpuimages.session import local_session
 
     session = local_session("local[2]", "gpuimages-tests", **{"spark.driver.memory": "2g",
-                                                               "spark.driver.extraJavaOptions": JVM_OPTIONS})
+                                                               "spark.driver.extraJavaOptions": JVM_OPTIONS,
+                                                               **s3.spark_conf()})
     session.sparkContext.setLogLevel("ERROR")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from gpuimages.listing import EMPTY_REASON, VANISHED_REASON, local_file_problem
 from PIL import Image
 
 from gpuimages.options import DecodeOptions
-from gpuimages.task.runner import StageSpec, run_partition
+from gpuimages.task.local_files import EMPTY_REASON, VANISHED_REASON, local_file_problem
+from gpuimages.task.runner import run_partition
+from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Decode, ReturnImages
 from gpuimages.task.steps.read_local import ReadLocal, read_file
 

@@ -9,4 +9,5 @@
 | :mod:`.unread` | rows for the listed files the scan returns no bytes for |
 | :mod:`.archives` | which listed files are archives, how they are read and sampled |
 | :mod:`.inputs` | ``file_inputs``: all of the above as a stage's input (``FileInputs``) |
+| :mod:`.stores` | the session's store settings (``fs.s3a.*``, ...) carried to the tasks that open archives or write |
 """

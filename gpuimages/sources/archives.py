@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, sample_condition
@@ -90,14 +90,33 @@ def check_archives(value: Any) -> bool | str:
     raise ValueError(f"archives: expected True, False, 'path' or 'content', got {value!r}")
 
 
-def opens_by_path(mode: bool | str, paths: Sequence[str]) -> bool:
+def opens_by_path(mode: bool | str, paths: Sequence[str], default_fs: str = "file:///") -> bool:
     """Whether the tasks open archives by path: ``"path"``, or ``True`` with every path local (plain
-    paths, ``file:``, ``dbfs:`` through the Databricks FUSE mounts)."""
+    paths on a local default filesystem, ``file:``, ``dbfs:`` through the Databricks FUSE mounts) or on an
+    object store the tasks reach through fsspec (``s3a://``, ``gs://``, ``abfss://``, with its package
+    installed), read there by ranges whatever the archive's size. Paths without a scheme are on
+    ``default_fs`` (``fs.defaultFS``); on HDFS and other filesystems Spark's ``binaryFile`` reads them."""
     if mode == "path":
         return True
     if mode == "content":
         return False
-    return all(scheme_of(p) in (None, *LOCAL_SCHEMES) for p in paths)
+    import importlib.util
+
+    from gpuimages.task.filesystems import OBJECT_STORES, PACKAGES, PROTOCOLS
+
+    default = scheme_of(default_fs) or "file"
+    for p in paths:
+        scheme = scheme_of(p) or default
+        if scheme in LOCAL_SCHEMES:
+            continue
+        package = PACKAGES.get(PROTOCOLS.get(scheme, ""))
+        if scheme in OBJECT_STORES and package and importlib.util.find_spec(package) is not None:
+            continue
+        if scheme in OBJECT_STORES:
+            log.warning("gpuimages: archives on %s:// are read through Spark's binaryFile (whole, at most 2 GiB "
+                        "each) as %s is not installed; install it to stream them by ranges", scheme, package)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,7 @@ class ArchivePlan:
     sample_ratio: float
     seed: int
     present: bool = True
+    store_settings: dict[str, str] | None = field(default=None, repr=False)  # Spark's, for the tasks' fsspec
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -192,6 +212,7 @@ class ArchivePlan:
         return Unpack(
             input_col=input_col, bounds=bounds, max_batch_bytes=max_batch_bytes, path_col=path_col,
             keep_input=keep_input, sample_ratio=self.sample_ratio, seed=self.seed, siblings=self.siblings,
+            store_settings=self.store_settings,
         )
 
 
@@ -204,14 +225,16 @@ def folder_origin(origin: Column) -> Column:
 
 
 def archive_plan(archives: Any, webdataset: Any, paths: Sequence[str], sample_ratio: float = 1.0,
-                    seed: int = 0) -> ArchivePlan | None:
-    """The archive plan of a read of ``paths`` (None with ``archives=False``); options checked here."""
+                 seed: int = 0, settings: dict[str, str] | None = None) -> ArchivePlan | None:
+    """The archive plan of a read of ``paths`` (None with ``archives=False``); options checked here.
+    ``settings``: the session's store settings (:func:`gpuimages.sources.stores.store_settings`)."""
     mode = check_archives(archives)
     siblings = sibling_columns(webdataset)
     if mode is False:
         if siblings:
             raise ValueError("webdataset: expected archives to be read (archives=True) to read WebDataset siblings")
         return None
-    by_path = opens_by_path(mode, paths)
+    settings = settings or {}
+    by_path = opens_by_path(mode, paths, settings.get("fs.defaultFS") or "file:///")
     log.info("gpuimages: archives are %s", "opened by path in the tasks" if by_path else "read by Spark's binaryFile")
-    return ArchivePlan(by_path, siblings, sample_ratio, seed)
+    return ArchivePlan(by_path, siblings, sample_ratio, seed, store_settings=settings)

@@ -69,6 +69,9 @@ def file_sample_condition(file_path: Column, ratio: float, seed: int) -> Column:
         return F.lit(False)
     threshold = int(round(ratio * (1 << SAMPLE_BITS)))
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)  # any Python int, as a signed 64-bit value
+    # S3 spelled s3a:// (or s3n://) hashes as s3://: the same objects are sampled whichever a user writes
+    file_path = F.when(file_path.startswith("s3a://") | file_path.startswith("s3n://"),
+                       F.concat(F.lit("s3://"), F.substring(file_path, 7, 1 << 30))).otherwise(file_path)
     bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed64).cast("long"), file_path), 64 - SAMPLE_BITS)
     return bits < F.lit(threshold).cast("long")
 

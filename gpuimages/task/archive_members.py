@@ -36,6 +36,8 @@ SIBLING_TYPES = {"string": pa.string(), "long": pa.int64(), "binary": pa.binary(
 #: The largest member read (as Spark's ``binaryFile`` refuses larger files).
 MAX_MEMBER_BYTES = 2**31 - 1
 _READ_BUFFER = 1 << 20
+#: Bytes of an archive on an object store read per range request.
+RANGE_BYTES = 8 << 20
 #: Reason of an archive that holds no image member (read whole: with a sample, it is simply not sampled).
 NO_MEMBERS = "archive holds no image member (its other members are not read as images)"
 
@@ -117,23 +119,24 @@ def member_path(archive_path: str, levels: tuple[str, ...]) -> str:
     return "/".join(p for p in parts if p)
 
 
-def open_path(path: str) -> BinaryIO:
+def open_path(path: str, settings: dict[str, str] | None = None) -> BinaryIO:
     """Open an archive by its origin (``file:///d/a%20b.tar``, %-escaped as image-source origins are), or a
     plain path.
 
     Local paths and ``file:`` URIs are opened directly; ``dbfs:/`` paths through the Databricks FUSE mounts
-    (``/Volumes``, ``/dbfs``); other URIs through fsspec (which needs the filesystem's package and
-    credentials on the executors).
+    (``/Volumes``, ``/dbfs``); other URIs through fsspec (which needs the filesystem's package), configured
+    from Spark's store settings (``settings``, :mod:`gpuimages.task.filesystems`) and read by ranges of
+    :data:`RANGE_BYTES`, whatever the archive's size. The key is taken literally (``::`` included).
     """
     local = origin_local_path(path)
     if local is not None:
         return open(local, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed by the caller
+    from gpuimages.task.filesystems import open_filesystem
+
     _, rest = split_scheme(path)
     path = f"{path[: len(path) - len(rest) - 1]}:{unquote(rest)}"  # an origin: a %-escaped URI
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(path)
-    return fs.open(inner, "rb")
+    fs, inner, _ = open_filesystem(path, settings)
+    return fs.open(inner, "rb", block_size=RANGE_BYTES, cache_type="readahead")
 
 
 def describe(exc: BaseException) -> str:

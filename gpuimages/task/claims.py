@@ -59,6 +59,8 @@ class WritePlan:
     extension: str | None  # "jpg"/"png" for image structs; None: from the bytes' signature
     error_col: str | None = None  # a reason column of the input (e.g. read_images' "error"), kept in the report
     job_id: str = field(default_factory=new_job_id)  # names this job's claims folder (made on the driver)
+    # Spark's Hadoop store settings (gpuimages.sources.stores); keys and secrets: never in a repr or a log
+    store_settings: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def claims_folder(self) -> str:
@@ -90,10 +92,10 @@ class Claim:
         return Claim(lines[0], lines[1], lines[2] or None)
 
 
-def remove_claims(root: str, job_id: str) -> None:
+def remove_claims(root: str, job_id: str, settings: dict[str, str] | None = None) -> None:
     """Remove a job's claims folder (driver, when the job has ended); never raises."""
     try:
-        open_store(root).remove_tree(claims_folder_name(job_id))
+        open_store(root, settings).remove_tree(claims_folder_name(job_id))
     except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the job's own outcome
         log.warning("gpuimages: could not remove the claims folder of write job %s under %s: %s", job_id, root, exc)
 
@@ -178,6 +180,10 @@ class Writer:
         rel = fname if folder is None else f"{folder}/{fname}"
         key = claim_key(rel)
         path = self.store.path(folder, fname)
+        if getattr(self.store, "conditional", False):
+            outcome = self._create_first(handle, key, fname, path, owner, data)
+            if outcome is not _RETRY:
+                return outcome  # type: ignore[return-value]
         for _ in range(4):  # a claim another attempt created in between, or a name that changed: look again
             claim = self._read_claim(key)
             if claim is not None and claim.owner != owner:
@@ -198,6 +204,20 @@ class Writer:
             if outcome is not _RETRY:
                 return outcome  # type: ignore[return-value]
         return path, "failed", f"{path} kept changing while this row claimed it"
+
+    def _create_first(self, handle: Any, key: str, fname: str, path: str, owner: str, data: bytes
+                      ) -> Outcome | None | object:
+        """Where names are created atomically (a conditional PUT): create the claim, then the file, one request
+        each; anything already there (an earlier attempt's claim, a file) goes the careful way."""
+        if not self._set_claim(key, Claim(owner, "write"), held=False):
+            return _RETRY  # a claim exists: read it (another row's, or an earlier attempt of this one)
+        staged = self.store.stage(handle, data)
+        if self.store.place(staged, fname, replace=self.plan.mode == "overwrite"):
+            return path, "written", None
+        entry = self.store.entry(handle, fname)
+        if entry.kind == "missing":
+            return _RETRY
+        return self._existing(handle, key, fname, path, owner, entry, data, held=True)
 
     def _place_new(self, handle: Any, key: str, fname: str, path: str, owner: str, data: bytes,
                    held: bool) -> Outcome | None | object:

@@ -8,7 +8,7 @@ origin with :func:`sampled`: one rule for every image, whatever holds it.
 
 from __future__ import annotations
 
-from gpuimages.uris import file_path_form
+from gpuimages.uris import sample_key
 
 _MASK = (1 << 64) - 1
 _P1 = 0x9E3779B185EBCA87
@@ -100,5 +100,5 @@ def sampled(origin: str, ratio: float, seed: int) -> bool:
     if ratio <= 0:
         return False
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)
-    key = file_path_form(origin)
+    key = sample_key(origin)
     return (spark_xxhash64(seed64, key) >> (64 - SAMPLE_BITS)) < sample_threshold(ratio)

@@ -90,10 +90,11 @@ def fit_name(stem: str, ext: str | None = None, limit: int = NAME_MAX) -> str:
 
 def file_stem(origin: str | None, name: str | None) -> tuple[str | None, str | None]:
     """Stem and extension of the target file from ``name`` (a name column) or the origin's last part."""
-    source = name if name else origin
-    if not source:
+    if not name and not origin:
         return None, None
-    last = unquote(str(source)).rstrip("/").rsplit("/", 1)[-1]
+    # a name column is taken literally; an origin is a URI, %-escaped
+    source = str(name) if name else unquote(str(origin))
+    last = source.rstrip("/").rsplit("/", 1)[-1]
     stem, dot, ext = last.rpartition(".")
     if not dot or not stem:
         return safe_part(last), None

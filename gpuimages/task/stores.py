@@ -74,6 +74,7 @@ class LocalStore:
 
     def __init__(self, root: str) -> None:
         self.root = local_root_path(root)
+        self.shown = root.rstrip("/") if scheme_of(root) == "dbfs" else None  # reported as given
         self._root_fd: int | None = None
         self._folders: dict[str, int] = {}
         self._pinned: dict[str, int] = {}
@@ -84,6 +85,8 @@ class LocalStore:
 
     def path(self, folder: str | None, name: str) -> str:
         """The path reported for ``name`` in ``folder`` (None: the destination itself)."""
+        if self.shown is not None:  # dbfs:/ written through its FUSE mount, reported in the user's spelling
+            return "/".join([self.shown, name] if folder is None else [self.shown, folder, name])
         return self.join(name) if folder is None else self.join(folder, name)
 
     def _root(self) -> int:
@@ -258,20 +261,22 @@ class LocalStore:
 class FsspecStore:
     """Writes through an fsspec filesystem (object stores: a PUT appears whole, so no rename is needed).
 
-    Object stores have no links and, through fsspec, no create-if-absent: claims and names are taken
-    with an existence check followed by a PUT.
+    The filesystem is a fresh instance without a listing cache (:func:`gpuimages.task.filesystems.
+    open_filesystem`), configured from Spark's store settings. On S3 a name is taken with a conditional
+    PUT (``If-None-Match: *``: the object is created only where none exists, atomically), so a row costs
+    two requests (its claim and its file); elsewhere with an existence check followed by a PUT. Buckets
+    are never created: a missing one is an error.
     """
 
-    def __init__(self, root: str) -> None:
-        try:
-            import fsspec
-        except ImportError as exc:
-            raise ImportError(
-                f"writing to {root!r} needs fsspec and the filesystem's package (s3fs, gcsfs, adlfs, ...): "
-                'pip install "gpuimages[fsspec]"'
-            ) from exc
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+    def __init__(self, root: str, settings: dict[str, str] | None = None) -> None:
+        from gpuimages.task.filesystems import OBJECT_STORES, open_filesystem
+
+        self.fs, inner, self.scheme = open_filesystem(root, settings)
+        self.root = inner.rstrip("/") or inner
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.object_store = self.scheme in OBJECT_STORES
+        #: a missing name is created with one conditional PUT (no check first)
+        self.conditional = self.protocol == "s3"
         self._made: set[str] = set()
 
     def join(self, *parts: str) -> str:
@@ -280,10 +285,33 @@ class FsspecStore:
     def path(self, folder: str | None, name: str) -> str:
         return self.join(name) if folder is None else self.join(folder, name)
 
+    def bucket(self) -> str:
+        """The bucket (or container) of the destination."""
+        return self.root.split("/", 1)[0]
+
+    def bucket_exists(self) -> bool:
+        """Whether the destination's bucket exists (one request)."""
+        try:
+            return bool(self.fs.exists(self.bucket()))
+        except FileNotFoundError:
+            return False
+
+    def check_bucket(self) -> None:
+        """Raise ``FileNotFoundError`` when the destination's bucket does not exist (never creates one)."""
+        if self.object_store and not self.bucket_exists():
+            raise FileNotFoundError(
+                f"the bucket {self.bucket()!r} of {self.uri(self.root)!r} does not exist (gpuimages does not "
+                "create buckets: check its name, or create it first)"
+            )
+
     def folder(self, name: str | None, pin: bool = False) -> str:
         path = self.root.rstrip("/") if name is None else self.join(name)
         if path not in self._made:
-            self.fs.makedirs(path, exist_ok=True)
+            if self.object_store:  # folders are key prefixes: nothing to make, but the bucket must be there
+                if not self._made:
+                    self.check_bucket()
+            else:
+                self.fs.makedirs(path, exist_ok=True)
             self._made.add(path)
         return path
 
@@ -299,10 +327,22 @@ class FsspecStore:
     def stage(self, folder: str, data: bytes) -> Staged:
         return Staged(folder, data)
 
+    def _create(self, path: str, data: bytes) -> bool:
+        if self.conditional:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        if self.fs.exists(path):
+            return False
+        self.fs.pipe_file(path, data)
+        return True
+
     def place(self, staged: Staged, name: str, replace: bool) -> bool:
         path = f"{staged.folder}/{name}"
-        if not replace and self.fs.exists(path):
-            return False
+        if not replace:
+            return self._create(path, staged.data)
         self.fs.pipe_file(path, staged.data)
         return True
 
@@ -331,31 +371,33 @@ class FsspecStore:
             return None
 
     def put(self, path: str, data: bytes, replace: bool) -> bool:
-        if not replace and self.fs.exists(path):
-            return False
+        if not replace:
+            return self._create(path, data)
         self.fs.pipe_file(path, data)
         return True
 
     def remove_tree(self, name: str) -> None:
         path = self.join(name)
         try:
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+            found = self.fs.find(path) if self.object_store else ([path] if self.fs.exists(path) else [])
+            if found:
+                self.fs.rm(found if self.object_store else path, recursive=not self.object_store)
         except FileNotFoundError:
             pass
 
     def uri(self, path: str) -> str:
-        return path if scheme_of(path) else f"{self.protocol}://{path}"
+        """``path`` (inside the filesystem) as a URI in the destination's own scheme (``s3a://`` stays ``s3a://``)."""
+        return path if scheme_of(path) else f"{self.scheme or self.protocol}://{path}"
 
 
-def open_store(root: str) -> LocalStore | FsspecStore:
-    """The store for a destination folder."""
-    return LocalStore(root) if is_local(root) else FsspecStore(root)
+def open_store(root: str, settings: dict[str, str] | None = None) -> LocalStore | FsspecStore:
+    """The store for a destination folder (``settings``: Spark's store settings, for URIs)."""
+    return LocalStore(root) if is_local(root) else FsspecStore(root, settings)
 
 
-def folder_entries(root: str) -> int:
-    """How many entries the destination folder holds (0 when it does not exist)."""
-    store = open_store(root)
+def folder_entries(root: str, settings: dict[str, str] | None = None) -> int:
+    """How many entries the destination folder holds (0 when it does not exist), listed now (no cache)."""
+    store = open_store(root, settings)
     if isinstance(store, LocalStore):
         try:
             return len(os.listdir(store.root))
@@ -363,6 +405,11 @@ def folder_entries(root: str) -> int:
             return 0
         except NotADirectoryError:
             return 1
+    if store.object_store:  # a prefix: one listing request, nothing cached
+        try:
+            return len(store.fs.ls(store.root, detail=False))
+        except FileNotFoundError:
+            return 0
     if not store.fs.exists(store.root):
         return 0
     return len(store.fs.ls(store.root))

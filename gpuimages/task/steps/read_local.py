@@ -4,7 +4,7 @@ A stage fed by the listing alone (origins, null content) instead of Spark's ``bi
 each local file here, in the Python worker: the JVM then neither reads the files nor copies their bytes
 into rows and Arrow batches, and no separate probe stage or join is needed to find the files the scan
 would return nothing for, since the reason comes from the same open. Each file first gets the probe's
-verdict (:func:`gpuimages.listing.local_file_problem`: empty, unreadable, vanished, not a regular file,
+verdict (:func:`gpuimages.task.local_files.local_file_problem`: empty, unreadable, vanished, not a regular file,
 a name Hadoop cannot read, a stale checksum file); a file without a problem is read whole. Rows that
 arrive with bytes, a reason already, or an origin that is not a local file are left as they are.
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from gpuimages.task.local_files import forget_checksums
 from gpuimages.task.steps.base import Step, Work
 
 
@@ -32,15 +33,14 @@ class ReadLocal(Step):
     name = "read-local"
 
     def open(self, device: object) -> None:
-        from gpuimages import listing
-
-        listing.forget_checksums()  # a reused worker must not see a folder as an earlier task listed it
+        forget_checksums()  # a reused worker must not see a folder as an earlier task listed it
 
     def predicted_bytes(self, value: pa.Scalar) -> int:
         return 0 if value is None or not value.is_valid else len(value.as_py())
 
     def run(self, work: Work) -> None:
-        from gpuimages.listing import local_file_problem, local_path
+        from gpuimages.task.local_files import local_file_problem
+        from gpuimages.uris import file_uri_path
 
         blobs = work.blobs if work.blobs is not None else [None] * len(work)
         origins = work.origins.to_pylist()
@@ -48,7 +48,7 @@ class ReadLocal(Step):
         for i, (blob, origin, earlier) in enumerate(zip(blobs, origins, work.reasons, strict=True)):
             if blob is not None or earlier is not None or origin is None:
                 continue
-            path = local_path(origin)
+            path = file_uri_path(origin)
             if path is None:
                 continue
             reason = local_file_problem(origin)

@@ -10,7 +10,8 @@ Names and retries: shard ``s`` of partition ``p`` is ``<prefix>-<p:05d>-<s:05d>.
 is ``<p:05d>-<row:08d>`` (its row in the partition) unless a key column names it, so a retried task
 writes the same shards under the same names. A shard is written under a temporary name in the
 destination (``.gpuimages-<name>-<random>.tmp``) and renamed when complete (on object stores, spooled
-to a local file and uploaded in one PUT), so no reader ever sees part of a shard; at the end the task
+to an unnamed local file, which the system removes even when the task is killed, and uploaded in one
+PUT or a multipart upload, which appears whole), so no reader ever sees part of a shard; at the end the task
 removes the shards of its partition numbered past its own (left by an earlier attempt that cut
 them differently), so a retried task leaves no duplicate.
 """
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 import uuid
@@ -58,6 +60,7 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 _TAR_BLOCK = 512
 #: The end-of-archive blocks a shard ends with.
 _TAR_END = 2 * _TAR_BLOCK
+_COPY_BUFFER = 8 << 20
 
 
 def shard_name(prefix: str, partition: int, index: int) -> str:
@@ -163,6 +166,8 @@ class ShardPlan:
     label_kind: str = "int"
     classes: tuple[str, ...] = ()
     verify: bool = False
+    # Spark's Hadoop store settings (gpuimages.sources.stores); keys and secrets: never in a repr or a log
+    store_settings: dict[str, str] | None = field(default=None, repr=False)
 
 
 class _Shard:
@@ -181,10 +186,10 @@ class _Shard:
             self.tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:12]}.tmp")
             self.final = os.path.join(folder, name)
         else:
-            fd, self.tmp = tempfile.mkstemp(prefix=f"gpuimages-{name}-", suffix=".tmp")
-            os.close(fd)
+            # spooled to an unnamed local file (O_TMPFILE where available): gone with the process, even killed
+            self.tmp = None
             self.final = store.join(name)
-        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        self.file = open(self.tmp, "wb") if self.tmp else tempfile.TemporaryFile()  # noqa: SIM115 - closed in commit/abort
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
 
     @property
@@ -206,15 +211,17 @@ class _Shard:
         self.file.write(tarfile.NUL * _TAR_END)  # the end blocks, without tarfile's padding to a record
         self.tar.closed = True
         self.file.flush()
-        self.file.close()
-        size = os.path.getsize(self.tmp)
+        size = self.file.tell()
         if self.store is None:
+            self.file.close()
             os.replace(self.tmp, self.final)
-        else:
-            try:
-                self.store.fs.put_file(self.tmp, self.final)
-            finally:
-                os.unlink(self.tmp)
+            return size
+        try:
+            self.file.seek(0)
+            with self.store.fs.open(self.final, "wb") as out:  # one PUT, or a multipart upload when large
+                shutil.copyfileobj(self.file, out, _COPY_BUFFER)
+        finally:
+            self.file.close()
         return size
 
     def abort(self) -> None:
@@ -224,6 +231,8 @@ class _Shard:
         except Exception:  # noqa: BLE001, S110 - the file goes anyway
             pass
         self.file.close()
+        if self.tmp is None:
+            return
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
@@ -250,7 +259,7 @@ class WriteShards(Step):
     def open(self, device: TaskDevice) -> None:
         self._partition = task_partition()
         self._classes = {name: index for index, name in enumerate(self.plan.classes)}
-        self._store = None if is_local(self.plan.root) else FsspecStore(self.plan.root)
+        self._store = None if is_local(self.plan.root) else FsspecStore(self.plan.root, self.plan.store_settings)
         if self._store is None:
             os.makedirs(local_root_path(self.plan.root), exist_ok=True)
         else:

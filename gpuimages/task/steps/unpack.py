@@ -139,6 +139,7 @@ class Unpack(Step):
     keep_input:      member rows carry the member's bytes in ``input_col`` (else the column is dropped).
     sample_ratio, seed: keep an image member when its origin is in the seeded sample (Spark's rule).
     siblings:        WebDataset members read into columns of the input (null columns filled per member).
+    store_settings:  Spark's store settings (:mod:`gpuimages.sources.stores`) for archives opened by URI.
     """
 
     input_col: str
@@ -149,6 +150,7 @@ class Unpack(Step):
     sample_ratio: float = 1.0
     seed: int = 0
     siblings: tuple[Sibling, ...] = ()
+    store_settings: dict[str, str] | None = field(default=None, repr=False)  # for archives opened by URI
     name = "unpack"
     rows: int = field(default=16, init=False, repr=False, compare=False)
     _counts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -217,7 +219,7 @@ class Unpack(Step):
 
         reader = ArchiveReader(self.siblings, want)
         try:
-            source = io.BytesIO(blob) if blob is not None else open_path(path)
+            source = io.BytesIO(blob) if blob is not None else open_path(path, self.store_settings)
         except Exception as exc:  # noqa: BLE001 - a missing file, no fsspec, no credentials: the row says so
             yield Member((), reason=f"cannot open archive: {describe(exc)}"), {}
             return

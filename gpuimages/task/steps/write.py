@@ -52,7 +52,7 @@ class Write(Step):
         from gpuimages.task.claims import Writer
 
         self._partition = task_partition()
-        self._store = open_store(self.plan.root)
+        self._store = open_store(self.plan.root, self.plan.store_settings)
         self._writer = Writer(self.plan, self._store, self._partition)
         self._row = 0
 
