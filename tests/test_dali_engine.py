@@ -687,12 +687,14 @@ def test_the_oom_shrink_grows_back_after_good_runs():
 
 
 def test_the_install_hint_names_the_dali_build_for_the_cuda_driver(monkeypatch):
-    assert pipelines.dali_package(12080) == "nvidia-dali-cuda120"
-    assert pipelines.dali_package(13000) == "nvidia-dali-cuda130"
+    from gpuimages.engines.dali import install
+
+    assert install.dali_package(12080) == "nvidia-dali-cuda120"
+    assert install.dali_package(13000) == "nvidia-dali-cuda130"
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # DALI not installed
-    monkeypatch.setattr(pipelines, "cuda_driver_version", lambda: 13010)
+    monkeypatch.setattr(install, "cuda_driver_version", lambda: 13010)
     with pytest.raises(ImportError, match=r"package nvidia-dali-cuda130\): pip install \"nvidia-dali-cuda130>=1.44\""):
-        pipelines.import_dali()
-    monkeypatch.setattr(pipelines, "cuda_driver_version", lambda: None)  # no driver: the CUDA 12 build
+        install.import_dali()
+    monkeypatch.setattr(install, "cuda_driver_version", lambda: None)  # no driver: the CUDA 12 build
     with pytest.raises(ImportError, match=r"package nvidia-dali-cuda120\)"):
-        pipelines.import_dali()
+        install.import_dali()

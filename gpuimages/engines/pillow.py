@@ -81,7 +81,8 @@ STRICT_TRUNCATED = "truncated file: the data ends before the image does (strict=
 #: Reason for a palette PNG without IEND: Java refuses those even when every row is there.
 TRUNCATED_PALETTE = "truncated palette PNG: the data ends before IEND (Spark's image source refuses it too)"
 
-_TRUNCATED_LOCK = threading.Lock()
+#: Guards Pillow's process-wide LOAD_TRUNCATED_IMAGES flag: a load that allows truncated data holds it.
+TRUNCATED_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -91,7 +92,7 @@ def truncated_images_allowed() -> Iterator[None]:
     ``ImageFile.LOAD_TRUNCATED_IMAGES`` is process-wide; a lock keeps two such loads from
     interleaving their save/restore, and the previous value (a user's choice) is put back.
     """
-    with _TRUNCATED_LOCK:
+    with TRUNCATED_LOCK:
         before = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:

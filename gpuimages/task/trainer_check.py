@@ -16,9 +16,9 @@ def decode_problem(blob: bytes) -> str | None:
     """Why Pillow (truncated data refused) cannot decode ``blob``, or None when it can."""
     from PIL import Image, ImageFile
 
-    from gpuimages.engines.pillow import _TRUNCATED_LOCK  # the lock that guards Pillow's process-wide flag
+    from gpuimages.engines.pillow import TRUNCATED_LOCK  # the lock that guards Pillow's process-wide flag
 
-    with _TRUNCATED_LOCK:  # a load that allows truncated data must not run meanwhile
+    with TRUNCATED_LOCK:  # a load that allows truncated data must not run meanwhile
         before = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:

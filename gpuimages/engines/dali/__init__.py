@@ -8,15 +8,14 @@ engine or pipeline is created, on executors only.
 from __future__ import annotations
 
 from gpuimages.engines.dali.engine import HOST_COPIES, DaliEngine, DeviceImages, host_copy
+from gpuimages.engines.dali.install import DALI_FLOOR, import_dali
 from gpuimages.engines.dali.pipelines import (
-    DALI_FLOOR,
     OUTPUTS,
     THREADS_ENV,
     DecoderSettings,
     ImageKey,
     TensorKey,
     dali_threads,
-    import_dali,
     pipeline_stats,
     run_windowed,
 )

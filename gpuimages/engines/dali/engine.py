@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from gpuimages.engines.base import Engine
+from gpuimages.engines.dali.install import import_dali
 from gpuimages.engines.dali.pipelines import (
     WINDOW,
     DecoderSettings,
@@ -46,7 +47,6 @@ from gpuimages.engines.dali.pipelines import (
     PipelineRun,
     discard_pipelines,
     get_pipeline,
-    import_dali,
     job_feed,
     open_pipeline,
     run_windowed,

@@ -28,7 +28,6 @@ Execution (checked against DALI's ``pipeline.py`` and measured on its CPU operat
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import re
 import threading
@@ -37,8 +36,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gpuimages.engines.dali.install import import_dali
 from gpuimages.engines.dali.routing import Job
-from gpuimages.engines.versions import require_version
 from gpuimages.options import DecodeOptions
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice, env_int
@@ -47,9 +46,6 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-#: DALI 1.44: ``exec_dynamic`` is no longer experimental and supports GPU -> CPU transfers.
-DALI_FLOOR = "1.44"
-INSTALL_HINT = 'pip install "gpuimages[gpu]"'
 #: Environment variable overriding the DALI CPU threads of a pipeline (default: the task's threads).
 THREADS_ENV = "GPUIMAGES_DALI_THREADS"
 #: DALI iterations in flight per pipeline while Python consumes the oldest one.
@@ -73,47 +69,6 @@ _OOM = re.compile(
 
 _builds = 0
 _builds_lock = threading.Lock()
-
-
-def cuda_driver_version() -> int | None:
-    """The CUDA version the driver supports (``13000`` for 13.0), from ``cuDriverGetVersion``; None without one.
-
-    Needs no CUDA context (``cuDriverGetVersion`` works before ``cuInit``), so it is safe in any process.
-    """
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-        version = ctypes.c_int(0)
-        if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
-            return None
-        return int(version.value)
-    except (OSError, AttributeError):
-        return None
-
-
-def dali_package(driver: int | None = None) -> str:
-    """DALI's package for this machine: ``nvidia-dali-cuda130`` on a CUDA 13 driver, else ``nvidia-dali-cuda120``
-    (a CUDA 12 driver runs only the CUDA 12 build; without a driver the CUDA 12 build is the one named)."""
-    driver = cuda_driver_version() if driver is None else driver
-    return "nvidia-dali-cuda130" if driver is not None and driver >= 13000 else "nvidia-dali-cuda120"
-
-
-def import_dali() -> tuple[Any, Any, Any]:
-    """``(fn, types, Pipeline)``; an ImportError naming the extra when DALI is missing or older than 1.44.
-
-    The package named is the build for this machine's CUDA driver (:func:`dali_package`).
-    """
-    try:
-        import nvidia.dali as dali
-        from nvidia.dali import fn, types
-        from nvidia.dali.pipeline import Pipeline
-    except ImportError as exc:
-        package = dali_package()
-        hint = INSTALL_HINT if package == "nvidia-dali-cuda120" else f'pip install "{package}>={DALI_FLOOR}"'
-        raise ImportError(f"the DALI engine needs NVIDIA DALI (package {package}): {hint}") from exc
-    package = dali_package()
-    require_version(f"NVIDIA DALI ({package})", getattr(dali, "__version__", None), DALI_FLOOR,
-                    f'pip install -U "{package}>={DALI_FLOOR}"')
-    return fn, types, Pipeline
 
 
 def dali_threads(device: TaskDevice) -> int:
