@@ -278,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
         if missing:
             parser.error(f"--backbone onnx: needs {' and '.join(missing)}: pip install \"gpuimages[onnx]\"")
-    run_demo(data_dir=args.data_dir, device=args.device, per_class=args.per_class, seed=args.seed,
-             num_trees=args.trees, backbone=args.backbone)
+    from gpuimages.console import command_session
+
+    with command_session("local[*]", "gpuimages-demo") as spark:  # quiet, as every command of the CLI is
+        run_demo(spark=spark, data_dir=args.data_dir, device=args.device, per_class=args.per_class, seed=args.seed,
+                 num_trees=args.trees, backbone=args.backbone)
     return 0
 
 
