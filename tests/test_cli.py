@@ -14,6 +14,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 from images import encode, rgb_array
 from PIL import Image
 
@@ -31,17 +32,6 @@ def folder(tmp_path_factory):
     (d / "bad.jpg").write_bytes(b"nope")
     (d / "empty.png").write_bytes(b"")
     return d
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """``gpuimages ARGS`` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_convert_writes_image_schema_parquet(spark, folder, tmp_path, capsys):

@@ -11,20 +11,9 @@ import tarfile
 import zipfile
 
 import pytest
+from cli_run import run_cli
 from images import encode, rgb_array
 from PIL import Image
-
-from gpuimages.cli import main
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def info(capsys, *args: str) -> dict:
