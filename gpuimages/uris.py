@@ -125,7 +125,8 @@ def local_root_path(root: str) -> str:
     """A plain path for a local destination (``file:///tmp/x`` -> ``/tmp/x``; ``dbfs:/x`` -> ``/dbfs/x`` and
     ``dbfs:/Volumes/x`` -> ``/Volumes/x``, the FUSE mounts reads use too; a plain path as it is)."""
     if scheme_of(root) == "dbfs":
-        return fuse_path(root[5:]).rstrip("/") or "/"
+        local = fuse_path(root[5:])
+        return local if local.startswith("/Volumes") else local.rstrip("/")
     if scheme_of(root) == "file":
         authority, rest = split_authority(root[5:])
         return unquote(rest if authority is not None else root[5:])

@@ -42,7 +42,7 @@ def test_main_runs_the_cli(spark, capsys):
     assert match is not None and float(match.group(1)) >= 0.5
     assert "generated 24 images" in printed
     assert spark.range(3).count() == 3  # the caller's session is left running
-    assert spark.conf.get("spark.master") == "local[*]"  # with local_session's settings: restored after the test
+    assert spark.conf.get("spark.master") == "local[2]"  # the running session is used as it is, its conf untouched
     with pytest.raises(SystemExit):
         main(["--per-class", "1"])
 

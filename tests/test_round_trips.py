@@ -81,7 +81,7 @@ def _read_back(spark, dest: str) -> tuple[dict[bytes, str], dict[bytes, tuple[st
     import gpuimages
 
     binary = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(dest).collect()
-    by_binary = {bytes(r.content): unquote(r.path.rsplit("/", 1)[-1]) for r in binary}
+    by_binary = {bytes(r.content): r.path.rsplit("/", 1)[-1] for r in binary}  # a Hadoop path: not %-escaped
     images = gpuimages.read_images(spark, dest, recursive=True, label_from_folder=True, device="cpu")
     by_image = {}
     for r in images.collect():
@@ -137,7 +137,7 @@ def test_generated_names_written_equal_read_back(spark, names):
         written = {open(r.path, "rb").read(): os.path.basename(r.path) for r in report if r.status == "written"}
         assert len(written) == len(names)
         binary = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(dest).collect()
-        assert {bytes(r.content): unquote(r.path.rsplit("/", 1)[-1]) for r in binary} == written
+        assert {bytes(r.content): r.path.rsplit("/", 1)[-1] for r in binary} == written
 
 
 def test_write_webdataset_reads_back_every_sample_and_label(spark, tmp_path):

@@ -305,13 +305,15 @@ def test_fsspec_store(tmp_path, monkeypatch):
     spool = tmp_path / "spool"  # the shards' local spool files go here, not to the machine's shared temp folder
     spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))
-    made, mkstemp = [], tempfile.mkstemp
+    made, temporary_file = [], tempfile.TemporaryFile
+    names_seen: list[list[str]] = []
 
-    def recorded_mkstemp(*args, **kwargs):
-        made.append(mkstemp(*args, **kwargs))
+    def recorded_temporary_file(*args, **kwargs):
+        made.append(temporary_file(*args, **kwargs))
+        names_seen.append(os.listdir(spool))  # an unnamed spool file: nothing to leave behind if killed
         return made[-1]
 
-    monkeypatch.setattr(tempfile, "mkstemp", recorded_mkstemp)
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded_temporary_file)
     report = _write("memory://gpuimages-test/shards", [_batch(6)], max_samples=2, label_col="label").to_pylist()
     assert [r["shard"] for r in report] == [f"memory:///gpuimages-test/shards/{shard_name('shard', 0, i)}"
                                             for i in range(3)]
@@ -320,8 +322,8 @@ def test_fsspec_store(tmp_path, monkeypatch):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["00000-00000000.png", "00000-00000000.cls", "00000-00000002.png",
                                   "00000-00000002.cls"]
-    assert len(made) == 3 and all(os.path.dirname(path) == str(spool) for _, path in made)
-    assert list(spool.iterdir()) == []  # each spool file removed once its shard was stored
+    assert len(made) == 3 and all(f.closed for f in made)  # one spool file per shard, closed once stored
+    assert names_seen == [[], [], []] and list(spool.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------- command line
