@@ -134,17 +134,17 @@ def test_nvimgcodec_cpu_backend_matches_pillow_within_jpeg_loss():
 
 
 def test_task_routing_follows_the_device():
-    from gpuimages.task.steps.encode import encoder_name
+    from gpuimages.encoders import encoder_for
 
     cpu, no_gpu, gpu = TaskDevice("cpu"), TaskDevice("auto", None), TaskDevice("gpu", 3)
-    assert encoder_name(make_encode_options(device="cpu"), cpu) == "pillow"
-    assert encoder_name(make_encode_options(device="gpu", format="png"), gpu) == "pillow"
-    assert encoder_name(make_encode_options(device="cpu", encoder="nvimgcodec"), cpu) == "nvimgcodec"
-    assert encoder_name(make_encode_options(device="auto"), no_gpu) == "pillow"
+    assert encoder_for(make_encode_options(device="cpu"), cpu) == "pillow"
+    assert encoder_for(make_encode_options(device="gpu", format="png"), gpu) == "pillow"
+    assert encoder_for(make_encode_options(device="cpu", encoder="nvimgcodec"), cpu) == "nvimgcodec"
+    assert encoder_for(make_encode_options(device="auto"), no_gpu) == "pillow"
     if nvimgcodec_installed():
-        assert encoder_name(make_encode_options(device="auto"), TaskDevice("auto", 3)) == "nvimgcodec"
-    assert encoder_name(make_encode_options(device="gpu"), gpu) == "nvimgcodec"
-    assert encoder_name(make_encode_options(device="gpu", encoder="pillow"), gpu) == "pillow"
+        assert encoder_for(make_encode_options(device="auto"), TaskDevice("auto", 3)) == "nvimgcodec"
+    assert encoder_for(make_encode_options(device="gpu"), gpu) == "nvimgcodec"
+    assert encoder_for(make_encode_options(device="gpu", encoder="pillow"), gpu) == "pillow"
 
 
 def test_gpu_encoder_that_cannot_start_falls_back_to_pillow(monkeypatch):

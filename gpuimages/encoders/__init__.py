@@ -25,7 +25,7 @@ from gpuimages.task.device import TaskDevice
 
 __all__ = [
     "ENCODERS", "EncodedBatch", "Encoder", "EncodeOptions", "create_encoder", "make_encode_options",
-    "nvimgcodec_installed", "resolve_encode_device",
+    "encoder_for", "nvimgcodec_installed", "resolve_encode_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -35,19 +35,30 @@ DEFAULT_ENCODE_BATCH = 64
 
 #: Encoder names :func:`create_encoder` accepts.
 ENCODERS = ("pillow", "nvimgcodec")
+#: The module whose presence (and the task's device) makes nvImageCodec the JPEG encoder.
+NVIMGCODEC_MODULE = "nvidia.nvimgcodec"
+
+
+def encoder_for(options: EncodeOptions, device: TaskDevice) -> str:
+    """The encoder a task on ``device`` uses for ``options``: Pillow for PNG or where asked; nvImageCodec where
+    asked or where the device uses it (a GPU task with nvImageCodec importable). The one place it is chosen."""
+    if options.format != "jpeg" or options.encoder == "pillow":
+        return "pillow"
+    if options.encoder == "nvimgcodec":
+        return "nvimgcodec"
+    return "nvimgcodec" if device.uses(NVIMGCODEC_MODULE) else "pillow"
 
 
 def create_encoder(options: EncodeOptions, device: TaskDevice, encoder: str | None = None) -> Encoder:
     """Create the encoder for a task on ``device``.
 
-    ``encoder`` forces "pillow" or "nvimgcodec" (default: ``options.encoder``, else nvImageCodec when
-    ``device.uses("nvidia.nvimgcodec")``, else Pillow); PNG always uses Pillow. nvImageCodec encodes on
-    ``device.gpu_id`` (its CPU-only backend when None) with at most ``device.threads`` CPU threads, and
-    takes host or device images (:class:`gpuimages.encoders.nvimgcodec.NvImageCodecEncoder`). A missing
-    or too old nvImageCodec raises an ImportError naming the extra. nvImageCodec is imported here, never
-    at package import.
+    ``encoder`` forces "pillow" or "nvimgcodec" (default: :func:`encoder_for`); PNG always uses Pillow.
+    nvImageCodec encodes on ``device.gpu_id`` (its CPU-only backend when None) with at most
+    ``device.threads`` CPU threads, and takes host or device images
+    (:class:`gpuimages.encoders.nvimgcodec.NvImageCodecEncoder`). A missing or too old nvImageCodec raises
+    an ImportError naming the extra. nvImageCodec is imported here, never at package import.
     """
-    name = encoder or options.encoder or ("nvimgcodec" if device.uses("nvidia.nvimgcodec") else "pillow")
+    name = encoder or encoder_for(options, device)
     if name == "nvimgcodec" and options.format != "jpeg":
         name = "pillow"
     if name == "pillow":
@@ -64,7 +75,7 @@ def create_encoder(options: EncodeOptions, device: TaskDevice, encoder: str | No
 def nvimgcodec_installed() -> bool:
     """True when nvImageCodec can be imported (checked without importing it)."""
     try:
-        return importlib.util.find_spec("nvidia.nvimgcodec") is not None
+        return importlib.util.find_spec(NVIMGCODEC_MODULE) is not None
     except (ImportError, ValueError):
         return False
 

@@ -33,7 +33,7 @@ class EncodeOptions:
     subsampling:    JPEG chroma subsampling, "4:2:0" (default), "4:2:2" or "4:4:4".
     optimize:       JPEG optimised Huffman tables (about 4% smaller, about 4x slower with Pillow).
     compress_level: PNG zlib level 0..9.
-    device:         "auto", "cpu" or "gpu" (see :func:`gpuimages.task.steps.encode.encoder_name`).
+    device:         "auto", "cpu" or "gpu" (see :func:`gpuimages.encoders.encoder_for`).
     encoder:        force "pillow" or "nvimgcodec" (None: chosen from ``device``).
     batch_size:     images per encoder call and per Arrow batch returned.
     """

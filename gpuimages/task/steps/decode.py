@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from gpuimages.encoders import NVIMGCODEC_MODULE
+from gpuimages.engines import engine_for
 from gpuimages.engines.formats import sniff
 from gpuimages.options import DecodeOptions
 from gpuimages.task.cache import worker_cache
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
-from gpuimages.task.steps.encode import NVIMGCODEC_MODULE
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ log = logging.getLogger(__name__)
 HEADER_BYTES = 1 << 16
 #: Channels assumed when a header does not say (formats other than JPEG/PNG): the largest case.
 UNKNOWN_CHANNELS = 4
-#: The DALI module a GPU decode needs.
-DALI_MODULE = "nvidia.dali"
-
 
 def header_size(header: bytes) -> tuple[int, int, int] | None:
     """``(height, width, channels)`` from the first bytes of a file, or None if they do not say."""
@@ -71,11 +69,6 @@ def predicted_bytes(value: pa.Scalar, options: DecodeOptions) -> int:
     return out_h * out_w * channels
 
 
-def engine_name(device: TaskDevice) -> str:
-    """"dali" where the task's device uses DALI, else "pillow"."""
-    return "dali" if device.uses(DALI_MODULE) else "pillow"
-
-
 def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None = None, device_output: bool = False):
     """The worker's engine for ``options`` on ``device``, built once and kept in the worker cache.
 
@@ -88,7 +81,7 @@ def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None =
     """
     from gpuimages.engines import create_engine
 
-    name = name or engine_name(device)
+    name = name or engine_for(device)
     if name == "dali":
         options = dataclasses.replace(options, batch_size=options.device_batch_size)
         key = ("engine", name, device.gpu_id, device.threads, device_output, options)
@@ -96,11 +89,7 @@ def decode_engine(options: DecodeOptions, device: TaskDevice, name: str | None =
         key = ("engine", name, options)
 
     def build():
-        if name == "dali" and device_output:
-            from gpuimages.engines.dali import DaliEngine
-
-            return DaliEngine(options, device, device_output=True)
-        return create_engine(options, device, name)
+        return create_engine(options, device, name, device_output=device_output)
 
     if name != "dali":
         return worker_cache().get(key, build)
@@ -126,7 +115,7 @@ class Decode(Step):
 
     def open(self, device: TaskDevice) -> None:
         self._device_output = (
-            self.to_device and device.on_gpu and engine_name(device) == "dali" and device.uses(NVIMGCODEC_MODULE)
+            self.to_device and device.on_gpu and engine_for(device) == "dali" and device.uses(NVIMGCODEC_MODULE)
         )
         self._engine = decode_engine(self.options, device, device_output=self._device_output)
         self._device_output = self._device_output and self._engine.name.startswith("dali")

@@ -21,26 +21,15 @@ from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
 
 log = logging.getLogger(__name__)
 
-#: The module GPU JPEG encoding needs.
-NVIMGCODEC_MODULE = "nvidia.nvimgcodec"
 #: Columns every encoding stage adds before the bytes and the reason.
 META_COLUMNS = ("origin", "height", "width")
 
 
-def encoder_name(options: EncodeOptions, device: TaskDevice) -> str:
-    """"nvimgcodec" or "pillow" for ``options`` on ``device`` (PNG is always Pillow's)."""
-    if options.format != "jpeg" or options.encoder == "pillow":
-        return "pillow"
-    if options.encoder == "nvimgcodec":
-        return "nvimgcodec"
-    return "nvimgcodec" if device.uses(NVIMGCODEC_MODULE) else "pillow"
-
-
 def task_encoder(options: EncodeOptions, device: TaskDevice):
     """The worker's encoder for ``options`` on ``device``, built once and kept in the worker cache."""
-    from gpuimages.encoders import create_encoder
+    from gpuimages.encoders import create_encoder, encoder_for
 
-    name = encoder_name(options, device)
+    name = encoder_for(options, device)
     key = ("encoder", name, device.gpu_id if name != "pillow" else None, device.threads, options)
 
     if name != "nvimgcodec":

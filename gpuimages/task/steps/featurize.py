@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from gpuimages.engines import engine_for
 from gpuimages.options import DecodeOptions
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.images import ImageBatch, list_column
 from gpuimages.task.steps.base import Step, Work, gpu_or_cpu
-from gpuimages.task.steps.decode import Decode, engine_name
+from gpuimages.task.steps.decode import Decode
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Featurize(Step):
             from gpuimages.models import create_model
 
             self._model = create_model(self.model, device)
-        if self.decode is not None and self._model is not None and engine_name(device) == "dali":
+        if self.decode is not None and self._model is not None and engine_for(device) == "dali":
             self._tensors = tensor_decoder(self.decode, self._model.input_format, device)
         if self.decode is not None and self._tensors is None:  # no DALI, or it could not start
             self._decoder = Decode(self.decode)
