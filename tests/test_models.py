@@ -263,7 +263,7 @@ def test_cpu_only_onnxruntime_on_a_gpu_task_names_the_missing_provider(cnn, monk
 
 
 class FakeDaliTensor:
-    """A DALI TensorGPU stand-in: pointer, device, shape (a method), name ending in GPU."""
+    """A DALI TensorGPU stand-in: pointer, DLPack device (CUDA, ordinal), shape (a method), name ending in GPU."""
 
     def __init__(self, device, shape, pointer=0xABC000):
         self._device, self._shape, self._pointer = device, shape, pointer
@@ -271,8 +271,8 @@ class FakeDaliTensor:
     def data_ptr(self):
         return self._pointer
 
-    def device_id(self):
-        return self._device
+    def __dlpack_device__(self):
+        return 2, self._device  # (kDLCUDA, ordinal)
 
     def shape(self):
         return list(self._shape)

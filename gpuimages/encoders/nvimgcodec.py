@@ -131,9 +131,11 @@ class NvCodec:
             return [None if s is None else bytes(s) for s in out]
 
     def close(self) -> None:
-        """Drop the native encoder and its streams (freed with their last references)."""
-        self.encoder = None
-        self._streams = []
+        """Drop the native encoder and its streams (freed with their last references), after any encode under
+        way (the lock ``encode`` holds)."""
+        with self._lock:
+            self.encoder = None
+            self._streams = []
 
 
 def _interface(image: Any) -> dict[str, Any] | None:

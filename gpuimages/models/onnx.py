@@ -330,8 +330,10 @@ def device_buffer(tensor: Any) -> tuple[int, int, tuple[int, ...], Any]:
     stream *of that device* to wait on, then restores the previous device, so the synchronisation must
     happen on that device too. ``owner`` must be kept alive until the model has run.
     """
-    if callable(getattr(tensor, "data_ptr", None)) and callable(getattr(tensor, "device_id", None)):
-        return int(tensor.data_ptr()), int(tensor.device_id()), tuple(int(d) for d in tensor.shape()), tensor
+    if callable(getattr(tensor, "data_ptr", None)) and callable(getattr(tensor, "shape", None)) \
+            and callable(getattr(tensor, "__dlpack_device__", None)):  # DALI's TensorGPU (its shape is a method)
+        _, device = tensor.__dlpack_device__()  # DLPack's (device type, ordinal): part of DALI >= 1.44's tensors
+        return int(tensor.data_ptr()), int(device), tuple(int(d) for d in tensor.shape()), tensor
     import cupy
 
     _, device = tensor.__dlpack_device__()

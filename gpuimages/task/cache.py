@@ -104,8 +104,9 @@ class WorkerCache:
         return len(values)
 
     def released(self) -> None:
-        """After objects were dropped: give the memory they held back (:func:`release_unused`)."""
-        release_unused()
+        """After objects were dropped: give the memory they held back (:func:`release_unused`, on the GPU this
+        worker's last task computed on, whose cupy pool only frees inside that device)."""
+        release_unused(_idle.last_gpu)
 
     def clear(self) -> None:
         """Drop and close everything."""
@@ -172,6 +173,7 @@ class _IdleRelease:
         self.generation = 0  # bumped by every task start and end: a timer of an older generation does nothing
         self.timer: threading.Timer | None = None
         self.releases = 0
+        self.last_gpu: int | None = None  # the CUDA ordinal of the worker's last task (None: none or CPU)
 
     def started(self) -> None:
         with self.lock:
@@ -183,6 +185,7 @@ class _IdleRelease:
     def finished(self, gpu_id: int | None, delay: float) -> None:
         with self.lock:
             self.generation += 1
+            self.last_gpu = gpu_id
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None

@@ -264,6 +264,9 @@ def nvml_uuid(index: int) -> str | None:
         lib = ctypes.CDLL("libnvidia-ml.so.1")
         if lib.nvmlInit_v2() != 0:
             return None
+    except (OSError, AttributeError):
+        return None
+    try:
         handle = ctypes.c_void_p()
         if lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(int(index)), ctypes.byref(handle)) != 0:
             return None
@@ -273,6 +276,8 @@ def nvml_uuid(index: int) -> str | None:
         return buf.value.decode("ascii", "replace") or None
     except (OSError, AttributeError):
         return None
+    finally:
+        lib.nvmlShutdown()  # NVML counts its initialisations
 
 
 def pci_device_order(env: MutableMapping[str, str] | None = None) -> None:
