@@ -189,6 +189,7 @@ def test_memory_goes_back_when_the_worker_idles_not_between_tasks(dali_backend, 
 
     from gpuimages.task import cache as module
 
+    module._idle.started()  # an idle release pending from earlier in-process tasks must not count here
     monkeypatch.setattr(module, "_idle", module._IdleRelease())
     monkeypatch.setenv(module.IDLE_RELEASE_ENV, "0.3")
     module.task_started()
@@ -221,6 +222,7 @@ def test_a_task_runs_without_releasing_memory_at_its_end(dali_backend, monkeypat
         def run(self, work):
             work.columns["n"] = pa.array([len(work)] * len(work), pa.int64())
 
+    module._idle.started()  # an idle release pending from earlier in-process tasks must not count here
     monkeypatch.setattr(module, "_idle", module._IdleRelease())
     monkeypatch.setenv(module.IDLE_RELEASE_ENV, "60")
     spec = StageSpec("count", "cpu", "x", "values", (Count(),), ("n",), error_col=None)
