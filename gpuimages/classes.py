@@ -16,8 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gpuimages.task.stores import FsspecStore
-from gpuimages.uris import is_local, local_root_path
+from gpuimages.task.stores import FsspecStore, LocalStore, open_store
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -120,16 +119,9 @@ def write_classes(root: str, prefix: str, classes: Sequence[str], settings: dict
     Spark's store settings (:func:`gpuimages.sources.stores.store_settings`)."""
     name = classes_file_name(prefix)
     data = (json.dumps(list(classes), ensure_ascii=False, indent=0) + "\n").encode("utf-8")
-    if is_local(root):
-        folder = local_root_path(root)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, name)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        return path
-    store = FsspecStore(root, settings)
+    store = open_store(root, settings)
+    if isinstance(store, LocalStore):
+        os.makedirs(store.root, exist_ok=True)
     path = store.join(name)
-    store.fs.pipe_file(path, data)
-    return store.uri(path)
+    store.put(path, data, replace=True)  # through a temporary file where the store has renames
+    return store.uri(path) if isinstance(store, FsspecStore) else path

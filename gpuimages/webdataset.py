@@ -45,7 +45,7 @@ from gpuimages.task.naming import spark_hidden
 from gpuimages.task.spec import StageSpec
 from gpuimages.task.steps import Encode, WriteShards
 from gpuimages.task.steps.shards import REPORT_FIELDS, TMP_PREFIX, ShardPlan
-from gpuimages.task.stores import FsspecStore, folder_entries
+from gpuimages.task.stores import FsspecStore, folder_entries, open_store
 from gpuimages.transcode import FileTranscode, planned_transcode
 from gpuimages.uris import is_local, local_root_path
 from gpuimages.write import check_column, check_path, pick_input
@@ -123,16 +123,10 @@ def _remove(root: str, paths: Sequence[str], settings: dict[str, str] | None = N
 
 def _remove_classes(root: str, prefix: str, settings: dict[str, str] | None = None) -> None:
     """Remove the class list of ``prefix``'s earlier shards (``mode="overwrite"``)."""
-    if is_local(root):
-        try:
-            os.unlink(os.path.join(local_root_path(root), classes_file_name(prefix)))
-        except FileNotFoundError:
-            pass
-        return
-    store = FsspecStore(root, settings)
+    store = open_store(root, settings)
     path = store.join(classes_file_name(prefix))
-    if store.fs.exists(path):
-        store.fs.rm(path)
+    if store.exists(path):
+        _remove(root, [path], settings)
 
 
 def write_webdataset(
