@@ -3,9 +3,9 @@
 A stage fed by the listing alone (origins, null content) instead of Spark's ``binaryFile`` scan reads
 each local file here, in the Python worker: the JVM then neither reads the files nor copies their bytes
 into rows and Arrow batches, and no separate probe stage or join is needed to find the files the scan
-would return nothing for, since the reason comes from the same open. Each file first gets the probe's
-verdict (:func:`gpuimages.task.local_files.local_file_problem`: empty, unreadable, vanished, not a regular file,
-a name Hadoop cannot read, a stale checksum file); a file without a problem is read whole. Rows that
+would return nothing for: each file gets the probe's verdict just before it is read
+(:func:`gpuimages.task.local_files.local_file_problem`: empty, unreadable, vanished, not a regular file, a
+name Hadoop cannot read, a stale checksum file), and a file without a problem is then read whole. Rows that
 arrive with bytes, a reason already, or an origin that is not a local file are left as they are.
 
 As the first step of a stage it cannot predict what the decode will hold for a row it has not read
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from gpuimages.task.local_files import forget_checksums
+from gpuimages.task.local_files import forget_checksums, local_file_problem
 from gpuimages.task.steps.base import Step, Work
+from gpuimages.uris import file_uri_path
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,6 @@ class ReadLocal(Step):
         return 0 if value is None or not value.is_valid else len(value.as_py())
 
     def run(self, work: Work) -> None:
-        from gpuimages.task.local_files import local_file_problem
-        from gpuimages.uris import file_uri_path
-
         blobs = work.blobs if work.blobs is not None else [None] * len(work)
         origins = work.origins.to_pylist()
         reasons: list[str | None] = [None] * len(work)
