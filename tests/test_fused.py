@@ -12,6 +12,7 @@ import pytest
 from images import encode, rgb_array
 from optional import has_module
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
+from streams import write_available_now
 
 from benchmarks.reference import cosine, reference_features
 from gpuimages.ml import ImageFeaturizer
@@ -244,16 +245,7 @@ def test_featurizer_on_a_stream(spark, files, cnn, tmp_path):
         shutil.copy(path, landing / path.name)
     stream = spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA).load(str(landing))
     out = _onnx(cnn, device="cpu").transform(stream).select("path", "features", "error")
-    query = (
-        out.writeStream.format("parquet").option("checkpointLocation", str(tmp_path / "ckpt"))
-        .trigger(availableNow=True).start(str(tmp_path / "out"))
-    )
-    try:
-        query.awaitTermination()  # availableNow ends by itself; the test's timeout bounds a hang
-    finally:
-        if query.isActive:
-            query.stop()
-    assert query.exception() is None
+    write_available_now(out, tmp_path / "out", tmp_path / "ckpt")
     written = spark.read.parquet(str(tmp_path / "out")).collect()
     assert len(written) == 5
     valid = [r for r in written if r["error"] is None]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
+from streams import write_available_now
 
 import gpuimages
 from gpuimages.engines.pillow import decode_one
@@ -51,20 +52,7 @@ def run_available_now(spark, landing: Path, out: Path, checkpoint: Path, **optio
     stream = spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA).load(str(landing))
     assert stream.isStreaming
     decoded = gpuimages.decode_images(stream, device="cpu", **options)
-    query = (
-        decoded.writeStream.format("parquet")
-        .option("checkpointLocation", str(checkpoint))
-        .trigger(availableNow=True)
-        .start(str(out))
-    )
-    try:
-        query.awaitTermination()  # availableNow ends by itself; the test's timeout bounds a hang
-    finally:
-        if query.isActive:
-            query.stop()
-    assert query.exception() is None
-    assert not query.isActive
-    return list(query.recentProgress)
+    return list(write_available_now(decoded, out, checkpoint).recentProgress)
 
 
 def input_rows(progress: list[dict]) -> int:
