@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from gpuimages import planning, scheduling
+from gpuimages.sources.file_index import is_connect_session
 from gpuimages.task.runner import run_partition
 from gpuimages.task.spec import StageSpec
 
@@ -58,7 +59,7 @@ def session_conf(spark: SparkSession) -> dict[str, str | None]:
 def reported_parallelism(spark: SparkSession) -> int | None:
     """``SparkContext.defaultParallelism`` (classic), or the splits of ``spark.range(1)`` (Connect)."""
     try:
-        if type(spark).__module__.startswith("pyspark.sql.connect"):
+        if is_connect_session(spark):
             return planning.parse_range_splits(spark.range(1)._explain_string(mode="simple"))
         return int(spark.sparkContext.defaultParallelism)
     except Exception as exc:  # noqa: BLE001 - a hint only

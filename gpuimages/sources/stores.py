@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from gpuimages.sources.file_index import is_connect_session
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
@@ -61,7 +63,7 @@ def _connect_settings(spark: SparkSession) -> dict[str, str]:
 def store_settings(spark: SparkSession) -> dict[str, str]:
     """The session's Hadoop store settings (``fs.s3a.*``, ``fs.gs.*``, ``fs.azure.*``, ``fs.defaultFS``)."""
     try:
-        if type(spark).__module__.startswith("pyspark.sql.connect"):
+        if is_connect_session(spark):
             return _connect_settings(spark)
         return _classic_settings(spark)
     except Exception as exc:  # noqa: BLE001 - the executors then use their own environment
