@@ -76,12 +76,6 @@ GOALS = (
     Goal("thumbnails -> shards, crops >= 1.2x Daft", "gpuimages_thumbs", "daft_thumbs", 1.2),
     Goal("thumbnails -> shards, crops >= 3x Ray Data", "gpuimages_thumbs", "ray_thumbs", 3.0),
     Goal("transcode, crops >= 80% of Pillow alone (no Spark)", "gpuimages_transcode", "pillow_thumbs", 0.8),
-    Goal("transcode fed by the listing (not wired), crops >= 80% of Pillow alone", "listing_fed", "pillow_thumbs",
-         0.8),
-    Goal("transcode fed by the listing (not wired), crops >= 1.2x Daft's thumbnails", "listing_fed", "daft_thumbs",
-         1.2),
-    Goal("transcode fed by the listing (not wired), large >= 2x Daft's thumbnails", "listing_fed_large",
-         "daft_thumbs_large", 2.0),
     Goal("thumbnails -> shards, large >= 2x Daft", "gpuimages_thumbs_large", "daft_thumbs_large", 2.0),
     Goal("thumbnails -> shards, large >= 3x Ray Data", "gpuimages_thumbs_large", "ray_thumbs_large", 3.0),
     Goal("transcode, large >= 80% of Pillow alone (no Spark)", "gpuimages_transcode_large", "pillow_thumbs_large",
@@ -391,14 +385,6 @@ def gpuimages_transcode(spark: Any, folder: str) -> None:
                                          device="cpu"))
 
 
-def listing_fed_noop(spark: Any, folder: str) -> None:
-    """:func:`benchmarks.listing_fed.listing_fed_transcode` (the transcode stage on the listing alone, files
-    read in the task) materialised with a ``noop`` write: what ``transcode_files`` would cost fed that way."""
-    from benchmarks.listing_fed import listing_fed_transcode
-
-    baselines.noop_write(listing_fed_transcode(spark, folder, spark.sparkContext.defaultParallelism))
-
-
 def spark_features(df: Any) -> dict[str, np.ndarray]:
     """``{file name: vector}`` of a DataFrame with ``path`` and ``features`` (ML vectors or arrays)."""
     out = {}
@@ -473,9 +459,6 @@ def thumbs_cases(spark: Any, data: DataSet, peers: dict, pool: TranscodePool, wo
         _case(f"gpuimages_transcode{suffix}", "gpuimages transcode_files (noop write)", data,
               lambda: (gpuimages_transcode(spark, folder), (data.count, 0))[1],
               lambda: gpuimages_transcode(spark, folder), None, "spark"),
-        _case(f"listing_fed{suffix}", "the same stage fed by the listing (ReadLocal; not wired)", data,
-              lambda: (listing_fed_noop(spark, folder), (data.count, 0))[1],
-              lambda: listing_fed_noop(spark, folder), None, "spark"),
         _case(f"pillow_thumbs{suffix}", "ceiling: Pillow draft+resize+encode, no Spark", data,
               lambda: (pool.run(paths)[0], 0), lambda: pool.run(paths), None, "ceiling"),
     ]

@@ -104,9 +104,8 @@ def folder_classes(inputs: FileInputs) -> tuple[str, ...]:
     labels = {r[0] for r in loose.distinct().collect() if r[0] is not None}
     if inputs.archive_plan is not None and inputs.archive_plan.present:
         step = FolderLabels()
-        unpack = inputs.unpack(step, 64 << 20)
         spec = StageSpec(name="labels", device="cpu", input_col=CONTENT_COL, input_kind="bytes",
-                         steps=(*((unpack,) if unpack is not None else ()), step), columns=("label",),
+                         steps=(*inputs.steps(step, 64 << 20), step), columns=("label",),
                          origin_col=ORIGIN_COL, error_col=None, prior_error_col=REASON_COL)
         schema = StructType([StructField("label", StringType(), True)])
         found = run_stage(frame.where(archive), spec, schema, session_conf(frame.sparkSession), coalesce=False)

@@ -30,8 +30,9 @@ from gpuimages.task.steps import Decode, ReturnImages, Step
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-#: Makes the step that unpacks archives before a decode: called with the decode step and the byte budget.
-UnpackFactory = Callable[[Step, int], "Step | None"]
+#: Makes the steps that bring the files to a decode (local files read, archives unpacked): called with the
+#: decode step and the byte budget (see :meth:`gpuimages.sources.inputs.FileInputs.steps`).
+StepsBefore = Callable[[Step, int], "tuple[Step, ...]"]
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def decode_images(
         device_batch_size=device_batch_size,
     )
     keep_input = check_bool("keep_input", keep_input)
-    unpack = None
+    before = None
     if check_bool("archives", archives):  # archives: unpacked by signature before the decode
         from gpuimages.sources.archives import ArchivePlan, sibling_columns
 
@@ -161,8 +162,8 @@ def decode_images(
         reading.check_names((*df.columns, output_col, error_col))
         df = reading.with_columns(df)
 
-        def unpack(bounds, budget):
-            return reading.step(input_col, bounds, budget, path_col=None, keep_input=keep_input)
+        def before(bounds, budget):
+            return (reading.step(input_col, bounds, budget, path_col=None, keep_input=keep_input),)
     elif webdataset:
         raise ValueError("webdataset: expected archives=True to read WebDataset siblings")
     passthrough = tuple(f for f in df.columns if keep_input or f != input_col)
@@ -170,7 +171,8 @@ def decode_images(
         input_col, origin_col, output_col, error_col, passthrough, drop_invalid=check_bool("drop_invalid", drop_invalid)
     )
     return decode_frame(
-        df, options, columns, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, unpack=unpack
+        df, options, columns, num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, before=before,
+        keep_partitions=before is not None,  # archives: a binaryFile read packs a few in each partition
     )
 
 
@@ -184,12 +186,14 @@ def decode_frame(
     total_bytes: int | None = None,
     num_files: int | None = None,
     conf: dict[str, str | None] | None = None,
-    unpack: UnpackFactory | None = None,
+    before: StepsBefore | None = None,
+    keep_partitions: bool = False,
 ) -> DataFrame:
     """Plan and run the decode stage (shared by :func:`decode_images` and ``read_images``).
 
-    ``conf`` is :func:`gpuimages.stage.session_conf` when the caller has read it already. ``unpack`` makes
-    a step run before the decode (archives into their members), given the decode step and the byte budget.
+    ``conf`` is :func:`gpuimages.stage.session_conf` when the caller has read it already. ``before`` makes
+    the steps run before the decode (local files read, archives unpacked into their members), given the
+    decode step and the byte budget. ``keep_partitions``: ``df``'s partitions are planned already.
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -205,13 +209,12 @@ def decode_frame(
            StructField(columns.error_col, StringType(), True)]
     )
     decode = Decode(options)
-    unpacking = unpack_steps(unpack, decode, options.max_batch_bytes)
     spec = StageSpec(
         name="decode",
         device=device,
         input_col=columns.input_col,
         input_kind="bytes",
-        steps=(*unpacking, decode, ReturnImages(columns.output_col)),
+        steps=(*steps_before(before, decode, options.max_batch_bytes), decode, ReturnImages(columns.output_col)),
         columns=(*columns.passthrough, columns.output_col, columns.error_col),
         origin_col=columns.origin_col,
         error_col=columns.error_col,
@@ -223,11 +226,10 @@ def decode_frame(
     return run_stage(
         df, spec, schema, conf,
         num_partitions=num_partitions, task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
-        coalesce=not unpacking,  # archives: the input's partitions are kept (planned by the archive split)
+        coalesce=not keep_partitions,
     )
 
 
-def unpack_steps(unpack: UnpackFactory | None, decode: Step, budget: int) -> tuple[Step, ...]:
-    """The step ``unpack`` makes before ``decode`` (none without one)."""
-    step = None if unpack is None else unpack(decode, budget)
-    return () if step is None else (step,)
+def steps_before(before: StepsBefore | None, decode: Step, budget: int) -> tuple[Step, ...]:
+    """The steps ``before`` makes to run before ``decode`` (none without it)."""
+    return () if before is None else tuple(before(decode, budget))

@@ -61,7 +61,6 @@ def _images(spark: SparkSession, path: Any, recursive: bool, device: str) -> dic
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
     from gpuimages import scheduling
-    from gpuimages.decode import unpack_steps
     from gpuimages.options import make_decode_options
     from gpuimages.sources.archives import archive_plan, folder_origin
     from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL, folder_column
@@ -82,11 +81,11 @@ def _images(spark: SparkSession, path: Any, recursive: bool, device: str) -> dic
                          keep_unread=True, label_from_folder=False, conf=conf, archive_plan=reading,
                          output_columns=("origin", "format", "bytes", "height", "width", "channels", "error"))
     decode = Decode(options)
-    unpacking = unpack_steps(inputs.unpack, decode, options.max_batch_bytes)
+    feeding = inputs.steps(decode, options.max_batch_bytes)
     siblings = tuple(SIBLINGS)
     spec = StageSpec(
         name="info", device=device, input_col=CONTENT_COL, input_kind="bytes",
-        steps=(*unpacking, Describe(EMPTY_REASON), decode, Measure()),
+        steps=(*feeding, Describe(EMPTY_REASON), decode, Measure()),
         columns=("origin", "format", "bytes", "height", "width", "channels", *siblings, "error"),
         origin_col=ORIGIN_COL, error_col="error", prior_error_col=REASON_COL,
         rows_per_batch=options.batch_size, max_batch_bytes=options.max_batch_bytes,
@@ -98,7 +97,7 @@ def _images(spark: SparkSession, path: Any, recursive: bool, device: str) -> dic
         + [StructField("error", StringType())]
     )
     rows = run_stage(inputs.frame, spec, schema, conf, total_bytes=inputs.total_bytes, num_files=inputs.num_files,
-                     coalesce=not unpacking)
+                     coalesce=not inputs.keeps_partitions)
     member = F.col("origin").contains("#")
     label = F.col("cls") if not recursive else F.coalesce(F.col("cls"), folder_column(folder_origin(
         F.col("origin"))))

@@ -139,3 +139,14 @@ def plan_partitions(
     if num_files is not None:
         n = min(n, max(num_files, 1))
     return max(1, n)
+
+
+_BYTE_STRING = re.compile(r"^\s*(\d+)\s*([kmgtp]?)b?\s*$", re.IGNORECASE)
+
+
+def byte_size(text: str | None, default: int) -> int:
+    """A Spark byte-size conf value (``134217728b``, ``128m``, ``1``: bytes without a unit), else ``default``."""
+    m = _BYTE_STRING.match(text or "")
+    if not m:
+        return default
+    return int(m.group(1)) * 1024 ** " kmgtp".index(m.group(2).lower() or " ")

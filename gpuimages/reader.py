@@ -154,6 +154,7 @@ def read_images(
         total_bytes=inputs.total_bytes,
         num_files=inputs.num_files,
         conf=conf,
-        unpack=inputs.unpack,  # archives: the step that streams their members
+        before=inputs.steps,  # local files read in the task, archives streamed member by member
+        keep_partitions=inputs.keeps_partitions,
     )
     return inputs.finish(decoded, ["image", "error"], origin="image.origin")

@@ -34,6 +34,8 @@ _CONF_KEYS = (
     "spark.dynamicAllocation.enabled",
     "spark.sql.files.minPartitionNum",
     "spark.sql.leafNodeDefaultParallelism",
+    "spark.sql.sources.binaryFile.maxLength",
+    "spark.sql.files.maxPartitionBytes",
 )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuimages import scheduling
-from gpuimages.decode import DecodeColumns, check_columns, unpack_steps
+from gpuimages.decode import DecodeColumns, check_columns, steps_before
 from gpuimages.encode import EncodeColumns, encode_columns, encoded_schema
 from gpuimages.encoders import (
     DEFAULT_PNG_LEVEL,
@@ -135,13 +135,14 @@ def transcode_frame(
     total_bytes: int | None = None,
     num_files: int | None = None,
     conf: dict[str, str | None] | None = None,
-    unpack: Any = None,
+    before: Any = None,
+    keep_partitions: bool = False,
     after: Step | None = None,
     after_schema: StructType | None = None,
 ) -> DataFrame:
     """Resolve the device and run the transcode stage (shared by :func:`transcode_images` and
-    :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage (``unpack``
-    as there: archives into their members before the decode; ``prior_error_col`` as
+    :func:`transcode_files`), as :func:`gpuimages.decode.decode_frame` runs the decode stage (``before`` and
+    ``keep_partitions`` as there: local files read, archives into their members; ``prior_error_col`` as
     :class:`gpuimages.decode.DecodeColumns`' ). ``after``: a step run on the encoded bytes
     in the same task (shards written), whose own output (``after_schema``) the stage returns."""
     conf = conf if conf is not None else session_conf(df.sparkSession)
@@ -153,7 +154,7 @@ def transcode_frame(
             log.info("device='gpu': nvImageCodec is not installed; JPEG is encoded with Pillow")
             options = dataclasses.replace(options, encoder="pillow")
     decode = Decode(decode_options, to_device=options.format == "jpeg" and options.encoder != "pillow")
-    unpacking = unpack_steps(unpack, decode, decode_options.max_batch_bytes)
+    unpacking = steps_before(before, decode, decode_options.max_batch_bytes)
     spec = StageSpec(
         name="transcode",
         device=resolved,
@@ -170,7 +171,7 @@ def transcode_frame(
     return run_stage(
         df, spec, encoded_schema(df, columns) if after is None else after_schema, conf, num_partitions=num_partitions,
         task_gpu_amount=task_gpu_amount, total_bytes=total_bytes, num_files=num_files,
-        coalesce=not unpacking,  # archives: the input's partitions are kept (planned by the archive split)
+        coalesce=not keep_partitions,
     )
 
 
@@ -265,7 +266,8 @@ class FileTranscode:
             num_partitions=self.num_partitions if num_partitions is None else num_partitions,
             task_gpu_amount=self.task_gpu_amount if task_gpu_amount is None else task_gpu_amount,
             total_bytes=self.inputs.total_bytes, num_files=self.inputs.num_files, conf=self.conf,
-            unpack=self.inputs.unpack, after=after, after_schema=after_schema,
+            before=self.inputs.steps, keep_partitions=self.inputs.keeps_partitions, after=after,
+            after_schema=after_schema,
         )
 
 

@@ -14,10 +14,12 @@ import pyarrow as pa
 import pytest
 from images import encode, rgb_array
 
+from gpuimages.options import DecodeOptions
 from gpuimages.task.archive_members import ArchiveReader, Sibling, group_samples, member_origin, member_path
 from gpuimages.task.hashing import sampled, spark_xxhash64
 from gpuimages.task.runner import run_partition
 from gpuimages.task.spec import StageSpec
+from gpuimages.task.steps.decode import Decode
 from gpuimages.task.steps.unpack import Unpack
 
 JPEG_TOLERANCE = 3  # the same JPEG bytes decode alike loose or in an archive: equal in practice
@@ -321,7 +323,6 @@ def _pixels(image) -> np.ndarray:
 def test_read_images_rows_origins_partitions_labels_siblings_and_pixels(spark, shard_dir, loose_images):
     import gpuimages
     from gpuimages.engines.pillow import PillowEngine
-    from gpuimages.options import DecodeOptions
     from gpuimages.uris import to_origin
 
     df = gpuimages.read_images(spark, str(shard_dir), device="cpu", label_from_folder=True, webdataset=["cls", "json"])
@@ -446,7 +447,7 @@ def test_transcode_files_reads_members(spark, shard_dir):
     assert {r.label for r in rows if "#n01440764" in r.origin} == {"n01440764"}
 
 
-def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
+def test_local_archives_are_found_by_the_drivers_walk_without_a_spark_job(spark, tmp_path):
     import re
 
     from gpuimages.reader import file_inputs
@@ -456,17 +457,25 @@ def test_a_listing_without_archives_is_read_as_before(spark, tmp_path):
     for i in range(4):
         (tmp_path / f"f{i}.png").write_bytes(png(i, 4, 4))
     conf = session_conf(spark)
+    tracker = spark.sparkContext.statusTracker()
 
-    def plan(archives) -> tuple[str, bool]:
-        inputs = file_inputs(spark, [str(tmp_path)], recursive=False, path_glob_filter=None, sample_ratio=1.0, seed=0,
-                             keep_unread=True, label_from_folder=False, conf=conf, archive_plan=archives)
+    def plan(archives) -> tuple[str, list[str]]:
+        spark.sparkContext.setJobGroup("plan-archives", "planning only")
+        try:
+            inputs = file_inputs(spark, [str(tmp_path)], recursive=False, path_glob_filter=None, sample_ratio=1.0,
+                                 seed=0, keep_unread=True, label_from_folder=False, conf=conf, archive_plan=archives)
+        finally:
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
         text = re.sub(r"#\d+|plan_id=\d+", "", inputs.frame._jdf.queryExecution().optimizedPlan().toString())
-        return text, inputs.unpack(None, 1) is not None
+        return text, [s.name for s in inputs.steps(Decode(DecodeOptions()), 1 << 20)]
 
-    assert plan(archive_plan(True, False, [str(tmp_path)])) == plan(None) == (plan(None)[0], False)
+    without = plan(None)
+    assert plan(archive_plan(True, False, [str(tmp_path)])) == without
+    assert without[1] == ["read-local"] and "binaryFile" not in without[0]  # local files: read in the task
     (tmp_path / "a.tar").write_bytes(tar_bytes([("x.png", png(9))]))
-    text, unpacks = plan(archive_plan(True, False, [str(tmp_path)]))
-    assert unpacks and text.count("binaryFile") == plan(None)[0].count("binaryFile") + 1  # the archives scan
+    text, steps = plan(archive_plan(True, False, [str(tmp_path)]))
+    assert steps == ["read-local", "unpack"] and "binaryFile" not in text
+    assert tracker.getJobIdsForGroup("plan-archives") == []  # neither plan ran a job
 
 
 def test_archives_keep_the_scans_partitions(spark, shard_dir):

@@ -1,4 +1,5 @@
-"""Listed local files read in the task (ReadLocal): the bytes on disk, the probe's reasons, rows kept as they came."""
+"""Listed local files read in the task (ReadLocal): the bytes on disk, the reasons Spark's scan would drop a
+file for, parts bounded by the next step, rows kept as they came."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from gpuimages.options import DecodeOptions
 from gpuimages.task.local_files import EMPTY_REASON, VANISHED_REASON, local_file_problem
 from gpuimages.task.runner import run_partition
 from gpuimages.task.spec import StageSpec
-from gpuimages.task.steps import Decode, ReturnImages
-from gpuimages.task.steps.read_local import ReadLocal, read_file
+from gpuimages.task.steps import Decode, ReturnImages, Step, Work
+from gpuimages.task.steps.read_local import TOO_LARGE_REASON, ReadLocal, read_file
 
 
 def _jpeg(path: Path, seed: int) -> bytes:
@@ -86,3 +87,60 @@ def test_read_file_reads_the_whole_file(tmp_path):
     data = os.urandom(3 << 20)
     path.write_bytes(data)
     assert read_file(str(path)) == data
+
+
+class _Blobs(Step):
+    """Returns the bytes the steps before it left (as the ``content`` column)."""
+
+    name = "blobs"
+
+    def run(self, work: Work) -> None:
+        work.columns["content"] = pa.array(work.blobs, pa.binary())
+
+
+class _Sizes(Step):
+    """Records the rows of each chunk that reaches it (run in-process)."""
+
+    name = "sizes"
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def run(self, work: Work) -> None:
+        self.seen.append(len(work))
+
+
+def test_parts_are_bounded_by_what_the_next_step_predicts_for_each_file_read(tmp_path):
+    paths = [tmp_path / f"p{i}.png" for i in range(5)]
+    for p in paths:
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(p)  # 40*50*3 = 6000 bytes decoded each
+    decode, sizes = Decode(DecodeOptions()), _Sizes()
+    budget = 13000  # two images a part
+    spec = StageSpec("decode", "cpu", "content", "bytes",
+                     (ReadLocal(bounds=decode, max_batch_bytes=budget), decode, sizes, ReturnImages("image")),
+                     ("origin", "image", "error"), origin_col="origin", prior_error_col="reason",
+                     max_batch_bytes=budget)
+    out = _run(spec, [_origin(p) for p in paths], [None] * 5, [None] * 5).to_pylist()
+    assert sizes.seen == [2, 2, 1]
+    assert [r["origin"] for r in out] == [_origin(p) for p in paths]
+    assert all(r["error"] is None and r["image"]["width"] == 50 for r in out)
+
+
+def test_a_file_over_max_length_is_not_read_and_archives_are_left_to_the_next_step(tmp_path):
+    big = tmp_path / "big.jpg"
+    blob = _jpeg(big, 3)
+    shard = tmp_path / "s.tar"
+    shard.write_bytes(b"x" * 1024)
+    empty = tmp_path / "e.tar"
+    empty.write_bytes(b"")
+    spec = StageSpec("read", "cpu", "content", "bytes",
+                     (ReadLocal(max_length=len(blob) - 1, skip_archives=True), _Blobs()),
+                     ("origin", "content", "error"), origin_col="origin")
+    out = _run(spec, [_origin(big), _origin(shard), _origin(empty)], [None] * 3, [None] * 3).to_pylist()
+    assert out[0] == {"origin": _origin(big), "content": None,
+                      "error": TOO_LARGE_REASON.format(size=len(blob), limit=len(blob) - 1)}
+    assert out[1] == {"origin": _origin(shard), "content": None, "error": None}  # unread: the next step opens it
+    assert out[2]["error"] == EMPTY_REASON  # checked all the same
+    spec = StageSpec("read", "cpu", "content", "bytes", (ReadLocal(), _Blobs()), ("origin", "content", "error"),
+                     origin_col="origin")
+    assert _run(spec, [_origin(shard)], [None], [None]).to_pylist()[0]["content"] == b"x" * 1024

@@ -48,20 +48,27 @@ def test_sampled_rows_are_exactly_the_chosen_files_zero_byte_ones_included(spark
     assert all(r.error is None and r.image.height == 6 for r in rows if r.image.origin not in empties)
 
 
-def test_unsampled_file_over_max_length_is_never_opened(spark, tmp_path):
+def test_a_file_over_max_length_is_a_row_with_the_reason_and_unsampled_it_is_never_opened(spark, tmp_path):
+    from gpuimages.task.steps.read_local import TOO_LARGE_REASON
+
     small = encode(rgb_array(4, 4), "PNG")
     files = {f"small{i}.png": small for i in range(10)}
     files["huge.png"] = encode(rgb_array(64, 64, seed=3), "PNG")
     write_files(tmp_path, files)
     huge = next(o for o in spark.read.format("binaryFile").load(str(tmp_path)).inputFiles() if "huge" in o)
     seed = next(s for s in range(100) if huge not in _chosen(spark, [huge], 0.5, s))
-    spark.conf.set(MAX_LENGTH, str(len(small) + 10))
+    limit = len(small) + 10
+    spark.conf.set(MAX_LENGTH, str(limit))
     try:
-        with pytest.raises(Exception, match="maxLength|exceeds"):  # reading the huge file fails the job
-            gpuimages.read_images(spark, str(tmp_path), device="cpu").collect()
+        with pytest.raises(Exception, match="maxLength|exceeds"):  # Spark's own scan fails the whole job
+            spark.read.format("binaryFile").load(str(tmp_path)).collect()
+        every = gpuimages.read_images(spark, str(tmp_path), device="cpu").collect()
         rows = gpuimages.read_images(spark, str(tmp_path), sample_ratio=0.5, seed=seed, device="cpu").collect()
     finally:
         spark.conf.unset(MAX_LENGTH)
+    reasons = {r.image.origin: r.error for r in every}
+    assert len(reasons) == 11 and reasons[huge] == TOO_LARGE_REASON.format(size=len(files["huge.png"]), limit=limit)
+    assert all(e is None for o, e in reasons.items() if o != huge)
     assert rows and all("huge" not in r.image.origin and r.error is None for r in rows)
 
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SIBLINGS = {"cls": "long", "txt": "string", "json": "string"}
 #: Spark SQL type of each sibling kind.
 SPARK_TYPES = {"string": "string", "long": "bigint", "binary": "binary"}
+#: Bytes of archives per partition of a stage reading local archives (Spark's default ``maxPartitionBytes``).
+ARCHIVE_PARTITION_BYTES = 128 << 20
 _ARCHIVE_PATTERN = "(?i)(" + "|".join(re.escape(s) for s in ARCHIVE_SUFFIXES) + ")$"
 _COLUMN_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
@@ -133,6 +135,8 @@ class ArchivePlan:
     seed: int
     present: bool = True
     store_settings: dict[str, str] | None = field(default=None, repr=False)  # Spark's, for the tasks' fsspec
+    local_files: int = 0  # local archives the driver's walk saw (:meth:`probe`), and their bytes
+    local_bytes: int = 0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -166,11 +170,16 @@ class ArchivePlan:
         return replace(found, frame=frame, listed=listed, sample_ratio=self.sample_ratio)
 
     def probe(self, found: Listing) -> ArchivePlan:
-        """This plan with ``present`` set: whether ``found`` lists an archive. A query of the listing where
-        there is one (a small job over the JVM-held listing on classic sessions, a local table on Spark
-        Connect), else a scan of the archive names; no file is read either way."""
+        """This plan with ``present`` set: whether ``found`` lists an archive. Local trees: what the driver's
+        walk of them counted (no Spark job). Elsewhere a query of the listing where there is one (a small job
+        over the JVM-held listing on classic sessions, a local table on Spark Connect), else a scan of the
+        archive names; no file is read either way."""
         from pyspark.sql import functions as F
 
+        if found.local_archives is not None:
+            files, size = found.local_archives
+            log.info("gpuimages: the local trees hold %d archive(s) (%d bytes)", files, size)
+            return replace(self, present=files > 0, local_files=files, local_bytes=size)
         if found.listed is not None:
             empty = found.listed.filter(is_archive_path(F.col("origin"))).isEmpty()
         else:
@@ -178,12 +187,15 @@ class ArchivePlan:
         log.info("gpuimages: the listing holds %s", "no archive" if empty else "archives, read member by member")
         return replace(self, present=not empty)
 
-    def split(self, frame: DataFrame, slots: int) -> DataFrame:
-        """A stage's input (:func:`gpuimages.sources.unread.stage_input`) as loose files (with their content,
-        coalesced to ``slots`` partitions as a decode stage is) and archives (with null content where the
-        task opens them by path, so Spark never reads them), in the partitions Spark's scan packs them in:
-        a few archives each, balanced by size, so that the stage (which keeps these partitions) runs one
-        task per few archives and Spark's scheduler spreads them over the cores."""
+    def split(self, frame: DataFrame, slots: int, partition_bytes: int = ARCHIVE_PARTITION_BYTES) -> DataFrame:
+        """A stage's input (:func:`gpuimages.sources.unread.stage_input`) as loose files (coalesced to
+        ``slots`` partitions as a decode stage is) and archives (with null content where the task opens them
+        by path, so Spark never reads them) in partitions of a few archives each, so that the stage (which
+        keeps these partitions) runs one task per few archives and Spark's scheduler spreads them over the
+        cores. Local archives (read from the listing) are spread evenly, by ranges of their names (a small
+        job samples the names), over as many partitions as Spark's scan would pack them in
+        (``partition_bytes`` each, Spark's ``maxPartitionBytes``; at least one per slot); others stay in
+        the partitions Spark's scan packs them in."""
         if not self.present:
             return frame
         from pyspark.sql import functions as F
@@ -193,6 +205,10 @@ class ArchivePlan:
         archives = frame.filter(is_archive_path(origin))
         if self.by_path:
             archives = archives.withColumn(CONTENT_COL, F.lit(None).cast("binary"))
+        if self.local_files:
+            per_size = -(-self.local_bytes // max(1, partition_bytes))
+            count = max(1, min(self.local_files, max(slots, per_size)))
+            archives = archives.repartitionByRange(count, ORIGIN_COL)  # even: round-robin starts at random
         return loose.unionByName(archives)
 
     def with_columns(self, frame: DataFrame) -> DataFrame:

@@ -24,7 +24,6 @@ INTERNAL_PREFIX = "__gpuimages_"
 ORIGIN_COL = INTERNAL_PREFIX + "origin"
 CONTENT_COL = INTERNAL_PREFIX + "content"
 REASON_COL = INTERNAL_PREFIX + "reason"
-LISTED_COL = INTERNAL_PREFIX + "listed"
 
 
 def quoted(name: str) -> str:

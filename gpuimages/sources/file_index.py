@@ -115,7 +115,8 @@ def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, in
     jdf = frame._jdf
     files = jdf.inputFiles()  # a Java String[] proxy: its elements stay in the JVM
     count = len(files)
-    slices = max(1, min(count, spark.sparkContext.defaultParallelism))
+    size = _jvm_size(jdf)
+    slices = listing_slices(count, size, spark.sparkContext.defaultParallelism)
     try:  # Scala 2.13 (Spark 4)
         paths = jvm.scala.jdk.javaapi.CollectionConverters.asJava(
             jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(files)
@@ -127,7 +128,17 @@ def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, in
     rdd = spark.sparkContext._jsc.parallelize(paths, slices)  # a java.util.List view of the array
     jds = spark._jsparkSession.createDataset(rdd.rdd(), jvm.org.apache.spark.sql.Encoders.STRING())
     listed = ClassicFrame(jds.toDF(), spark).withColumnRenamed("value", "origin")
-    return listed, count, _jvm_size(jdf)
+    return listed, count, size
+
+
+def listing_slices(count: int, size: int | None, parallelism: int) -> int:
+    """Partitions of a listing a stage reads its local files from: one per core, more where the files hold
+    more than :data:`gpuimages.planning.DEFAULT_MAX_PARTITION_BYTES` a partition (the stage coalesces
+    them to its plan, which can only lower the count), never more than the files."""
+    from gpuimages.planning import DEFAULT_MAX_PARTITION_BYTES
+
+    by_size = -(-(size or 0) // DEFAULT_MAX_PARTITION_BYTES)
+    return max(1, min(count, max(parallelism, by_size)))
 
 
 def _jvm_size(jdf) -> int | None:

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpuimages import planning
-from gpuimages.sources.archives import ArchivePlan, folder_origin
+from gpuimages.sources.archives import ARCHIVE_PARTITION_BYTES, ArchivePlan, folder_origin
 from gpuimages.sources.columns import CONTENT_COL, INTERNAL_PREFIX, ORIGIN_COL, REASON_COL, folder_column, quoted
 from gpuimages.sources.scan import list_files
 from gpuimages.sources.unread import stage_input
+from gpuimages.task.steps.read_local import BINARY_MAX_LENGTH, ReadLocal
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -30,9 +31,9 @@ log = logging.getLogger(__name__)
 class FileInputs:
     """Listed (and sampled) files as the input of an in-task stage, one row per file.
 
-    ``frame`` has the origin (:data:`gpuimages.ORIGIN_COL`), the bytes
-    (:data:`~gpuimages.CONTENT_COL`, null for a file the scan returned no bytes for), the
-    partition columns and the reason of such a file (:data:`~gpuimages.REASON_COL`).
+    ``frame`` has the origin (:data:`gpuimages.ORIGIN_COL`), the bytes (:data:`~gpuimages.CONTENT_COL`:
+    null for local files, which the task reads, and for files the scan returned no bytes for), the
+    partition columns and the reason of a file known to give no bytes (:data:`~gpuimages.REASON_COL`).
     ``passthrough`` are the columns a stage must carry for :meth:`finish`.
     """
 
@@ -42,6 +43,8 @@ class FileInputs:
     total_bytes: int | None
     num_files: int | None
     archive_plan: ArchivePlan | None = None  # how archives are read (None: archives are files)
+    reads_local: bool = False  # local files arrive as paths: the task reads them (ReadLocal)
+    max_length: int = BINARY_MAX_LENGTH  # the largest file read (Spark's binaryFile.maxLength)
 
     @property
     def passthrough(self) -> tuple[str, ...]:
@@ -59,12 +62,23 @@ class FileInputs:
     def _archive_columns(self) -> tuple[str, ...]:
         return () if self.archive_plan is None else self.archive_plan.columns
 
-    def unpack(self, bounds: Step, max_batch_bytes: int, keep_input: bool = False) -> Step | None:
-        """archives: the task step that unpacks them before ``bounds`` (the decode), or None."""
-        if self.archive_plan is None:
-            return None
-        return self.archive_plan.step(CONTENT_COL, bounds, max_batch_bytes, path_col=ORIGIN_COL,
-                                  keep_input=keep_input)
+    @property
+    def keeps_partitions(self) -> bool:
+        """The frame's partitions are planned already (a few archives each): a stage keeps them."""
+        return self.archive_plan is not None and self.archive_plan.present
+
+    def steps(self, bounds: Step, max_batch_bytes: int, keep_input: bool = False) -> tuple[Step, ...]:
+        """The task steps that bring the files to ``bounds`` (the decode): local files read from their path
+        (:class:`~gpuimages.task.steps.read_local.ReadLocal`), archives unpacked into their members
+        (:class:`~gpuimages.task.steps.unpack.Unpack`); each bounds its parts as ``bounds``' chunks are."""
+        plan = self.archive_plan
+        unpack = None if plan is None else plan.step(CONTENT_COL, bounds, max_batch_bytes, path_col=ORIGIN_COL,
+                                                     keep_input=keep_input)
+        if not self.reads_local:
+            return () if unpack is None else (unpack,)
+        read = ReadLocal(bounds=unpack or bounds, max_batch_bytes=max_batch_bytes, max_length=self.max_length,
+                         skip_archives=unpack is not None and plan.by_path)
+        return (read,) if unpack is None else (read, unpack)
 
     def finish(self, out: DataFrame, columns: Sequence[str], origin: str, error_col: str = "error") -> DataFrame:
         """The stage's ``columns``, then the partition columns and ``label`` (from the ``origin`` column);
@@ -123,16 +137,19 @@ def file_inputs(
         found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
     slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
-    frame = stage_input(found, keep_unread, slots, conf)
+    frame = stage_input(found, keep_unread, slots)
     if archive_plan is not None:  # archives are not read by Spark where the tasks open them by path
-        frame = archive_plan.split(frame, slots)
+        frame = archive_plan.split(frame, slots, planning.byte_size(conf.get("spark.sql.files.maxPartitionBytes"),
+                                                                   ARCHIVE_PARTITION_BYTES))
     frame = frame.select(
         ORIGIN_COL, CONTENT_COL,
         *[F.col(quoted(p)).alias(partition_alias(i)) for i, p in enumerate(parts)], REASON_COL,
     )
     if archive_plan is not None:  # null sibling columns, filled for members in the task
         frame = archive_plan.with_columns(frame)
-    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archive_plan)
+    max_length = int(conf.get("spark.sql.sources.binaryFile.maxLength") or BINARY_MAX_LENGTH)
+    return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archive_plan,
+                      reads_local=found.listed is not None and found.any_local, max_length=max_length)
 
 
 def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:

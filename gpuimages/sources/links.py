@@ -12,9 +12,11 @@ import os
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpuimages.sources.file_index import is_connect_session
+from gpuimages.task.archive_members import archive_suffix
 from gpuimages.uris import GLOB_CHARS, file_uri_path, split_scheme
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,9 +128,26 @@ class DirectoryLinkError(ValueError):
     """A directory reached a second time through a directory link while listing recursively."""
 
 
+@dataclass(frozen=True)
+class LocalTrees:
+    """What the walk of a read's local trees found (see :func:`check_directory_links`).
+
+    ``all_local``: every path is on the local filesystem (``any_local``: some path is). ``dead_links``: file
+    links Spark's listing drops.
+    ``archives`` and ``archive_bytes``: the archive-named files (``.tar``, ``.zip``, ...) in the folders the read
+    covers, and their sizes: a count at least as large as Spark's listing has (the walk may cover more).
+    """
+
+    all_local: bool
+    dead_links: list[str]
+    archives: int = 0
+    archive_bytes: int = 0
+    any_local: bool = False  # some path is on the local filesystem
+
+
 def check_directory_links(
     spark: SparkSession, paths: Sequence[str], *, recursive: bool = True, path_glob_filter: str | None = None
-) -> tuple[bool, list[str]]:
+) -> LocalTrees:
     """Refuse local trees in which Spark's listing would reach a directory twice through a link, and find
     the file links Spark's listing leaves out.
 
@@ -143,26 +162,29 @@ def check_directory_links(
     them without a trace, so they are returned (local paths, in the folders the read covers: every
     folder when ``recursive``, else the top folders and partition folders ``k=v``; names matching
     ``path_glob_filter``) to get a row with the reason. Paths on other filesystems are not walked
-    (object stores have no links). Returns whether every path is on the local filesystem, and those
-    links.
+    (object stores have no links). The same walk counts the archives in those folders. Returns what it
+    found (:class:`LocalTrees`).
     """
     fs_default = default_fs(spark)
     every_path_local = True
     name_filter = glob_regex(path_glob_filter) if path_glob_filter else _ANY_NAME
     broken: list[str] = []
+    archives = [0, 0]
+    some_path_local = False
     for path in paths:
         local = local_root(path, fs_default or "file:///")
         if local is None:
             every_path_local = False
             continue
+        some_path_local = True
         if fs_default is None and not path.lower().startswith("file:"):
             every_path_local = False  # probably local (then walked), but the server may resolve it elsewhere
         roots = glob_roots(local)
         for root in roots:
             if roots != [local] and _is_dead_link(root):
                 broken.append(root)  # a glob matched the link itself
-            _walk_once(root, broken, recursive, name_filter)
-    return every_path_local, broken
+            _walk_once(root, broken, recursive, name_filter, archives)
+    return LocalTrees(every_path_local, broken, *archives, any_local=some_path_local)
 
 
 def files_beside_partitions(spark: SparkSession, paths: Sequence[str], path_glob_filter: str | None) -> list[str]:
@@ -206,12 +228,16 @@ def _is_dead_link(path: str) -> bool:
     return False
 
 
-def _walk_once(root: str, broken: list[str], recursive: bool, name_filter: re.Pattern | None) -> None:
+def _walk_once(root: str, broken: list[str], recursive: bool, name_filter: re.Pattern | None,
+               archives: list[int]) -> None:
     try:
         top = os.stat(root)
     except OSError:
         return  # missing: Spark says so
     if not stat.S_ISDIR(top.st_mode):
+        if archive_suffix(root) is not None:  # a path (or a glob's match) naming an archive
+            archives[0] += 1
+            archives[1] += top.st_size
         return
     seen: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): root}
     stack = [(root, True)]  # (folder, whether the read covers its files)
@@ -231,9 +257,14 @@ def _walk_once(root: str, broken: list[str], recursive: bool, name_filter: re.Pa
                     is_dir = False  # a link loop (ELOOP), or unreadable
                 try:
                     if not is_dir:
-                        if covered and entry.is_symlink() and name_filter is not None \
-                                and name_filter.fullmatch(entry.name) and _is_dead_link(entry.path):
-                            broken.append(entry.path)
+                        if not covered or (name_filter is not None and not name_filter.fullmatch(entry.name)):
+                            continue
+                        if entry.is_symlink() and _is_dead_link(entry.path):
+                            if name_filter is not None:  # a filter that cannot be translated keeps no link
+                                broken.append(entry.path)
+                        elif archive_suffix(entry.name) is not None:  # counted under any filter
+                            archives[0] += 1
+                            archives[1] += entry.stat(follow_symlinks=True).st_size
                         continue
                     info = entry.stat(follow_symlinks=True)
                 except OSError:

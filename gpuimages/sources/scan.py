@@ -93,6 +93,10 @@ class Listing:
     all_local: bool = False  # every path is on the local filesystem (no file elsewhere can be listed)
     #: Listed local files the scan gives no row by Spark's rules, with the reason (see :func:`list_files`).
     known_unread: tuple[tuple[str, str], ...] = ()
+    #: Where every path is local: the archive-named files the driver's walk saw and their bytes (at least
+    #: as many as the listing has); None otherwise.
+    local_archives: tuple[int, int] | None = None
+    any_local: bool = False  # some path is on the local filesystem
 
     def planned_files(self) -> int | None:
         """Files expected after sampling (an estimate when sampling)."""
@@ -129,16 +133,18 @@ def list_files(
 
     Local trees are checked for directory links first (:func:`check_directory_links`). Raises
     ``FileNotFoundError`` naming the missing path when Spark reports one. ``keep_listing=False`` skips
-    bringing the listing to a DataFrame (reads that give no row to files the scan cannot read).
+    bringing the listing to a DataFrame where some path is not local (reads that give no row to files the
+    scan cannot read); local files are always read from it.
     """
     from pyspark.sql import functions as F
 
-    all_local, dead_links = check_directory_links(spark, paths, recursive=recursive, path_glob_filter=path_glob_filter)
+    trees = check_directory_links(spark, paths, recursive=recursive, path_glob_filter=path_glob_filter)
+    all_local, dead_links = trees.all_local, trees.dead_links
     lenient = has_try_url_decode(spark)
     frame = _load(binary_reader(spark, recursive, path_glob_filter), paths)
     parts = partition_columns(frame)
     types = {f.name: f.dataType for f in frame.schema.fields if f.name in parts}
-    if keep_listing:
+    if keep_listing or all_local:  # local files: the stage reads them from the listing (sources.unread)
         listed, num_files, total_bytes = listed_origins(spark, frame)
         if listed is not None and dead_links:  # links Spark's listing drops: listed here, the probe says why
             log.info("gpuimages: %d file link(s) with a missing target or a loop get a row", len(dead_links))
@@ -187,7 +193,7 @@ def list_files(
                         "they come back as rows with the reason", len(beside))
             known_unread = tuple((to_origin("file:" + p), BESIDE_PARTITIONS_REASON) for p in sorted(beside))
     return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient, all_local,
-                   known_unread)
+                   known_unread, (trees.archives, trees.archive_bytes) if all_local else None, trees.any_local)
 
 
 def _load(reader: DataFrameReader, paths: list[str]) -> DataFrame:

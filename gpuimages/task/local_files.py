@@ -1,6 +1,7 @@
-"""Why Spark's ``binaryFile`` read returns no bytes for a listed local file (run inside the probe's tasks).
+"""Why Spark's ``binaryFile`` read would return no bytes for a listed local file (checked in the task just
+before the file is read).
 
-See :class:`gpuimages.task.steps.probe.Probe` and :mod:`gpuimages.sources.unread` (the driver's plan).
+See :class:`gpuimages.task.steps.read_local.ReadLocal` and :mod:`gpuimages.sources.unread` (the driver's plan).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def local_file_problem(origin: str) -> str | None:
     return None
 
 
-#: ``.<name>.crc`` files of the folders probed last (one listing per folder, not a lookup per file).
+#: ``.<name>.crc`` files of the folders checked last (one listing per folder, not a lookup per file).
 _CHECKSUM_CACHE: dict[str, frozenset[str]] = {}
 _CHECKSUM_CACHE_FOLDERS = 256
 _CRC_HEADER = b"crc\x00"

@@ -144,9 +144,11 @@ def run_partition(
     steps = spec.steps
     rows = 0
     engines: list[str] = []
+    main_engine: str | None = None
     try:
         _open(steps, device)
         engines = [s.engine() or s.name for s in steps]
+        main_engine = next((e for e in (s.engine() for s in steps) if e is not None), engines[0])
         chunk_rows = max(1, steps[0].chunk_rows(spec.rows_per_batch))
         log.info("gpuimages: %s task on %s (%s)", spec.name, device.describe(), ", ".join(engines))
         for batch in batches:
@@ -159,11 +161,13 @@ def run_partition(
         for step in steps:
             step.close()
         task_finished(device.gpu_id)  # memory goes back when the worker idles, not between two tasks
-    record_task(spec, engines, device, rows)
+    record_task(spec, engines, device, rows, main_engine)
 
 
-def record_task(spec: StageSpec, engines: Sequence[str], device: TaskDevice, rows: int) -> None:
-    """Append what this task ran and where to the task log, when one is configured."""
+def record_task(spec: StageSpec, engines: Sequence[str], device: TaskDevice, rows: int,
+                engine: str | None = None) -> None:
+    """Append what this task ran and where to the task log, when one is configured: ``engine`` is the first
+    step's with an engine (the decoder, not the step that reads the files), ``engines`` every step's."""
     folder = os.environ.get(TASK_LOG_ENV)
     if not folder:
         return
@@ -174,7 +178,7 @@ def record_task(spec: StageSpec, engines: Sequence[str], device: TaskDevice, row
         "stage": spec.name,
         "spark_stage": ctx.stageId() if ctx else None,
         "partition": ctx.partitionId() if ctx else None,
-        "engine": engines[0] if engines else spec.steps[0].name,
+        "engine": engine or (engines[0] if engines else spec.steps[0].name),
         "engines": list(engines),
         "gpu_id": device.gpu_id,
         "threads": device.threads,

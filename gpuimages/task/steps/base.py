@@ -61,6 +61,24 @@ class Work:
         """Record ``reasons[i]`` for rows that have none yet."""
         self.reasons = [r if r is not None else new for r, new in zip(self.reasons, reasons, strict=True)]
 
+    def slice(self, start: int, end: int) -> Work:
+        """Rows ``start:end`` of work no step has decoded yet (its chunk, origins, bytes and reasons)."""
+        if self.images is not None or self.columns or self.device_images is not None:
+            raise ValueError("Work.slice: expected work with bytes only, got decoded images or output columns")
+        if (start, end) == (0, len(self)):
+            return self
+        part = Work(self.chunk.slice(start, end - start), self.origins.slice(start, end - start),
+                    pixel_type=self.pixel_type)
+        part.blobs = None if self.blobs is None else self.blobs[start:end]
+        part.reasons = self.reasons[start:end]
+        return part
+
+
+def binary_scalar(blob: bytes) -> pa.Scalar:
+    """A binary Arrow scalar viewing ``blob`` (no copy), for a step's ``predicted_bytes``."""
+    offsets = pa.py_buffer(np.array([0, len(blob)], dtype=np.int32).tobytes())
+    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(blob)])[0]
+
 
 def gpu_or_cpu(uses_gpu: bool, key: Hashable, build: Callable[[], T], cpu: Callable[[], T], label: str,
                device: TaskDevice, missing_is_fatal: bool = True) -> T:

@@ -37,7 +37,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from gpuimages.task.archive_members import (
@@ -55,15 +54,9 @@ from gpuimages.task.archive_members import (
 )
 from gpuimages.task.device import TaskDevice
 from gpuimages.task.hashing import sampled
-from gpuimages.task.steps.base import Step, Work
+from gpuimages.task.steps.base import Step, Work, binary_scalar
 
 log = logging.getLogger(__name__)
-
-
-def _binary_scalar(blob: bytes) -> pa.Scalar:
-    """A binary Arrow scalar viewing ``blob`` (no copy), for a step's ``predicted_bytes``."""
-    offsets = pa.py_buffer(np.array([0, len(blob)], dtype=np.int32).tobytes())
-    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(blob)])[0]
 
 
 class _Part:
@@ -90,7 +83,7 @@ class _Part:
 
     def add(self, row: int, origin: str | None, blob: bytes | None, reason: str | None, path: str | None,
             values: dict[str, Any]) -> Iterator[Work]:
-        size = 0 if blob is None else self.step.bounds.predicted_bytes(_binary_scalar(blob))
+        size = 0 if blob is None else self.step.bounds.predicted_bytes(binary_scalar(blob))
         if self.rows and (len(self.rows) >= self.step.rows or self.total + size > self.step.max_batch_bytes):
             yield self.flush()
         self.rows.append(row)
