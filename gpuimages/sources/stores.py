@@ -17,6 +17,7 @@ are carried).
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from gpuimages.sources.file_index import is_connect_session
@@ -30,14 +31,20 @@ log = logging.getLogger(__name__)
 PREFIXES = ("fs.s3a.", "fs.gs.", "fs.azure.")
 #: Single Hadoop settings carried as well.
 KEYS = ("fs.defaultFS",)
+_SEPARATOR = "\x00"
 
 
 def _classic_settings(spark: SparkSession) -> dict[str, str]:
+    """Read in one call (iterating a Java map over py4j costs a call per entry, and an exception at its end):
+    the matching entries (values resolved, variables expanded) joined as ``key=value`` lines."""
     conf = spark.sparkContext._jsc.hadoopConfiguration()
+    pattern = "^(" + "|".join(re.escape(p) for p in PREFIXES) + ")"
+    entries = conf.getValByRegex(pattern).entrySet()
+    text = str(spark.sparkContext._jvm.org.apache.commons.lang3.StringUtils.join(entries, _SEPARATOR))
     settings: dict[str, str] = {}
-    for prefix in PREFIXES:
-        props = conf.getPropsWithPrefix(prefix)  # resolved values (variables expanded), keys without the prefix
-        settings.update({prefix + str(k): str(v) for k, v in props.items()})
+    for entry in text.split(_SEPARATOR) if text else ():
+        key, _, value = entry.partition("=")  # Hadoop keys hold no '='
+        settings[key] = value
     for key in KEYS:
         value = conf.get(key)
         if value is not None:
