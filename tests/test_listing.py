@@ -171,3 +171,35 @@ def test_spark_escape_path_name_matches_folder_names_spark_writes(spark, tmp_pat
     df.write.partitionBy("k").parquet(str(tmp_path / "t"))
     folder = next(p.name for p in (tmp_path / "t").iterdir() if p.name.startswith("k="))
     assert folder == "k=" + spark_escape_path_name("a:b/c d%e")
+
+
+def test_the_walk_counts_the_archives_sparks_listing_holds(spark, tmp_path):
+    """The driver's walk decides whether a local read has archives (no Spark job): it must count every archive
+    Spark lists (it may count more), and their bytes."""
+    from gpuimages.sources.links import check_directory_links
+    from gpuimages.task.archive_members import archive_suffix
+
+    write_files(tmp_path, {"a.tar": b"t" * 10, "b.ZIP": b"z" * 20, "x.png": b"p", "_hidden.tar": b"h",
+                           "sub/c.tgz": b"c" * 30, "k=1/d.tar.gz": b"d" * 40, "k=1/y.png": b"p"})
+
+    write_files(tmp_path / "parts", {"k=1/d.tar": b"d", "k=2/e.zip": b"e", "k=2/f.png": b"f"})
+
+    def listed(root, recursive: bool, glob: str | None = None) -> list[str]:
+        reader = spark.read.format("binaryFile")
+        if recursive:
+            reader = reader.option("recursiveFileLookup", "true")
+        if glob:
+            reader = reader.option("pathGlobFilter", glob)
+        return [f for f in reader.load(str(root)).inputFiles() if archive_suffix(f)]
+
+    cases = ((tmp_path, True, None), (tmp_path, True, "*.png"), (tmp_path, True, "[ab]*"),
+             (tmp_path / "parts", False, None))
+    for root, recursive, glob in cases:
+        trees = check_directory_links(spark, [str(root)], recursive=recursive, path_glob_filter=glob)
+        assert trees.all_local and trees.any_local and trees.archives >= len(listed(root, recursive, glob))
+    assert check_directory_links(spark, [str(tmp_path / "parts")], recursive=False).archives == 2
+    every = check_directory_links(spark, [str(tmp_path)], recursive=True)
+    assert (every.archives, every.archive_bytes) == (6, 102) == (len(listed(tmp_path, True)), 102)
+    one = check_directory_links(spark, [str(tmp_path / "a.tar")], recursive=False)
+    assert (one.archives, one.archive_bytes) == (1, 10)
+    assert check_directory_links(spark, [str(tmp_path)], recursive=True, path_glob_filter="*.png").archives == 0

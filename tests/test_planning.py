@@ -192,3 +192,21 @@ def test_run_stage_decides_the_gpu_profile_by_the_installed_pyspark(spark, caplo
     else:
         assert len(messages) == 1 and f"need pyspark >= 4 (mapInArrow's profile=); this is pyspark " \
             f"{pyspark.__version__}" in messages[0]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("134217728b", 128 << 20), ("128m", 128 << 20), ("64MB", 64 << 20), ("1", 1), ("2g", 2 << 30), (" 3k ", 3072),
+    (None, 7), ("", 7), ("lots", 7), ("-1", 7),
+])
+def test_byte_size_reads_sparks_byte_strings(text, expected):
+    assert planning.byte_size(text, 7) == expected
+
+
+def test_a_listing_has_a_partition_per_core_more_per_gigabyte_and_never_more_than_files():
+    from gpuimages.sources.file_index import listing_slices
+
+    assert listing_slices(2000, 55 << 20, 2) == 2
+    assert listing_slices(2000, None, 8) == 8
+    assert listing_slices(100_000, (10 << 30) + 1, 4) == 11  # 1 GiB a partition, as the stage plans
+    assert listing_slices(3, 50 << 30, 16) == 3
+    assert listing_slices(0, 0, 4) == 1
