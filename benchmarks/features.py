@@ -125,6 +125,12 @@ def bytes_frame(spark: Any, folder: str, model_path: str) -> Any:
     return _featurizer("content", model_path).transform(raw).select("path", "features")
 
 
+def paths_frame(spark: Any, folder: str, model_path: str) -> Any:
+    """binaryFile's ``path`` alone (Spark reads no file) -> ImageFeaturizer, the files read in its task."""
+    paths = spark.read.format("binaryFile").load(folder).select("path")
+    return _featurizer("path", model_path).transform(paths).select("path", "features")
+
+
 # --- the ceiling: Pillow + onnxruntime in N processes, no Spark -----------------------------------
 
 _WORKER: dict[str, Any] = {}

@@ -81,6 +81,9 @@ GOALS = (
     Goal("transcode, large >= 80% of Pillow alone (no Spark)", "gpuimages_transcode_large", "pillow_thumbs_large",
          0.8),
     Goal("bytes -> features >= 1.3x Daft", "gpuimages_features", "daft_features", 1.3),
+    Goal("files -> features (paths read in the task) >= 1.3x Daft", "gpuimages_features_paths", "daft_features", 1.3),
+    Goal("files -> features (paths read in the task) >= 3x Ray Data", "gpuimages_features_paths", "ray_features",
+         3.0),
     Goal("bytes -> features >= 3x Ray Data", "gpuimages_features", "ray_features", 3.0),
     Goal("bytes -> features >= 1x the Spark recipe", "gpuimages_features", "recipe_features", 1.0),
 )
@@ -498,10 +501,12 @@ def features_cases(spark: Any, data: DataSet, cores: int, peers: dict, model_pat
 
     cases = [
         spark_rows("gpuimages_features", lambda: features.bytes_frame(spark, folder, model_path)),
+        spark_rows("gpuimages_features_paths", lambda: features.paths_frame(spark, folder, model_path)),
         spark_rows("recipe_features", lambda: features.recipe_frame(spark, folder, model_path)),
     ]
     cases[0].label = "gpuimages ImageFeaturizer(onnx) on binaryFile bytes"
-    cases[1].label = "recipe: pandas UDF (Pillow) + predict_batch_udf"
+    cases[1].label = "gpuimages ImageFeaturizer(onnx) on paths (read in the task)"
+    cases[2].label = "recipe: pandas UDF (Pillow) + predict_batch_udf"
 
     def ceiling_run() -> tuple[int, int]:
         if "pool" not in ceiling:

@@ -102,6 +102,30 @@ def test_onnx_on_bytes_matches_the_per_file_reference(content, cnn, cpu_onnx):
     assert all(r["content"] is not None and r["length"] == len(r["content"]) for r in kept.collect())
 
 
+def test_onnx_on_paths_reads_the_files_in_the_task_and_gives_the_bytes_vectors(spark, content, cnn, cpu_onnx, files,
+                                                                              tmp_path):
+    """binaryFile's path column alone (Spark never reads the files): the same rows, vectors and reasons as on the
+    bytes; a vanished file, a path elsewhere and a null path get their reason."""
+    from gpuimages.ml.featurizer import NOT_LOCAL_REASON
+    from gpuimages.task.local_files import VANISHED_REASON
+
+    paths = content.select("path")
+    assert "content" not in paths._jdf.queryExecution().executedPlan().toString().split("ReadSchema")[-1]
+    featurizer = _onnx(cnn, device="cpu").setInputCol("path")
+    out = featurizer.transform(paths)
+    assert out.columns == ["path", "features", "error"]
+    rows = out.collect()
+    assert len(rows) == 18
+    _check_invalid(rows)
+    _check_against_reference(rows, cnn)
+    by_bytes = {r["path"]: r["features"] for r in cpu_onnx[1]}
+    assert all(r["features"] == by_bytes[r["path"]] for r in rows)  # identical vectors
+    gone = "file:" + str(tmp_path / "gone.jpg")
+    odd = spark.createDataFrame([(gone,), ("s3a://bucket/x.jpg",), (None,)], "path string")
+    reasons = [r["error"] for r in featurizer.transform(odd).collect()]
+    assert reasons == [VANISHED_REASON, NOT_LOCAL_REASON, NOT_LOCAL_REASON]
+
+
 @pytest.mark.dali
 @pytest.mark.skipif(not HAS_DALI, reason="needs nvidia-dali")
 def test_dali_path_gives_the_same_vectors(content, cnn, cpu_onnx):

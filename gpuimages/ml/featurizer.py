@@ -52,6 +52,13 @@ cost of sending the bytes back to the JVM), ``outputCol`` and ``errorCol`` are (
 end, one row out per row in; an image no engine can decode gets a null vector and the reason in
 ``errorCol``.
 
+Or a **string column of file paths** as ``binaryFile`` gives them (its ``path`` column, selected alone so
+that Spark never reads the files: ``file:/data/a b.jpg``): each task reads its local files itself (checked
+first as ``read_images`` checks them) and decodes them as above, so neither the bytes nor the pixels cross
+the JVM.
+The path column is kept; a path that is not a local file, or a file that cannot be read, gets a null
+vector and the reason.
+
 Output: a ``VectorUDT`` column; invalid or null images get a null vector.
 """
 
@@ -80,6 +87,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
+
+#: The reason of a row of a path input that names no local file.
+NOT_LOCAL_REASON = (
+    "not read: a path input is read only where it names a local file (file:); read other filesystems with "
+    "binaryFile and featurize its content"
+)
 
 BACKBONES = ("histogram", "function", "onnx")
 #: Default DALI device batch (images decoded, resized and normalised on the GPU at once).
@@ -344,14 +357,17 @@ class ImageFeaturizer(
         from pyspark.sql.types import ArrayType, BinaryType, DoubleType, StringType, StructField, StructType
 
         from gpuimages import scheduling
-        from gpuimages.options import make_decode_options
+        from gpuimages.options import DEFAULT_MAX_BATCH_BYTES, make_decode_options
         from gpuimages.schema import image_column_check
         from gpuimages.stage import run_stage, session_conf
         from gpuimages.task.spec import StageSpec
-        from gpuimages.task.steps import Featurize
+        from gpuimages.task.steps import Featurize, ReadLocal
+        from gpuimages.task.steps.read_local import BINARY_MAX_LENGTH
 
         input_col, output_col = self.getInputCol(), self.getOutputCol()
-        is_bytes = input_col in dataset.columns and isinstance(dataset.schema[input_col].dataType, BinaryType)
+        kind = dataset.schema[input_col].dataType if input_col in dataset.columns else None
+        is_paths = isinstance(kind, StringType)
+        is_bytes = isinstance(kind, BinaryType) or is_paths
         if not is_bytes:
             image_column_check(dataset.schema, input_col)
         backbone = self.getBackbone()
@@ -375,7 +391,7 @@ class ImageFeaturizer(
             error_col = self.getErrorCol()
             if output_col == error_col:
                 raise ValueError(f"errorCol: expected a name other than outputCol, got {error_col!r}")
-            dropped = {output_col, error_col} | (set() if self.getKeepInput() else {input_col})
+            dropped = {output_col, error_col} | (set() if self.getKeepInput() or is_paths else {input_col})
             passthrough = tuple(c for c in dataset.columns if c not in dropped)
             fields = {f.name: f for f in dataset.schema.fields}
             schema = StructType(
@@ -387,9 +403,17 @@ class ImageFeaturizer(
             error_col = None
             schema = replaced_schema(dataset.schema, output_col, vectors)
             columns = tuple(schema.fieldNames())
+        steps: tuple = (step,)
+        if is_paths:  # the files are read in the task, in parts bounded as the featurizer's chunks
+            steps = (ReadLocal(bounds=step, max_batch_bytes=decode.max_batch_bytes, others_reason=NOT_LOCAL_REASON,
+                               max_length=int(conf.get("spark.sql.sources.binaryFile.maxLength") or BINARY_MAX_LENGTH)),
+                     step)
         spec = StageSpec(
-            name="featurize", device=device, input_col=input_col, input_kind="bytes" if is_bytes else "struct",
-            steps=(step,), columns=columns, origin_col=None, error_col=error_col, rows_per_batch=self.getBatchSize(),
+            name="featurize", device=device, input_col=input_col,
+            input_kind="paths" if is_paths else "bytes" if is_bytes else "struct", steps=steps, columns=columns,
+            origin_col=input_col if is_paths else None, origin_is_path=is_paths, error_col=error_col,
+            rows_per_batch=self.getBatchSize(),
+            max_batch_bytes=decode.max_batch_bytes if decode else DEFAULT_MAX_BATCH_BYTES,
         )
         out = run_stage(dataset, spec, schema, conf)
         size = self.numFeatures()

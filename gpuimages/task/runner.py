@@ -63,10 +63,13 @@ def _origins(chunk: pa.RecordBatch, spec: StageSpec) -> pa.Array:
 
 
 def start_work(chunk: pa.RecordBatch, spec: StageSpec) -> Work:
-    """The work of one chunk: encoded bytes or a view of the image structs, the origins, earlier reasons."""
+    """The work of one chunk: encoded bytes (none yet for paths) or a view of the image structs, the origins,
+    earlier reasons."""
     work = Work(chunk, _origins(chunk, spec))
     column = chunk.column(spec.input_col)
-    if spec.input_kind != "struct":
+    if spec.input_kind == "paths":
+        work.blobs = [None] * len(work)  # the first step reads the files the origins name
+    elif spec.input_kind != "struct":
         work.blobs = column.to_pylist()
     else:
         work.images = ImageBatch.from_struct(column)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from gpuimages.task.steps.base import Step
 
 #: What a stage's input column holds.
-INPUT_KINDS = ("bytes", "struct", "values")
+INPUT_KINDS = ("bytes", "paths", "struct", "values")
 
 
 @dataclass(frozen=True)
@@ -17,12 +17,13 @@ class StageSpec:
     name:            the stage's name in logs ("decode", "encode", "featurize", ...).
     device:          "auto", "cpu" or "gpu" (resolved on the driver).
     input_col:       the column the first step reads.
-    input_kind:      "bytes" (encoded files), "struct" (Spark's image struct) or "values" (any column: its
-                     values are the steps' input, as bytes are).
+    input_kind:      "bytes" (encoded files), "paths" (the files' paths: the first step reads them), "struct"
+                     (Spark's image struct) or "values" (any column: its values are the steps' input, as
+                     bytes are).
     steps:           the capabilities, in order.
     columns:         the output columns in order: an input column name is passed through, a name a
                      step produces (or ``error_col``) is taken from the work.
-    origin_col:      bytes input: the string column naming each file (None: no origin).
+    origin_col:      bytes or paths input: the string column naming each file (None: no origin).
     origin_is_path:  ``origin_col`` holds ``binaryFile`` paths, turned into image-source URIs.
     error_col:       the reason column (None: no reason column).
     prior_error_col: an input column of earlier reasons, which win over the stage's own.

@@ -47,12 +47,14 @@ class ReadLocal(Step):
     max_batch_bytes: the byte budget of a part (``bounds``' predicted bytes).
     max_length:      files larger than this are not read (Spark's ``binaryFile.maxLength``).
     skip_archives:   leave archives (by their name) unread: the next step opens them by path.
+    others_reason:   the reason of a row without bytes whose origin is not a local file (None: left as it is).
     """
 
     bounds: Step | None = None
     max_batch_bytes: int = 128 << 20
     max_length: int = BINARY_MAX_LENGTH
     skip_archives: bool = False
+    others_reason: str | None = None
     name = "read-local"
 
     def open(self, device: TaskDevice) -> None:
@@ -62,7 +64,7 @@ class ReadLocal(Step):
         return rows_per_batch if self.bounds is None else self.bounds.chunk_rows(rows_per_batch)
 
     def predicted_bytes(self, value: pa.Scalar) -> int:
-        if value is None or not value.is_valid:
+        if value is None or not value.is_valid or not pa.types.is_binary(value.type):
             return 0  # a path: what it will hold is known once it is read
         return len(value.as_buffer()) if self.bounds is None else self.bounds.predicted_bytes(value)
 
@@ -71,6 +73,9 @@ class ReadLocal(Step):
         origins = work.origins.to_pylist()
         paths = [self._path(blob, origin, earlier)
                  for blob, origin, earlier in zip(blobs, origins, work.reasons, strict=True)]
+        if self.others_reason is not None:
+            work.note([self.others_reason if p is None and b is None else None for p, b in zip(paths, blobs,
+                                                                                                strict=True)])
         if not any(paths):
             return None  # nothing to read: the chunk goes on as it is
         work.blobs = blobs
