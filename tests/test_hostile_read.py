@@ -125,9 +125,9 @@ def test_a_sample_keeps_the_reasons_of_the_files_it_chose(spark, hostile):
     assert all(r.error == EXPECTED_REASONS.get(k) for k, r in rows.items())
 
 
-def test_the_jvm_reading_a_file_the_probe_refuses_gives_one_row(spark, hostile):
-    """A local filesystem configured without checksum files opens ``a:b.png``; the probe still refuses
-    it by name. The file must come back once (the probe's row), not twice."""
+def test_a_file_the_jvm_could_read_but_the_check_refuses_gives_one_row(spark, hostile):
+    """A local filesystem configured without checksum files opens ``a:b.png``; the task's check still refuses
+    it by name, as Spark's default filesystem does. The file must come back once, with the reason."""
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     before = {k: conf.get(k) for k in ("fs.file.impl", "fs.file.impl.disable.cache")}
     conf.set("fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
@@ -146,7 +146,7 @@ def test_the_jvm_reading_a_file_the_probe_refuses_gives_one_row(spark, hostile):
 
 def test_files_emptied_or_deleted_after_listing_come_back_once(spark, hostile):
     df = gpuimages.read_images(spark, str(hostile), device="cpu")  # listed now: ok.png has bytes
-    (hostile / "ok.png").write_bytes(b"")  # Spark planned a split for it and reads 0 bytes; the probe sees 0 bytes
+    (hostile / "ok.png").write_bytes(b"")  # emptied after listing: the task's check sees 0 bytes
     (hostile / "ok.jpg").unlink()
     rows = _rows(df)
     assert len(rows) == 6

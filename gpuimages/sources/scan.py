@@ -146,7 +146,7 @@ def list_files(
     types = {f.name: f.dataType for f in frame.schema.fields if f.name in parts}
     if keep_listing or all_local:  # local files: the stage reads them from the listing (sources.unread)
         listed, num_files, total_bytes = listed_origins(spark, frame)
-        if listed is not None and dead_links:  # links Spark's listing drops: listed here, the probe says why
+        if listed is not None and dead_links:  # links Spark's listing drops: listed here, the task's check says why
             log.info("gpuimages: %d file link(s) with a missing target or a loop get a row", len(dead_links))
             origins = [(to_origin("file:" + p),) for p in sorted(set(dead_links))]
             listed = listed.unionByName(spark.createDataFrame(origins, "origin string"))
