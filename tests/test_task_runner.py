@@ -114,7 +114,7 @@ def test_a_step_may_hold_rows_back_and_report_at_the_end():
 
 
 def test_spec_is_checked():
-    with pytest.raises(ValueError, match="input_kind: expected one of bytes, struct, values, got 'text'"):
+    with pytest.raises(ValueError, match="input_kind: expected one of bytes, paths, struct, values, got 'text'"):
         StageSpec("x", "cpu", "c", "text", (Lengths(),), ("n",))
     with pytest.raises(ValueError, match="steps: expected at least one step"):
         StageSpec("x", "cpu", "c", "bytes", (), ("n",))
