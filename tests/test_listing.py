@@ -183,6 +183,7 @@ def test_the_walk_counts_the_archives_sparks_listing_holds(spark, tmp_path):
                            "sub/c.tgz": b"c" * 30, "k=1/d.tar.gz": b"d" * 40, "k=1/y.png": b"p"})
 
     write_files(tmp_path / "parts", {"k=1/d.tar": b"d", "k=2/e.zip": b"e", "k=2/f.png": b"f"})
+    write_files(tmp_path / "nested", {"k=1/b.png": b"b", "k=1/sub/a.tar": b"a"})  # listed without recursion too
 
     def listed(root, recursive: bool, glob: str | None = None) -> list[str]:
         reader = spark.read.format("binaryFile")
@@ -193,13 +194,26 @@ def test_the_walk_counts_the_archives_sparks_listing_holds(spark, tmp_path):
         return [f for f in reader.load(str(root)).inputFiles() if archive_suffix(f)]
 
     cases = ((tmp_path, True, None), (tmp_path, True, "*.png"), (tmp_path, True, "[ab]*"),
-             (tmp_path / "parts", False, None))
+             (tmp_path / "parts", False, None), (tmp_path / "nested", False, None))
     for root, recursive, glob in cases:
         trees = check_directory_links(spark, [str(root)], recursive=recursive, path_glob_filter=glob)
         assert trees.all_local and trees.any_local and trees.archives >= len(listed(root, recursive, glob))
     assert check_directory_links(spark, [str(tmp_path / "parts")], recursive=False).archives == 2
     every = check_directory_links(spark, [str(tmp_path)], recursive=True)
-    assert (every.archives, every.archive_bytes) == (6, 102) == (len(listed(tmp_path, True)), 102)
+    assert (every.archives, every.archive_bytes) == (7, 103) == (len(listed(tmp_path, True)), 103)
+    assert len(listed(tmp_path / "nested", False)) == 1
     one = check_directory_links(spark, [str(tmp_path / "a.tar")], recursive=False)
     assert (one.archives, one.archive_bytes) == (1, 10)
     assert check_directory_links(spark, [str(tmp_path)], recursive=True, path_glob_filter="*.png").archives == 0
+
+
+def test_url_decode_without_try_url_decode_keeps_malformed_escapes(spark):
+    """Spark 3.5's path (no ``try_url_decode``): a malformed escape leaves the text as Spark leaves it, instead of
+    failing the read."""
+    from pyspark.sql import functions as F
+
+    from gpuimages.sources.columns import url_decode
+
+    df = spark.createDataFrame([("50%",), ("%41",), ("a+b",), ("x%2",), ("%7E%ZZ",)], "v string")
+    assert [r[0] for r in df.select(url_decode(F.col("v"), lenient=False)).collect()] == \
+        ["50%", "A", "a+b", "x%2", "%7E%ZZ"]

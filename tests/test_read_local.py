@@ -144,3 +144,20 @@ def test_a_file_over_max_length_is_not_read_and_archives_are_left_to_the_next_st
     spec = StageSpec("read", "cpu", "content", "bytes", (ReadLocal(), _Blobs()), ("origin", "content", "error"),
                      origin_col="origin")
     assert _run(spec, [_origin(shard)], [None], [None]).to_pylist()[0]["content"] == b"x" * 1024
+
+
+def test_a_part_once_handed_on_is_not_held_by_the_chunk(tmp_path):
+    """The chunk holds the part handed on and the file read after it, never more: it lets go of each part."""
+    paths = [tmp_path / f"q{i}.png" for i in range(6)]
+    for p in paths:
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(p)
+    decode = Decode(DecodeOptions())
+    step = ReadLocal(bounds=decode, max_batch_bytes=6000)  # one image (6000 bytes decoded) a part
+    chunk = pa.RecordBatch.from_arrays([pa.array([_origin(p) for p in paths]), pa.nulls(6, pa.binary())],
+                                       names=["origin", "content"])
+    work = Work(chunk, chunk.column("origin"))
+    held = []
+    for part in step.run(work):
+        held.append(sum(b is not None for b in work.blobs))
+        assert len(part) == 1 and part.blobs[0] is not None
+    assert held == [2, 2, 2, 2, 2, 1]  # while a part is processed: it and the next file

@@ -76,13 +76,14 @@ def file_sample_condition(file_path: Column, ratio: float, seed: int) -> Column:
 
 
 def url_decode(col: Column, lenient: bool = False) -> Column:
-    """Undo one level of %-escaping (``+`` kept: it is a literal plus in a path). ``lenient``: a
-    malformed escape (``100%``) leaves the text as it is, as Spark's ``unescapePathName`` does."""
+    """Undo one level of %-escaping (``+`` kept: it is a literal plus in a path). A malformed escape
+    (``100%``) leaves the text as it is, as Spark's ``unescapePathName`` leaves it: ``lenient`` (Spark 4+)
+    with ``try_url_decode``, else by testing for one first."""
     from pyspark.sql import functions as F
 
     plus_kept = F.call_function("replace", col, F.lit("+"), F.lit("%2B"))
-    if not lenient:
-        return F.call_function("url_decode", plus_kept)
+    if not lenient:  # Spark 3.5 (no try_url_decode): text with a malformed escape is not decoded at all
+        return F.when(col.rlike("%(?![0-9A-Fa-f]{2})"), col).otherwise(F.call_function("url_decode", plus_kept))
     return F.coalesce(F.call_function("try_url_decode", plus_kept), col)
 
 

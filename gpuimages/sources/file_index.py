@@ -32,7 +32,8 @@ def counts(spark: SparkSession, frame: DataFrame) -> tuple[int | None, int | Non
     return None, _connect_size_in_bytes(frame)
 
 
-def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | None, int | None, int | None]:
+def listed_origins(spark: SparkSession, frame: DataFrame, slots: int = 1
+                   ) -> tuple[DataFrame | None, int | None, int | None]:
     """Every file of ``frame``'s file index as a DataFrame of origins, the file count and total bytes.
 
     Classic sessions: the listing stays in the JVM (``inputFiles()``'s array is wrapped into a local
@@ -40,11 +41,12 @@ def listed_origins(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame | N
     statistics (the sum of the listed files' sizes Spark keeps). Spark Connect: ``inputFiles()``
     comes back as one gRPC message; past the client's message limit the listing cannot reach the
     driver, and a warning says so (files the scan returns no bytes for then get no row; every other
-    file is still read).
+    file is still read). ``slots``: the cluster's task slots as the conf says (the listing a stage reads
+    its local files from gets at least that many partitions, on classic sessions).
     """
     if not is_connect_session(spark):
         try:
-            return _listed_on_jvm(spark, frame)
+            return _listed_on_jvm(spark, frame, slots)
         except Exception as exc:  # noqa: BLE001 - a JVM API that moved: fall back to the client path
             log.warning("gpuimages: JVM-side listing unavailable (%s); listing through inputFiles()", exc)
     try:
@@ -98,7 +100,7 @@ def _listing_view(spark: SparkSession, files: list[str]) -> DataFrame:
     return spark.table(name)
 
 
-def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, int, int | None]:
+def _listed_on_jvm(spark: SparkSession, frame: DataFrame, slots: int = 1) -> tuple[DataFrame, int, int | None]:
     """The listing as a Dataset over an RDD of ``inputFiles()``'s Java array (no copy of a path in Python).
 
     An RDD-backed relation, not a local one: a plan holding every path as a literal row (a
@@ -116,7 +118,7 @@ def _listed_on_jvm(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, in
     files = jdf.inputFiles()  # a Java String[] proxy: its elements stay in the JVM
     count = len(files)
     size = _jvm_size(jdf)
-    slices = listing_slices(count, size, spark.sparkContext.defaultParallelism)
+    slices = listing_slices(count, size, max(slots, spark.sparkContext.defaultParallelism))
     try:  # Scala 2.13 (Spark 4)
         paths = jvm.scala.jdk.javaapi.CollectionConverters.asJava(
             jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(files)

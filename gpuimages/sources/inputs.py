@@ -122,9 +122,10 @@ def file_inputs(
     """
     from pyspark.sql import functions as F
 
+    slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
     found = list_files(
         spark, paths, recursive=recursive, path_glob_filter=path_glob_filter,
-        sample_ratio=sample_ratio if archive_plan is None else 1.0, seed=seed, keep_listing=keep_unread,
+        sample_ratio=sample_ratio if archive_plan is None else 1.0, seed=seed, keep_listing=keep_unread, slots=slots,
     )
     if archive_plan is not None:  # loose files sampled by file, archives kept whole (members sampled in tasks)
         found = archive_plan.sample_listing(found)
@@ -136,7 +137,6 @@ def file_inputs(
         "gpuimages: %s file(s) listed (%s bytes), sample ratio %g (seed %d), partition columns %s",
         found.num_files, found.total_bytes, sample_ratio, seed, list(parts),
     )
-    slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
     frame = stage_input(found, keep_unread, slots)
     if archive_plan is not None:  # archives are not read by Spark where the tasks open them by path
         frame = archive_plan.split(frame, slots, planning.byte_size(conf.get("spark.sql.files.maxPartitionBytes"),

@@ -257,12 +257,13 @@ def _walk_once(root: str, broken: list[str], recursive: bool, name_filter: re.Pa
                     is_dir = False  # a link loop (ELOOP), or unreadable
                 try:
                     if not is_dir:
-                        if not covered or (name_filter is not None and not name_filter.fullmatch(entry.name)):
+                        if name_filter is not None and not name_filter.fullmatch(entry.name):
                             continue
                         if entry.is_symlink() and _is_dead_link(entry.path):
-                            if name_filter is not None:  # a filter that cannot be translated keeps no link
+                            if covered and name_filter is not None:  # an untranslatable filter keeps no link
                                 broken.append(entry.path)
-                        elif archive_suffix(entry.name) is not None:  # counted under any filter
+                        elif archive_suffix(entry.name) is not None:  # in any folder: Spark lists below
+                            # partition folders' sub-folders too, so more are counted, never fewer
                             archives[0] += 1
                             archives[1] += entry.stat(follow_symlinks=True).st_size
                         continue

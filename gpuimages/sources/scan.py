@@ -128,13 +128,15 @@ def list_files(
     sample_ratio: float = 1.0,
     seed: int = 0,
     keep_listing: bool = True,
+    slots: int = 1,
 ) -> Listing:
     """List ``paths`` with Spark and sample them, without a Spark job and without opening a file.
 
     Local trees are checked for directory links first (:func:`check_directory_links`). Raises
     ``FileNotFoundError`` naming the missing path when Spark reports one. ``keep_listing=False`` skips
     bringing the listing to a DataFrame where some path is not local (reads that give no row to files the
-    scan cannot read); local files are always read from it.
+    scan cannot read); local files are always read from it, and ``slots`` (the cluster's task slots)
+    sizes its partitions.
     """
     from pyspark.sql import functions as F
 
@@ -145,7 +147,7 @@ def list_files(
     parts = partition_columns(frame)
     types = {f.name: f.dataType for f in frame.schema.fields if f.name in parts}
     if keep_listing or all_local:  # local files: the stage reads them from the listing (sources.unread)
-        listed, num_files, total_bytes = listed_origins(spark, frame)
+        listed, num_files, total_bytes = listed_origins(spark, frame, slots)
         if listed is not None and dead_links:  # links Spark's listing drops: listed here, the task's check says why
             log.info("gpuimages: %d file link(s) with a missing target or a loop get a row", len(dead_links))
             origins = [(to_origin("file:" + p),) for p in sorted(set(dead_links))]
@@ -185,6 +187,9 @@ def list_files(
         scanned = source.select(
             origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL), *[F.col(quoted(p)) for p in parts]
         )
+    # The driver's walk counts the archives where the tasks see the same disk (not through a Connect server).
+    connect = is_connect_session(spark)
+    local_archives = (trees.archives, trees.archive_bytes) if all_local and not connect else None
     known_unread: tuple[tuple[str, str], ...] = ()
     if parts and not recursive and listed is not None:
         beside = files_beside_partitions(spark, paths, path_glob_filter)
@@ -193,7 +198,7 @@ def list_files(
                         "they come back as rows with the reason", len(beside))
             known_unread = tuple((to_origin("file:" + p), BESIDE_PARTITIONS_REASON) for p in sorted(beside))
     return Listing(scanned, source, parts, types, listed, num_files, total_bytes, sample_ratio, lenient, all_local,
-                   known_unread, (trees.archives, trees.archive_bytes) if all_local else None, trees.any_local)
+                   known_unread, local_archives, trees.any_local)
 
 
 def _load(reader: DataFrameReader, paths: list[str]) -> DataFrame:

@@ -97,10 +97,11 @@ class ReadLocal(Step):
                 work.blobs[i] = blob
                 if reason is not None:
                     work.reasons[i] = reason
-                elif self.bounds is not None:
-                    size = self.bounds.predicted_bytes(binary_scalar(blob))
+            if work.blobs[i] is not None and self.bounds is not None:  # read here, or arrived with its bytes
+                size = self.bounds.predicted_bytes(binary_scalar(work.blobs[i]))
             if i > start and total + size > self.max_batch_bytes:
                 yield work.slice(start, i)
+                work.blobs[start:i] = [None] * (i - start)  # the part holds its own bytes: only one part's held
                 start, total = i, 0
             total += size
         yield work.slice(start, len(work))
