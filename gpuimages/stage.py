@@ -34,7 +34,7 @@ _CONF_KEYS = (
     "spark.dynamicAllocation.enabled",
     "spark.sql.files.minPartitionNum",
     "spark.sql.leafNodeDefaultParallelism",
-    "spark.sql.sources.binaryFile.maxLength",
+    "spark.sql.sources.binaryFile.maxLength",  # ReadLocal's limit (max_length_of)
     "spark.sql.files.maxPartitionBytes",
 )
 

@@ -203,10 +203,12 @@ def test_byte_size_reads_sparks_byte_strings(text, expected):
 
 
 def test_a_listing_has_a_partition_per_core_more_per_gigabyte_and_never_more_than_files():
-    from gpuimages.sources.file_index import listing_slices
+    """The listing a stage reads local files from is planned as the stage plans (it can only coalesce)."""
+    def listing(count, size, parallelism):
+        return planning.plan_partitions(parallelism, total_bytes=size, num_files=count)
 
-    assert listing_slices(2000, 55 << 20, 2) == 2
-    assert listing_slices(2000, None, 8) == 8
-    assert listing_slices(100_000, (10 << 30) + 1, 4) == 11  # 1 GiB a partition, as the stage plans
-    assert listing_slices(3, 50 << 30, 16) == 3
-    assert listing_slices(0, 0, 4) == 1
+    assert listing(2000, 55 << 20, 2) == 2
+    assert listing(2000, None, 8) == 8
+    assert listing(100_000, (10 << 30) + 1, 4) == 11  # 1 GiB a partition, as the stage plans
+    assert listing(3, 50 << 30, 16) == 3
+    assert listing(0, 0, 4) == 1

@@ -362,7 +362,7 @@ class ImageFeaturizer(
         from gpuimages.stage import run_stage, session_conf
         from gpuimages.task.spec import StageSpec
         from gpuimages.task.steps import Featurize, ReadLocal
-        from gpuimages.task.steps.read_local import BINARY_MAX_LENGTH
+        from gpuimages.task.steps.read_local import max_length_of
 
         input_col, output_col = self.getInputCol(), self.getOutputCol()
         kind = dataset.schema[input_col].dataType if input_col in dataset.columns else None
@@ -405,9 +405,8 @@ class ImageFeaturizer(
             columns = tuple(schema.fieldNames())
         steps: tuple = (step,)
         if is_paths:  # the files are read in the task, in parts bounded as the featurizer's chunks
-            steps = (ReadLocal(bounds=step, max_batch_bytes=decode.max_batch_bytes, others_reason=NOT_LOCAL_REASON,
-                               max_length=int(conf.get("spark.sql.sources.binaryFile.maxLength") or BINARY_MAX_LENGTH)),
-                     step)
+            steps = (ReadLocal(bounds=step, max_batch_bytes=decode.max_batch_bytes, max_length=max_length_of(conf),
+                               others_reason=NOT_LOCAL_REASON), step)
         spec = StageSpec(
             name="featurize", device=device, input_col=input_col,
             input_kind="paths" if is_paths else "bytes" if is_bytes else "struct", steps=steps, columns=columns,

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from gpuimages.planning import plan_partitions
 from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, sample_condition
 from gpuimages.task.archive_members import ARCHIVE_SUFFIXES, SIBLING_TYPES, Sibling
 from gpuimages.task.steps.unpack import Unpack
@@ -206,8 +207,8 @@ class ArchivePlan:
         if self.by_path:
             archives = archives.withColumn(CONTENT_COL, F.lit(None).cast("binary"))
         if self.local_files:
-            per_size = -(-self.local_bytes // max(1, partition_bytes))
-            count = max(1, min(self.local_files, max(slots, per_size)))
+            count = plan_partitions(slots, total_bytes=self.local_bytes, num_files=self.local_files,
+                                    max_partition_bytes=max(1, partition_bytes))
             archives = archives.repartitionByRange(count, ORIGIN_COL)  # even: round-robin starts at random
         return loose.unionByName(archives)
 

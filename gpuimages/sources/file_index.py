@@ -10,6 +10,8 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from gpuimages.planning import plan_partitions
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
@@ -118,7 +120,8 @@ def _listed_on_jvm(spark: SparkSession, frame: DataFrame, slots: int = 1) -> tup
     files = jdf.inputFiles()  # a Java String[] proxy: its elements stay in the JVM
     count = len(files)
     size = _jvm_size(jdf)
-    slices = listing_slices(count, size, max(slots, spark.sparkContext.defaultParallelism))
+    # planned as the stage plans its partitions, which it can then only coalesce
+    slices = plan_partitions(max(slots, spark.sparkContext.defaultParallelism), total_bytes=size, num_files=count)
     try:  # Scala 2.13 (Spark 4)
         paths = jvm.scala.jdk.javaapi.CollectionConverters.asJava(
             jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(files)
@@ -131,16 +134,6 @@ def _listed_on_jvm(spark: SparkSession, frame: DataFrame, slots: int = 1) -> tup
     jds = spark._jsparkSession.createDataset(rdd.rdd(), jvm.org.apache.spark.sql.Encoders.STRING())
     listed = ClassicFrame(jds.toDF(), spark).withColumnRenamed("value", "origin")
     return listed, count, size
-
-
-def listing_slices(count: int, size: int | None, parallelism: int) -> int:
-    """Partitions of a listing a stage reads its local files from: one per core, more where the files hold
-    more than :data:`gpuimages.planning.DEFAULT_MAX_PARTITION_BYTES` a partition (the stage coalesces
-    them to its plan, which can only lower the count), never more than the files."""
-    from gpuimages.planning import DEFAULT_MAX_PARTITION_BYTES
-
-    by_size = -(-(size or 0) // DEFAULT_MAX_PARTITION_BYTES)
-    return max(1, min(count, max(parallelism, by_size)))
 
 
 def _jvm_size(jdf) -> int | None:

@@ -17,7 +17,7 @@ from gpuimages.sources.archives import ARCHIVE_PARTITION_BYTES, ArchivePlan, fol
 from gpuimages.sources.columns import CONTENT_COL, INTERNAL_PREFIX, ORIGIN_COL, REASON_COL, folder_column, quoted
 from gpuimages.sources.scan import list_files
 from gpuimages.sources.unread import stage_input
-from gpuimages.task.steps.read_local import BINARY_MAX_LENGTH, ReadLocal
+from gpuimages.task.steps.read_local import BINARY_MAX_LENGTH, ReadLocal, max_length_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -147,9 +147,8 @@ def file_inputs(
     )
     if archive_plan is not None:  # null sibling columns, filled for members in the task
         frame = archive_plan.with_columns(frame)
-    max_length = int(conf.get("spark.sql.sources.binaryFile.maxLength") or BINARY_MAX_LENGTH)
     return FileInputs(frame, parts, label_from_folder, found.planned_bytes(), found.planned_files(), archive_plan,
-                      reads_local=found.listed is not None and found.any_local, max_length=max_length)
+                      reads_local=found.listed is not None and found.any_local, max_length=max_length_of(conf))
 
 
 def check_partition_names(parts: Sequence[str], taken: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ next step opens them by path (``skip_archives``), once the same check found noth
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -32,6 +32,7 @@ from gpuimages.uris import file_uri_path
 
 #: Spark's default ``spark.sql.sources.binaryFile.maxLength`` (the largest Java array).
 BINARY_MAX_LENGTH = 2**31 - 1
+MAX_LENGTH_CONF = "spark.sql.sources.binaryFile.maxLength"
 TOO_LARGE_REASON = (
     "not read: the file is {size} bytes, over spark.sql.sources.binaryFile.maxLength ({limit} bytes); raise it "
     "to read larger files"
@@ -117,6 +118,12 @@ class ReadLocal(Step):
             return read_file(path), None
         except OSError:  # changed between the check and the read: the check says why now
             return None, local_file_problem(origin) or "no bytes read: the file could not be read"
+
+
+def max_length_of(conf: Mapping[str, str | None]) -> int:
+    """The largest file read: ``spark.sql.sources.binaryFile.maxLength`` in a session's conf
+    (:func:`gpuimages.stage.session_conf`), Spark's default where it is not set."""
+    return int(conf.get(MAX_LENGTH_CONF) or BINARY_MAX_LENGTH)
 
 
 def read_file(path: str) -> bytes:
