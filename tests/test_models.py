@@ -62,6 +62,19 @@ def test_input_format_normalises_per_channel():
         InputFormat("CHW")
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_prepare_spark_is_prepare_of_rgb_bit_for_bit(layout, channels):
+    pixels = np.random.default_rng(channels).integers(0, 256, (3, 5, 7, channels), dtype=np.uint8)
+    fmt = InputFormat(layout, IMAGENET_MEAN, IMAGENET_STD)
+    rgb = np.stack([to_rgb(p) for p in pixels])
+    x = fmt.prepare_spark(pixels)
+    assert x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x, fmt.prepare(rgb))
+    with pytest.raises(ValueError, match="expected 1, 3 or 4 channels"):
+        fmt.prepare_spark(np.zeros((1, 2, 2, 2), np.uint8))
+
+
 def test_to_rgb_from_spark_layouts():
     bgr = rgb_array(4, 5, seed=1)
     np.testing.assert_array_equal(to_rgb(bgr), bgr[:, :, ::-1])

@@ -45,18 +45,33 @@ class InputFormat:
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """``[N, H, W, 3]`` uint8 RGB to this format's float32 batch (C-contiguous)."""
+        return self._normalise(rgb, (0, 1, 2))
+
+    def prepare_spark(self, pixels: np.ndarray) -> np.ndarray:
+        """``[N, H, W, 1|3|4]`` uint8 in Spark's layout (grey, BGR, BGRA) to this format's float32 batch.
+
+        The same values as :meth:`prepare` of :func:`to_rgb`'s pixels (grey replicated, alpha dropped), in one
+        pass per channel: no RGB copy and no transposed copy of the bytes first.
+        """
+        channels = pixels.shape[-1]
+        if channels not in (1, 3, 4):
+            raise ValueError(f"pixels: expected 1, 3 or 4 channels (grey, BGR, BGRA), got {channels}")
+        return self._normalise(pixels, (0, 0, 0) if channels == 1 else (2, 1, 0))
+
+    def _normalise(self, pixels: np.ndarray, sources: tuple[int, int, int]) -> np.ndarray:
+        """``(x / 255 - mean) / std`` of channel ``sources[c]`` of ``pixels`` as output channel ``c`` (R, G, B),
+        computed in float32 as ``x * scale + offset`` straight into the output layout."""
         std = np.asarray(self.std, dtype=np.float64)
         scale = (1.0 / (255.0 * std)).astype(np.float32)
         offset = (-np.asarray(self.mean, dtype=np.float64) / std).astype(np.float32)
-        if self.layout == "NCHW":  # transpose the bytes first: a quarter of the memory traffic
-            x = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)).astype(np.float32)
-            x *= scale[None, :, None, None]
-            x += offset[None, :, None, None]
-            return x
-        x = rgb.astype(np.float32)
-        x *= scale
-        x += offset
-        return x
+        n, h, w = pixels.shape[:3]
+        nchw = self.layout == "NCHW"
+        out = np.empty((n, 3, h, w) if nchw else (n, h, w, 3), dtype=np.float32)
+        for c, source in enumerate(sources):
+            plane = out[:, c] if nchw else out[..., c]
+            np.multiply(pixels[..., source], scale[c], out=plane, dtype=np.float32)
+            plane += offset[c]
+        return out
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:

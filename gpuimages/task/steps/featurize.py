@@ -120,18 +120,20 @@ class Featurize(Step):
         with arrays.on_device():
             for rows in images.groups().values():
                 stack = ops.resize(arrays.asarray(images.stack(rows)), height, width, arrays)
-                values = self._features(rgb_stack(stack, arrays.xp))
+                values = self._features(stack)
                 for j, i in enumerate(rows):
                     vectors[i] = values[j]
         return vectors
 
-    def _features(self, rgb: Any) -> np.ndarray:
+    def _features(self, stack: Any) -> np.ndarray:
+        """Vectors of a ``[N, H, W, 1|3|4]`` stack in Spark's layout (grey, BGR, BGRA)."""
         if self.backbone == "histogram":
             from gpuimages.transforms.histogram import histogram_features
 
+            rgb = rgb_stack(stack, self._arrays.xp)
             return self._arrays.to_numpy(histogram_features(rgb, self.grid_size, self.bins, self._arrays))
         model = self._model
-        return run_in_slices(model, model.input_format.prepare(self._arrays.to_numpy(rgb)), self.batch_size)
+        return run_in_slices(model, model.input_format.prepare_spark(self._arrays.to_numpy(stack)), self.batch_size)
 
     def _from_tensors(self, work: Work) -> list[np.ndarray | None]:
         """The DALI path: device batches read in place by the model; Pillow's files as a host batch."""
