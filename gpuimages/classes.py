@@ -85,22 +85,20 @@ def folder_classes(inputs: FileInputs) -> tuple[str, ...]:
     """The sorted distinct folder labels of ``transcode_files``' listed files and archive members, without
     decoding anything: loose files' from the listing (a query that reads no file), archives' from their
     member names (each archive streamed once by a task)."""
-    from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
-    from gpuimages.sources.archives import folder_origin
-    from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL, folder_column
+    from gpuimages.sources.archives import archive_path_sql, folder_origin_sql
+    from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL, folder_sql, quoted
     from gpuimages.stage import run_stage, session_conf
-    from gpuimages.task.archive_members import ARCHIVE_SUFFIXES
     from gpuimages.task.spec import StageSpec
     from gpuimages.task.steps.labels import FolderLabels
 
     frame = inputs.frame
-    pattern = "(?i)(" + "|".join(s.replace(".", "\\.") for s in ARCHIVE_SUFFIXES) + ")$"
-    archive = F.col(ORIGIN_COL).rlike(pattern) if inputs.archive_plan is not None and inputs.archive_plan.present \
-        else F.lit(False)
-    loose = frame.where(~archive & F.col(ORIGIN_COL).isNotNull()).select(
-        folder_column(folder_origin(F.col(ORIGIN_COL))).alias("label"))
+    origin = quoted(ORIGIN_COL)
+    archive = archive_path_sql(origin) if inputs.archive_plan is not None and inputs.archive_plan.present \
+        else "false"
+    loose = frame.where(f"NOT ({archive}) AND {origin} IS NOT NULL").selectExpr(
+        f"{folder_sql(folder_origin_sql(origin))} AS label")
     labels = {r[0] for r in loose.distinct().collect() if r[0] is not None}
     if inputs.archive_plan is not None and inputs.archive_plan.present:
         step = FolderLabels()

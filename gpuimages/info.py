@@ -62,8 +62,8 @@ def _images(spark: SparkSession, path: Any, recursive: bool, device: str) -> dic
 
     from gpuimages import scheduling
     from gpuimages.options import make_decode_options
-    from gpuimages.sources.archives import archive_plan, folder_origin
-    from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL, folder_column
+    from gpuimages.sources.archives import archive_plan, folder_origin_sql
+    from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL, folder_sql
     from gpuimages.sources.inputs import file_inputs
     from gpuimages.sources.scan import normalize_paths
     from gpuimages.stage import run_stage, session_conf
@@ -99,8 +99,7 @@ def _images(spark: SparkSession, path: Any, recursive: bool, device: str) -> dic
     rows = run_stage(inputs.frame, spec, schema, conf, total_bytes=inputs.total_bytes, num_files=inputs.num_files,
                      coalesce=not inputs.keeps_partitions)
     member = F.col("origin").contains("#")
-    label = F.col("cls") if not recursive else F.coalesce(F.col("cls"), folder_column(folder_origin(
-        F.col("origin"))))
+    label = F.col("cls") if not recursive else F.expr(f"coalesce(cls, {folder_sql(folder_origin_sql('origin'))})")
     rows = rows.select("*", member.alias("member"), label.alias("label"),
                        F.when(member, F.substring_index("origin", "#", 1)).alias("archive"))
     rows = rows.cache()

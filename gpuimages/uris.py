@@ -156,6 +156,6 @@ def file_path_form(origin: str) -> str:
 def sample_key(origin: str) -> str:
     """What a file's seeded sample is decided on: its origin in ``_metadata.file_path``'s form
     (:func:`file_path_form`), S3 spelled ``s3a://`` or ``s3n://`` as ``s3://`` (the same objects are sampled
-    whichever a user writes; :func:`gpuimages.sources.columns.file_sample_condition` applies the same rule)."""
+    whichever a user writes; :func:`gpuimages.sources.columns.file_sample_sql` applies the same rule)."""
     key = file_path_form(origin)
     return "s3://" + key[6:] if key.startswith(("s3a://", "s3n://")) else key

@@ -211,7 +211,7 @@ def test_a_tar_is_streamed_member_by_member():
 def test_member_sampling_is_sparks_xxhash64_rule(spark):
     from pyspark.sql import functions as F
 
-    from gpuimages.sources.columns import sample_condition
+    from gpuimages.sources.columns import sample_sql
 
     origins = [member_origin("file:///data/shard-0.tar", (f"d/{i:05d}.jpg",)) for i in range(400)]
     for seed in (0, 11, -5):
@@ -219,7 +219,7 @@ def test_member_sampling_is_sparks_xxhash64_rule(spark):
         hashes = {r.origin: r.h & ((1 << 64) - 1) for r in
                   df.select("origin", F.xxhash64(F.lit(seed).cast("long"), "origin").alias("h")).collect()}
         assert all(hashes[o] == spark_xxhash64(seed, o) for o in origins)
-        kept = {r.origin for r in df.filter(sample_condition(F.col("origin"), 0.3, seed)).collect()}
+        kept = {r.origin for r in df.filter(sample_sql("origin", 0.3, seed)).collect()}
         assert kept == {o for o in origins if sampled(o, 0.3, seed)}
         assert 80 < len(kept) < 160
 
@@ -373,16 +373,15 @@ def test_archives_off_gives_one_invalid_row_per_archive(spark, shard_dir):
 
 
 def test_member_sampling_in_reads_is_sparks_rule_and_loose_files_unchanged(spark, shard_dir, tmp_path):
-    from pyspark.sql import functions as F
 
     import gpuimages
-    from gpuimages.sources.columns import sample_condition
+    from gpuimages.sources.columns import sample_sql
 
     everything = gpuimages.read_images(spark, str(shard_dir), device="cpu").select("image.origin")
     for seed in (0, 3):
         sample = gpuimages.read_images(spark, str(shard_dir), device="cpu", sample_ratio=0.5, seed=seed)
         got = sorted(r.origin for r in sample.select("image.origin").collect())
-        expected = sorted(r.origin for r in everything.filter(sample_condition(F.col("origin"), 0.5, seed)).collect())
+        expected = sorted(r.origin for r in everything.filter(sample_sql("origin", 0.5, seed)).collect())
         assert got == expected and 0 < len(got) < 18
     loose = tmp_path / "loose"
     loose.mkdir()

@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 from children import spark_child_env
 from images import encode, rgb_array, write_files
-from pyspark.sql import functions as F
 
 import gpuimages
 from gpuimages.options import DEFAULT_MAX_PIXELS
-from gpuimages.sources.columns import sample_condition
+from gpuimages.sources.columns import sample_sql
 from gpuimages.sources.links import glob_regex
 from gpuimages.sources.scan import BESIDE_PARTITIONS_REASON
 from gpuimages.task.local_files import (
@@ -117,9 +116,9 @@ def test_a_sample_keeps_the_reasons_of_the_files_it_chose(spark, hostile):
     frame = spark.createDataFrame([(o,) for o in listed], "origin string")
     seed = next(
         s for s in range(200)
-        if 2 <= frame.filter(sample_condition(F.col("origin"), 0.5, s)).count() <= 4
+        if 2 <= frame.filter(sample_sql("origin", 0.5, s)).count() <= 4
     )
-    chosen = {r.origin for r in frame.filter(sample_condition(F.col("origin"), 0.5, seed)).collect()}
+    chosen = {r.origin for r in frame.filter(sample_sql("origin", 0.5, seed)).collect()}
     rows = _rows(gpuimages.read_images(spark, str(hostile), device="cpu", sample_ratio=0.5, seed=seed))
     assert {r.image.origin for r in rows.values()} == chosen
     assert all(r.error == EXPECTED_REASONS.get(k) for k, r in rows.items())

@@ -7,7 +7,7 @@ from images import bomb_png, encode, odd_files, rgb_array, write_files
 
 import gpuimages
 from gpuimages.engines.formats import sniff
-from gpuimages.sources.columns import origin_column, partition_value, spark_escape_path_name
+from gpuimages.sources.columns import origin_sql, partition_value_sql, spark_escape_path_name, sql_regex, sql_string
 from gpuimages.sources.file_index import error_summary, parse_size_in_bytes
 from gpuimages.sources.scan import normalize_paths, parse_read_schema, partition_columns, plan_text
 from gpuimages.uris import load_path, to_origin
@@ -45,14 +45,13 @@ def test_origins_equal_spark_image_source_for_odd_names(spark, tmp_path):
 
 
 def test_origin_column_equals_input_files_and_image_origins(spark, tmp_path):
-    from pyspark.sql import functions as F
 
     data = encode(rgb_array(4, 4), "PNG")
     for name in ["a b.png", "pct%41.png", "caf\u00e9.png", "plus+sign.png", "k=v/x y.png"]:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(data)
     frame = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(tmp_path))
-    got = sorted(r.o for r in frame.select(origin_column(F.col("_metadata.file_path")).alias("o")).collect())
+    got = sorted(r.o for r in frame.selectExpr(f"{origin_sql()} AS o").collect())
     assert got == sorted(frame.inputFiles())
     image = spark.read.format("image").option("recursiveFileLookup", "true").load(str(tmp_path))
     assert got == sorted(r.image.origin for r in image.collect())
@@ -63,12 +62,33 @@ def test_origin_column_equals_input_files_and_image_origins(spark, tmp_path):
     [("cls", "kittens", "kittens"), ("cls", "a%20b+c", "a b+c"), ("cls", "x%252Fy", "x/y"), ("d", "1", "1")],
 )
 def test_partition_value_parses_the_escaped_folder_name(spark, name, value, expected):
-    from pyspark.sql import functions as F
 
     origin = f"file:///r/{name}=other/{name}={value}/f.jpg"
     df = spark.createDataFrame([(origin,)], "origin string")
-    assert df.select(partition_value(F.col("origin"), name, "string")).first()[0] == expected
-    assert df.select(partition_value(F.col("origin"), "missing", "string")).first()[0] is None  # no such folder
+    assert df.selectExpr(partition_value_sql("origin", name, "string")).first()[0] == expected
+    assert df.selectExpr(partition_value_sql("origin", "missing", "string")).first()[0] is None  # no such folder
+
+
+@pytest.mark.parametrize("name", ["a.b", "x(1)$+|{2}?*", "it's", "back\\slash", "[br]^", "é ü", "p%q"])
+def test_partition_value_takes_any_folder_name_literally(spark, name):
+    """Names reach the SQL pattern escaped as Spark writes them, so regex and SQL syntax in a name is plain text."""
+    from gpuimages.uris import uri_quote
+
+    folder = uri_quote(spark_escape_path_name(name))
+    decoy = "".join(ch if ch.isalnum() and ch.isascii() else "Z" for ch in name)  # what a wildcard would match
+    origin = f"file:///r/{folder}=v%2520w/{decoy}=no/f.jpg"
+    df = spark.createDataFrame([(origin,)], "origin string")
+    assert df.selectExpr(partition_value_sql("origin", name, "string")).first()[0] == "v w"
+
+
+def test_sql_regex_and_string_refuse_what_they_cannot_hold():
+    assert sql_regex("a.b(c)$") == "a[.]b[(]c[)][$]"
+    for text in ("a'b", "a\\b", "[x]", "^x"):
+        with pytest.raises(ValueError, match="expected text without"):
+            sql_regex(text)
+    assert sql_string("a b:c") == "'a b:c'"
+    with pytest.raises(ValueError, match="expected text without"):
+        sql_string("it's")
 
 
 def test_parse_size_in_bytes():
@@ -210,10 +230,9 @@ def test_the_walk_counts_the_archives_sparks_listing_holds(spark, tmp_path):
 def test_url_decode_without_try_url_decode_keeps_malformed_escapes(spark):
     """Spark 3.5's path (no ``try_url_decode``): a malformed escape leaves the text as Spark leaves it, instead of
     failing the read."""
-    from pyspark.sql import functions as F
 
-    from gpuimages.sources.columns import url_decode
+    from gpuimages.sources.columns import url_decode_sql
 
     df = spark.createDataFrame([("50%",), ("%41",), ("a+b",), ("x%2",), ("%7E%ZZ",)], "v string")
-    assert [r[0] for r in df.select(url_decode(F.col("v"), lenient=False)).collect()] == \
+    assert [r[0] for r in df.selectExpr(url_decode_sql("v", lenient=False)).collect()] == \
         ["50%", "A", "a+b", "x%2", "%7E%ZZ"]

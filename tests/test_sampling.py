@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 from images import encode, rgb_array, write_files
-from pyspark.sql import functions as F
 
 import gpuimages
 from gpuimages.reader import UNREAD_REASON
-from gpuimages.sources.columns import sample_condition
+from gpuimages.sources.columns import sample_sql
 
 MAX_LENGTH = "spark.sql.sources.binaryFile.maxLength"
 
 
 def _chosen(spark, origins: list[str], ratio: float, seed: int) -> set[str]:
     df = spark.createDataFrame([(o,) for o in origins], "origin string")
-    return {r.origin for r in df.filter(sample_condition(F.col("origin"), ratio, seed)).collect()}
+    return {r.origin for r in df.filter(sample_sql("origin", ratio, seed)).collect()}
 
 
 def test_sample_condition_is_seeded_stable_and_close_to_ratio(spark):

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gpuimages.planning import plan_partitions
-from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, sample_condition
+from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, quoted, sample_sql, sql_regex
 from gpuimages.task.archive_members import ARCHIVE_SUFFIXES, SIBLING_TYPES, Sibling
 from gpuimages.task.steps.unpack import Unpack
 from gpuimages.uris import LOCAL_SCHEMES, scheme_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
     from gpuimages.sources.scan import Listing
     from gpuimages.task.steps.base import Step
@@ -46,13 +46,13 @@ DEFAULT_SIBLINGS = {"cls": "long", "txt": "string", "json": "string"}
 SPARK_TYPES = {"string": "string", "long": "bigint", "binary": "binary"}
 #: Bytes of archives per partition of a stage reading local archives (Spark's default ``maxPartitionBytes``).
 ARCHIVE_PARTITION_BYTES = 128 << 20
-_ARCHIVE_PATTERN = "(?i)(" + "|".join(re.escape(s) for s in ARCHIVE_SUFFIXES) + ")$"
+_SUFFIX_ALTERNATIVES = "(?i)(" + "|".join(sql_regex(s) for s in ARCHIVE_SUFFIXES) + ")"
 _COLUMN_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
-def is_archive_path(col: Column) -> Column:
-    """True where a path or URI column names an archive (by its ending, any case)."""
-    return col.rlike(_ARCHIVE_PATTERN)
+def archive_path_sql(path: str) -> str:
+    """SQL: true where the path or URI (SQL ``path``) names an archive (by its ending, any case)."""
+    return f"{path} RLIKE '{_SUFFIX_ALTERNATIVES}$'"
 
 
 def sibling_columns(webdataset: Any) -> tuple[Sibling, ...]:
@@ -158,16 +158,13 @@ class ArchivePlan:
         task samples their members by the same rule). ``found`` must be listed unsampled."""
         if self.sample_ratio >= 1.0:
             return found
-        from pyspark.sql import functions as F
+        def kept(origin: str) -> str:
+            return f"{archive_path_sql(origin)} OR {sample_sql(origin, self.sample_ratio, self.seed)}"
 
-        origin_col = F.col(ORIGIN_COL)
-        frame = found.frame.filter(
-            is_archive_path(origin_col) | sample_condition(origin_col, self.sample_ratio, self.seed)
-        )
+        frame = found.frame.filter(kept(quoted(ORIGIN_COL)))
         listed = found.listed
         if listed is not None:
-            origin = F.col("origin")
-            listed = listed.filter(is_archive_path(origin) | sample_condition(origin, self.sample_ratio, self.seed))
+            listed = listed.filter(kept("origin"))
         return replace(found, frame=frame, listed=listed, sample_ratio=self.sample_ratio)
 
     def probe(self, found: Listing) -> ArchivePlan:
@@ -175,16 +172,14 @@ class ArchivePlan:
         walk of them counted (no Spark job). Elsewhere a query of the listing where there is one (a small job
         over the JVM-held listing on classic sessions, a local table on Spark Connect), else a scan of the
         archive names; no file is read either way."""
-        from pyspark.sql import functions as F
-
         if found.local_archives is not None:
             files, size = found.local_archives
             log.info("gpuimages: the local trees hold %d archive(s) (%d bytes)", files, size)
             return replace(self, present=files > 0, local_files=files, local_bytes=size)
         if found.listed is not None:
-            empty = found.listed.filter(is_archive_path(F.col("origin"))).isEmpty()
+            empty = found.listed.filter(archive_path_sql("origin")).isEmpty()
         else:
-            empty = found.frame.filter(is_archive_path(F.col(ORIGIN_COL))).select(ORIGIN_COL).isEmpty()
+            empty = found.frame.filter(archive_path_sql(quoted(ORIGIN_COL))).select(ORIGIN_COL).isEmpty()
         log.info("gpuimages: the listing holds %s", "no archive" if empty else "archives, read member by member")
         return replace(self, present=not empty)
 
@@ -201,11 +196,11 @@ class ArchivePlan:
             return frame
         from pyspark.sql import functions as F
 
-        origin = F.col(ORIGIN_COL)
-        loose = frame.filter(~is_archive_path(origin)).coalesce(max(1, slots))
-        archives = frame.filter(is_archive_path(origin))
+        archive = archive_path_sql(quoted(ORIGIN_COL))
+        loose = frame.filter(f"NOT ({archive})").coalesce(max(1, slots))
+        archives = frame.filter(archive)
         if self.by_path:
-            archives = archives.withColumn(CONTENT_COL, F.lit(None).cast("binary"))
+            archives = archives.withColumn(CONTENT_COL, F.expr("CAST(NULL AS BINARY)"))
         if self.local_files:
             count = plan_partitions(slots, total_bytes=self.local_bytes, num_files=self.local_files,
                                     max_partition_bytes=max(1, partition_bytes))
@@ -216,9 +211,8 @@ class ArchivePlan:
         """``frame`` with a null column per sibling (the task fills them for member rows)."""
         if not self.siblings:
             return frame
-        from pyspark.sql import functions as F
-
-        return frame.select("*", *[F.lit(None).cast(SPARK_TYPES[s.kind]).alias(s.column) for s in self.siblings])
+        return frame.selectExpr("*", *[f"CAST(NULL AS {SPARK_TYPES[s.kind]}) AS {quoted(s.column)}"
+                                       for s in self.siblings])
 
     def step(self, input_col: str, bounds: Step, max_batch_bytes: int, *, path_col: str | None,
              keep_input: bool = False) -> Unpack | None:
@@ -233,12 +227,11 @@ class ArchivePlan:
         )
 
 
-def folder_origin(origin: Column) -> Column:
-    """A member's origin as if each archive were a folder named after it (``.../n01.tar#x.jpg`` ->
-    ``.../n01/x.jpg``), so the folder a label comes from is the member's (``label_from_folder``)."""
-    from pyspark.sql import functions as F
-
-    return F.regexp_replace(origin, "(?i)(" + "|".join(re.escape(s) for s in ARCHIVE_SUFFIXES) + ")#", "/")
+def folder_origin_sql(origin: str) -> str:
+    """SQL of a member's origin (SQL ``origin``) as if each archive were a folder named after it
+    (``.../n01.tar#x.jpg`` -> ``.../n01/x.jpg``), so the folder a label comes from is the member's
+    (``label_from_folder``)."""
+    return f"regexp_replace({origin}, '{_SUFFIX_ALTERNATIVES}#', '/')"
 
 
 def archive_plan(archives: Any, webdataset: Any, paths: Sequence[str], sample_ratio: float = 1.0,

@@ -1,18 +1,16 @@
 """Column expressions of a read's stage input: internal column names, origins, sampling, partition values.
 
-Evaluated by Spark, on classic and Connect sessions alike (no Python object per file).
+Evaluated by Spark, on classic and Connect sessions alike (no Python object per file). They are SQL text, which
+a session parses in one call (``selectExpr``, ``filter``, ``F.expr``), where a chain of ``F`` functions and
+``Column`` methods costs several py4j calls per step.
 """
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING
+from typing import Any
 
 from gpuimages.task.hashing import SAMPLE_BITS
 from gpuimages.uris import SCHEME_PATTERN, uri_quote
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import Column
 
 #: Names a partition column shares with ``binaryFile``'s columns or its metadata column (case-insensitive).
 SHADOWING = {"path", "modificationtime", "length", "content", "_metadata"}
@@ -27,34 +25,55 @@ REASON_COL = INTERNAL_PREFIX + "reason"
 
 
 def quoted(name: str) -> str:
-    """A column name for ``F.col``/``select`` taken literally (dots, backticks)."""
+    """A column name for ``F.col``/``select`` and SQL text taken literally (dots, backticks)."""
     return "`" + name.replace("`", "``") + "`"
 
 
-def origin_column(file_path: Column) -> Column:
-    """``_metadata.file_path`` (``file:/tmp/a%20b.jpg``) as the image origin (``file:///tmp/a%20b.jpg``).
+#: Characters a regex treats specially that a one-character class ``[c]`` matches literally.
+_CLASS_SAFE = set(".$|?*+(){}")
+#: Characters neither SQL text nor a backslash-free regex can hold literally.
+_UNSAFE = set("'\\[]^")
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal; it may hold neither a quote nor a backslash, so the literal reads the
+    same whatever the parser's escaping (``spark.sql.parser.escapedStringLiterals``)."""
+    bad = sorted(set(text) & {"'", "\\"})
+    if bad:
+        raise ValueError(f"expected text without {bad} for a SQL literal, got {text!r}")
+    return "'" + text + "'"
+
+
+def sql_regex(text: str) -> str:
+    """A Java regex matching ``text`` literally, written without a backslash (special characters as one-character
+    classes). Used for names that reach a pattern %-escaped (Spark's ``escapePathName``, then the URI's), where
+    ``[``, ``]``, ``^``, backslashes and quotes do not occur; any of them raises ``ValueError``."""
+    bad = sorted(set(text) & _UNSAFE)
+    if bad:
+        raise ValueError(f"expected text without {bad} for a pattern, got {text!r}")
+    return "".join(f"[{ch}]" if ch in _CLASS_SAFE else ch for ch in text)
+
+
+def origin_sql(file_path: str = "_metadata.file_path") -> str:
+    """SQL of ``_metadata.file_path`` (``file:/tmp/a%20b.jpg``) as the image origin (``file:///tmp/a%20b.jpg``).
 
     Both are %-escaped URIs; a scheme followed by a single slash gets the empty authority ``//``
     that ``java.net.URI`` (and so ``inputFiles()`` and Spark's image source) writes.
     """
-    from pyspark.sql import functions as F
-
-    return F.regexp_replace(file_path, f"^({SCHEME_PATTERN}):/(?!/)", "$1:///")
+    return f"regexp_replace({file_path}, '^({SCHEME_PATTERN}):/(?!/)', '$1:///')"
 
 
-def sample_condition(origin: Column, ratio: float, seed: int) -> Column:
-    """A seeded Bernoulli(``ratio``) choice per file, as a boolean column over its origin.
+def sample_sql(origin: str, ratio: float, seed: int) -> str:
+    """SQL of a seeded Bernoulli(``ratio``) choice per file, a boolean over its origin (SQL ``origin``).
 
-    The same choice as :func:`file_sample_condition` makes over the file's ``_metadata.file_path``
+    The same choice as :func:`file_sample_sql` makes over the file's ``_metadata.file_path``
     (the origin is turned back into that form first).
     """
-    from pyspark.sql import functions as F
-
-    return file_sample_condition(F.regexp_replace(origin, f"^({SCHEME_PATTERN}):///", "$1:/"), ratio, seed)
+    return file_sample_sql(f"regexp_replace({origin}, '^({SCHEME_PATTERN}):///', '$1:/')", ratio, seed)
 
 
-def file_sample_condition(file_path: Column, ratio: float, seed: int) -> Column:
-    """A seeded Bernoulli(``ratio``) choice per file, over ``_metadata.file_path`` (``file:/tmp/a.jpg``).
+def file_sample_sql(file_path: str, ratio: float, seed: int) -> str:
+    """SQL of a seeded Bernoulli(``ratio``) choice per file, over ``_metadata.file_path`` (``file:/tmp/a.jpg``).
 
     ``xxhash64(seed, file_path)`` is Spark's own hash, so the choice is the same on every session
     (classic or Connect), every run and every Spark version that has ``xxhash64`` (3.0+). It is
@@ -62,29 +81,25 @@ def file_sample_condition(file_path: Column, ratio: float, seed: int) -> Column:
     string rewriting). A ratio of 0 is a constant false, which Spark's optimiser turns into an empty
     relation (nothing is read).
     """
-    from pyspark.sql import functions as F
-
     if ratio <= 0:
-        return F.lit(False)
+        return "false"
     threshold = int(round(ratio * (1 << SAMPLE_BITS)))
     seed64 = (int(seed) + (1 << 63)) % (1 << 64) - (1 << 63)  # any Python int, as a signed 64-bit value
     # S3 spelled s3a:// (or s3n://) hashes as s3://: the same objects are sampled whichever a user writes
-    file_path = F.when(file_path.startswith("s3a://") | file_path.startswith("s3n://"),
-                       F.concat(F.lit("s3://"), F.substring(file_path, 7, 1 << 30))).otherwise(file_path)
-    bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed64).cast("long"), file_path), 64 - SAMPLE_BITS)
-    return bits < F.lit(threshold).cast("long")
+    path = (f"CASE WHEN {file_path} LIKE 's3a://%' OR {file_path} LIKE 's3n://%' "
+            f"THEN concat('s3://', substring({file_path}, 7, {1 << 30})) ELSE {file_path} END")
+    bits = f"shiftrightunsigned(xxhash64(CAST('{seed64}' AS BIGINT), {path}), {64 - SAMPLE_BITS})"
+    return f"{bits} < CAST({threshold} AS BIGINT)"
 
 
-def url_decode(col: Column, lenient: bool = False) -> Column:
-    """Undo one level of %-escaping (``+`` kept: it is a literal plus in a path). A malformed escape
-    (``100%``) leaves the text as it is, as Spark's ``unescapePathName`` leaves it: ``lenient`` (Spark 4+)
+def url_decode_sql(text: str, lenient: bool = False) -> str:
+    """SQL undoing one level of %-escaping of SQL ``text`` (``+`` kept: it is a literal plus in a path). A malformed
+    escape (``100%``) leaves the text as it is, as Spark's ``unescapePathName`` leaves it: ``lenient`` (Spark 4+)
     with ``try_url_decode``, else by testing for one first."""
-    from pyspark.sql import functions as F
-
-    plus_kept = F.call_function("replace", col, F.lit("+"), F.lit("%2B"))
+    plus_kept = f"replace({text}, '+', '%2B')"
     if not lenient:  # Spark 3.5 (no try_url_decode): text with a malformed escape is not decoded at all
-        return F.when(col.rlike("%(?![0-9A-Fa-f]{2})"), col).otherwise(F.call_function("url_decode", plus_kept))
-    return F.coalesce(F.call_function("try_url_decode", plus_kept), col)
+        return f"CASE WHEN {text} RLIKE '%(?![0-9A-Fa-f]{{2}})' THEN {text} ELSE url_decode({plus_kept}) END"
+    return f"coalesce(try_url_decode({plus_kept}), {text})"
 
 
 #: Characters Spark's ``ExternalCatalogUtils.escapePathName`` %-escapes in partition folder names.
@@ -96,26 +111,23 @@ def spark_escape_path_name(text: str) -> str:
     return "".join(f"%{ord(ch):02X}" if ch in _SPARK_ESCAPED else ch for ch in text)
 
 
-def partition_value(origin: Column, name: str, data_type, lenient: bool = False) -> Column:
-    """The value of partition column ``name`` parsed from a file's origin, cast to ``data_type``.
+def partition_value_sql(origin: str, name: str, data_type: Any, lenient: bool = False) -> str:
+    """SQL of the value of partition column ``name`` parsed from a file's origin (SQL ``origin``), cast to
+    ``data_type`` (a Spark ``DataType`` or its SQL name).
 
     Spark writes ``name=value`` directory names with both parts escaped (``escapePathName``); the
     origin is a URI, %-escaped once more. The last ``/name=`` segment wins, as in Spark's partition
     discovery of the directories below the base path; null without one. ``lenient`` (Spark 4+, which has
     ``try_url_decode``): a value with a stray ``%`` is kept as written, as Spark keeps it.
     """
-    from pyspark.sql import functions as F
-
-    pattern = ".*/" + re.escape(uri_quote(spark_escape_path_name(name))) + "=([^/]*)/"
-    raw = F.regexp_extract(origin, pattern, 1)
-    value = url_decode(url_decode(raw), lenient=lenient)
-    value = F.when(value == F.lit(HIVE_DEFAULT_PARTITION), F.lit(None)).otherwise(value)
-    value = F.when(origin.rlike(pattern), value)  # no such folder (a file beside the partitions): null
-    return value.cast(data_type)
+    pattern = sql_string(".*/" + sql_regex(uri_quote(spark_escape_path_name(name))) + "=([^/]*)/")
+    value = url_decode_sql(url_decode_sql(f"regexp_extract({origin}, {pattern}, 1)"), lenient=lenient)
+    value = f"CASE WHEN {value} = '{HIVE_DEFAULT_PARTITION}' THEN NULL ELSE {value} END"
+    sql_type = data_type if isinstance(data_type, str) else data_type.simpleString()
+    # no such folder (a file beside the partitions): null
+    return f"CAST(CASE WHEN {origin} RLIKE {pattern} THEN {value} END AS {sql_type})"
 
 
-def folder_column(origin: Column) -> Column:
-    """The parent folder's name of a file, decoded, from its origin (``label_from_folder``)."""
-    from pyspark.sql import functions as F
-
-    return url_decode(F.element_at(F.split(origin, "/"), -2))
+def folder_sql(origin: str) -> str:
+    """SQL of the parent folder's name of a file, decoded, from its origin (SQL ``origin``; ``label_from_folder``)."""
+    return url_decode_sql(f"element_at(split({origin}, '/'), -2)")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpuimages import planning
-from gpuimages.sources.archives import ARCHIVE_PARTITION_BYTES, ArchivePlan, folder_origin
-from gpuimages.sources.columns import CONTENT_COL, INTERNAL_PREFIX, ORIGIN_COL, REASON_COL, folder_column, quoted
+from gpuimages.sources.archives import ARCHIVE_PARTITION_BYTES, ArchivePlan, folder_origin_sql
+from gpuimages.sources.columns import CONTENT_COL, INTERNAL_PREFIX, ORIGIN_COL, REASON_COL, folder_sql, quoted
 from gpuimages.sources.scan import list_files
 from gpuimages.sources.unread import stage_input
 from gpuimages.task.steps.read_local import BINARY_MAX_LENGTH, ReadLocal, max_length_of
@@ -81,17 +81,15 @@ class FileInputs:
         return (read,) if unpack is None else (read, unpack)
 
     def finish(self, out: DataFrame, columns: Sequence[str], origin: str, error_col: str = "error") -> DataFrame:
-        """The stage's ``columns``, then the partition columns and ``label`` (from the ``origin`` column);
-        files the scan returned no bytes for get their reason."""
-        from pyspark.sql import functions as F
-
-        error = F.coalesce(F.col(REASON_COL), F.col(error_col)).alias(error_col)
-        selected = [error if c == error_col else F.col(quoted(c)) for c in columns]
-        selected += [F.col(c) for c in self._archive_columns]
-        selected += [F.col(partition_alias(i)).alias(p) for i, p in enumerate(self.partition_columns)]
+        """The stage's ``columns``, then the partition columns and ``label`` (from ``origin``, a SQL column
+        reference such as ``image.origin``); files the scan returned no bytes for get their reason."""
+        error = f"coalesce({quoted(REASON_COL)}, {quoted(error_col)}) AS {quoted(error_col)}"
+        selected = [error if c == error_col else quoted(c) for c in columns]
+        selected += [quoted(c) for c in self._archive_columns]
+        selected += [f"{partition_alias(i)} AS {quoted(p)}" for i, p in enumerate(self.partition_columns)]
         if self.label_from_folder:
-            selected.append(folder_column(folder_origin(F.col(origin))).alias("label"))
-        return out.select(*selected)
+            selected.append(f"{folder_sql(folder_origin_sql(origin))} AS label")
+        return out.selectExpr(*selected)
 
 
 def partition_alias(index: int) -> str:
@@ -120,7 +118,6 @@ def file_inputs(
     ``num_partitions`` stays exact) and get a row. ``output_columns`` are the stage's result columns,
     which partition folders may not be named like.
     """
-    from pyspark.sql import functions as F
 
     slots = planning.cluster_slots(conf) or planning.DEFAULT_FALLBACK_SLOTS
     found = list_files(
@@ -141,9 +138,9 @@ def file_inputs(
     if archive_plan is not None:  # archives are not read by Spark where the tasks open them by path
         frame = archive_plan.split(frame, slots, planning.byte_size(conf.get("spark.sql.files.maxPartitionBytes"),
                                                                    ARCHIVE_PARTITION_BYTES))
-    frame = frame.select(
-        ORIGIN_COL, CONTENT_COL,
-        *[F.col(quoted(p)).alias(partition_alias(i)) for i, p in enumerate(parts)], REASON_COL,
+    frame = frame.selectExpr(
+        quoted(ORIGIN_COL), quoted(CONTENT_COL),
+        *[f"{quoted(p)} AS {partition_alias(i)}" for i, p in enumerate(parts)], quoted(REASON_COL),
     )
     if archive_plan is not None:  # null sibling columns, filled for members in the task
         frame = archive_plan.with_columns(frame)

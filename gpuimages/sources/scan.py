@@ -22,11 +22,11 @@ from gpuimages.sources.columns import (
     CONTENT_COL,
     ORIGIN_COL,
     SHADOWING,
-    file_sample_condition,
-    origin_column,
-    partition_value,
+    file_sample_sql,
+    origin_sql,
+    partition_value_sql,
     quoted,
-    sample_condition,
+    sample_sql,
 )
 from gpuimages.sources.file_index import counts, is_connect_session, listed_origins
 from gpuimages.sources.links import check_directory_links, files_beside_partitions
@@ -156,7 +156,7 @@ def list_files(
     else:
         listed, num_files, total_bytes = None, *counts(spark, frame)
     if sample_ratio < 1.0 and listed is not None:
-        listed = listed.filter(sample_condition(F.col("origin"), sample_ratio, seed))
+        listed = listed.filter(sample_sql("origin", sample_ratio, seed))
 
     shadowed = sorted(p for p in parts if p.lower() in SHADOWING)
     if shadowed:
@@ -169,24 +169,23 @@ def list_files(
         source = _load(binary_reader(spark, True, path_glob_filter), paths)
     else:
         source = frame
-    origin = origin_column(F.col("_metadata.file_path"))
+    origin = f"{origin_sql()} AS {quoted(ORIGIN_COL)}"
+    content = f"content AS {quoted(CONTENT_COL)}"
     if sample_ratio < 1.0:
-        source = source.filter(file_sample_condition(F.col("_metadata.file_path"), sample_ratio, seed))
+        source = source.filter(file_sample_sql("_metadata.file_path", sample_ratio, seed))
     if shadowed:
-        scanned = source.select(origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL))
+        scanned = source.selectExpr(origin, content)
         if listed is not None:
             scanned = scanned.join(F.broadcast(listed.withColumnRenamed("origin", ORIGIN_COL)), ORIGIN_COL, "left_semi")
         else:
             log.warning("gpuimages: without the listing, a partition folder named %s cannot be told from other "
                         "folders; files below folders that are not partitions are read too", shadowed)
-        origin_col = F.col(ORIGIN_COL)
-        scanned = scanned.select(
-            ORIGIN_COL, CONTENT_COL, *[partition_value(origin_col, p, types[p], lenient).alias(p) for p in parts]
+        scanned = scanned.selectExpr(
+            quoted(ORIGIN_COL), quoted(CONTENT_COL),
+            *[f"{partition_value_sql(quoted(ORIGIN_COL), p, types[p], lenient)} AS {quoted(p)}" for p in parts],
         )
     else:
-        scanned = source.select(
-            origin.alias(ORIGIN_COL), F.col("content").alias(CONTENT_COL), *[F.col(quoted(p)) for p in parts]
-        )
+        scanned = source.selectExpr(origin, content, *map(quoted, parts))
     # The driver's walk counts the archives where the tasks see the same disk (not through a Connect server).
     connect = is_connect_session(spark)
     local_archives = (trees.archives, trees.archive_bytes) if all_local and not connect else None

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gpuimages.sources.columns import CONTENT_COL, ORIGIN_COL, REASON_COL, origin_column, partition_value, quoted
+from gpuimages.sources.columns import (
+    CONTENT_COL,
+    ORIGIN_COL,
+    REASON_COL,
+    origin_sql,
+    partition_value_sql,
+    quoted,
+    sql_string,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -41,18 +49,19 @@ def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
     from pyspark.sql import functions as F
 
     parts = found.partition_columns
-    null_reason = F.lit(None).cast("string").alias(REASON_COL)
+    columns = (quoted(ORIGIN_COL), quoted(CONTENT_COL), *map(quoted, parts))
+    null_reason = f"CAST(NULL AS STRING) AS {quoted(REASON_COL)}"
     if found.listed is None:
-        return found.frame.select(ORIGIN_COL, CONTENT_COL, *map(quoted, parts), null_reason)
-    local = _listed_rows(found, found.listed.filter(F.col("origin").startswith(LOCAL_PREFIX)))
+        return found.frame.selectExpr(*columns, null_reason)
+    local = _listed_rows(found, found.listed.filter(f"origin LIKE '{LOCAL_PREFIX}%'"))
     if found.known_unread:  # listed local files Spark's scan skips by its own rules: the reason, never read
         known = local.sparkSession.createDataFrame(list(found.known_unread), f"{ORIGIN_COL} string, known string")
-        local = local.join(F.broadcast(known), ORIGIN_COL, "left").select(
-            ORIGIN_COL, CONTENT_COL, *map(quoted, parts), F.col("known").alias(REASON_COL))
+        local = local.join(F.broadcast(known), ORIGIN_COL, "left").selectExpr(
+            *columns, f"known AS {quoted(REASON_COL)}")
     if found.all_local:
         return local
-    scanned = found.frame.filter(~F.col(ORIGIN_COL).startswith(LOCAL_PREFIX))
-    remote = scanned.select(ORIGIN_COL, CONTENT_COL, *map(quoted, parts), null_reason)
+    scanned = found.frame.filter(f"{quoted(ORIGIN_COL)} NOT LIKE '{LOCAL_PREFIX}%'")
+    remote = scanned.selectExpr(*columns, null_reason)
     if keep_unread:
         remote = remote.unionByName(_remote_unread(found, slots))
     return local.unionByName(remote)
@@ -61,27 +70,22 @@ def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
 def _listed_rows(found: Listing, listed: DataFrame, reason: str | None = None) -> DataFrame:
     """Listing rows as stage input: null bytes, partition values parsed from the origin as Spark's
     partition discovery gives them, ``reason``."""
-    from pyspark.sql import functions as F
-
-    origin = F.col(ORIGIN_COL)
-    types = found.partition_types
-    return listed.select(F.col("origin").alias(ORIGIN_COL)).select(
-        ORIGIN_COL, F.lit(None).cast("binary").alias(CONTENT_COL),
-        *[partition_value(origin, p, types[p], found.lenient).alias(p) for p in found.partition_columns],
-        F.lit(reason).cast("string").alias(REASON_COL),
+    types, lenient = found.partition_types, found.lenient
+    reason_sql = "NULL" if reason is None else sql_string(reason)
+    return listed.selectExpr(
+        f"origin AS {quoted(ORIGIN_COL)}", f"CAST(NULL AS BINARY) AS {quoted(CONTENT_COL)}",
+        *[f"{partition_value_sql('origin', p, types[p], lenient)} AS {quoted(p)}" for p in found.partition_columns],
+        f"CAST({reason_sql} AS STRING) AS {quoted(REASON_COL)}",
     )
 
 
 def _remote_unread(found: Listing, slots: int) -> DataFrame:
     """Rows for listed files on other filesystems that the scan returns nothing for (no content read)."""
-    from pyspark.sql import functions as F
-
-    path = F.col("_metadata.file_path")
     remote_scanned = (
-        found.source.filter(~path.startswith(LOCAL_PREFIX))
-        .select(origin_column(path).alias(ORIGIN_COL))
+        found.source.filter(f"_metadata.file_path NOT LIKE '{LOCAL_PREFIX}%'")
+        .selectExpr(f"{origin_sql()} AS origin")
         .coalesce(max(1, slots))
     )
-    remote = found.listed.filter(~F.col("origin").startswith(LOCAL_PREFIX))
-    unread = remote.join(remote_scanned.withColumnRenamed(ORIGIN_COL, "origin"), "origin", "left_anti")
+    remote = found.listed.filter(f"origin NOT LIKE '{LOCAL_PREFIX}%'")
+    unread = remote.join(remote_scanned, "origin", "left_anti")
     return _listed_rows(found, unread, REMOTE_UNREAD_REASON)

@@ -1,7 +1,7 @@
 """Spark's ``xxhash64`` in Python, so a task makes the same seeded choice a Spark filter makes.
 
 ``read_images(sample_ratio=...)`` keeps a loose file when ``xxhash64(seed, origin)`` falls under the
-ratio (a filter Spark evaluates on its file listing, :func:`gpuimages.sources.columns.sample_condition`). The
+ratio (a filter Spark evaluates on its file listing, :func:`gpuimages.sources.columns.sample_sql`). The
 images inside an archive only exist in the task, so the task applies the same rule to each member's
 origin with :func:`sampled`: one rule for every image, whatever holds it.
 """
@@ -18,7 +18,7 @@ _P4 = 0x85EBCA77C2B2AE63
 _P5 = 0x27D4EB2F165667C5
 #: Spark's default seed of ``xxhash64`` (the hash of the first column starts from it).
 SPARK_HASH_SEED = 42
-#: Sampling compares the top 53 bits of the hash with ``ratio * 2**53`` (as ``listing.sample_condition``).
+#: Sampling compares the top 53 bits of the hash with ``ratio * 2**53`` (as ``columns.sample_sql``).
 SAMPLE_BITS = 53
 
 
@@ -93,7 +93,7 @@ def sample_threshold(ratio: float) -> int:
 
 def sampled(origin: str, ratio: float, seed: int) -> bool:
     """True when the image ``origin`` is in the seeded sample of ``ratio``: the rule
-    :func:`gpuimages.sources.columns.sample_condition` applies to files (the hash of the origin in
+    :func:`gpuimages.sources.columns.sample_sql` applies to files (the hash of the origin in
     ``_metadata.file_path``'s form, ``file:/d/a.tar#x.jpg``)."""
     if ratio >= 1.0:
         return True
