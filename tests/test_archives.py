@@ -214,7 +214,7 @@ def test_member_sampling_is_sparks_xxhash64_rule(spark):
     from gpuimages.sources.columns import sample_sql
 
     origins = [member_origin("file:///data/shard-0.tar", (f"d/{i:05d}.jpg",)) for i in range(400)]
-    for seed in (0, 11, -5):
+    for seed in (0, 11, -5, -(2**63), 2**63 - 1):
         df = spark.createDataFrame([(o,) for o in origins], "origin string")
         hashes = {r.origin: r.h & ((1 << 64) - 1) for r in
                   df.select("origin", F.xxhash64(F.lit(seed).cast("long"), "origin").alias("h")).collect()}

@@ -69,12 +69,14 @@ def test_partition_value_parses_the_escaped_folder_name(spark, name, value, expe
     assert df.selectExpr(partition_value_sql("origin", "missing", "string")).first()[0] is None  # no such folder
 
 
+@pytest.mark.parametrize("escaped", [True, False])
 @pytest.mark.parametrize("name", ["a.b", "x(1)$+|{2}?*", "it's", "back\\slash", "[br]^", "é ü", "p%q"])
-def test_partition_value_takes_any_folder_name_literally(spark, name):
-    """Names reach the SQL pattern escaped as Spark writes them, so regex and SQL syntax in a name is plain text."""
+def test_partition_value_takes_any_folder_name_literally(spark, name, escaped):
+    """Regex and SQL syntax in a name is plain text, in a folder Spark escaped (``escapePathName``) or one made by
+    hand (Spark's partition discovery unescapes either)."""
     from gpuimages.uris import uri_quote
 
-    folder = uri_quote(spark_escape_path_name(name))
+    folder = uri_quote(spark_escape_path_name(name) if escaped else name)
     decoy = "".join(ch if ch.isalnum() and ch.isascii() else "Z" for ch in name)  # what a wildcard would match
     origin = f"file:///r/{folder}=v%2520w/{decoy}=no/f.jpg"
     df = spark.createDataFrame([(origin,)], "origin string")
@@ -83,7 +85,8 @@ def test_partition_value_takes_any_folder_name_literally(spark, name):
 
 def test_sql_regex_and_string_refuse_what_they_cannot_hold():
     assert sql_regex("a.b(c)$") == "a[.]b[(]c[)][$]"
-    for text in ("a'b", "a\\b", "[x]", "^x"):
+    assert "'" not in sql_regex("it's")
+    for text in ("a\\b", "[x]", "^x"):
         with pytest.raises(ValueError, match="expected text without"):
             sql_regex(text)
     assert sql_string("a b:c") == "'a b:c'"
@@ -236,3 +239,23 @@ def test_url_decode_without_try_url_decode_keeps_malformed_escapes(spark):
     df = spark.createDataFrame([("50%",), ("%41",), ("a+b",), ("x%2",), ("%7E%ZZ",)], "v string")
     assert [r[0] for r in df.selectExpr(url_decode_sql("v", lenient=False)).collect()] == \
         ["50%", "A", "a+b", "x%2", "%7E%ZZ"]
+
+
+@pytest.mark.parametrize("folders", [("a${x}=1", "a${x}=2"), ("content=1/b${env:HOME}=2", "content=3/b${env:HOME}=4")])
+def test_partition_folders_named_like_sql_variables_are_taken_literally(spark, tmp_path, folders):
+    """Spark substitutes ``${...}`` in SQL text even between backticks; partition names never go into it, so
+    the columns are Spark's own (names and values), whichever branch (shadowing a binaryFile column or not)."""
+    import gpuimages
+    from gpuimages.transcode import transcode_files
+
+    write_files(tmp_path, {f"{f}/p{i}.png": encode(rgb_array(4, 4, seed=i), "PNG") for i, f in enumerate(folders)})
+    image = spark.read.format("image").load(str(tmp_path))
+    parts = [c for c in image.columns if c != "image"]
+    assert any("${" in c for c in parts)
+    expected = sorted(tuple(r[c] for c in ["origin", *parts]) for r in image.select("image.origin", *parts).collect())
+    ours = gpuimages.read_images(spark, str(tmp_path))
+    assert ours.columns == ["image", "error", *parts]
+    assert sorted(tuple(r) for r in ours.select("image.origin", *parts).collect()) == expected
+    coded = transcode_files(spark, str(tmp_path), format="png")
+    assert sorted(tuple(r) for r in coded.select("origin", *parts).collect()) == expected
+    assert coded.filter("error IS NOT NULL").count() == 0

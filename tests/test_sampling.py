@@ -17,7 +17,7 @@ def _chosen(spark, origins: list[str], ratio: float, seed: int) -> set[str]:
     return {r.origin for r in df.filter(sample_sql("origin", ratio, seed)).collect()}
 
 
-def test_sample_condition_is_seeded_stable_and_close_to_ratio(spark):
+def test_sample_sql_is_seeded_stable_and_close_to_ratio(spark):
     origins = [f"file:///data/c{i % 7}/img{i}.jpg" for i in range(4000)]
     a = _chosen(spark, origins, 0.25, seed=1)
     assert a == _chosen(spark, origins, 0.25, seed=1)

@@ -31,6 +31,6 @@ def to_vector_column(df: DataFrame, column: str, metadata: dict | None = None) -
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
-    name = "`" + column.replace("`", "``") + "`"
-    out = df.withColumn(column, F.when(F.expr(f"{name} IS NOT NULL"), array_to_vector(F.expr(name))))
+    array = F.col("`" + column.replace("`", "``") + "`")
+    out = df.withColumn(column, F.when(array.isNotNull(), array_to_vector(array)))
     return out if metadata is None else out.withMetadata(column, metadata)

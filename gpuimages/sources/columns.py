@@ -7,10 +7,14 @@ a session parses in one call (``selectExpr``, ``filter``, ``F.expr``), where a c
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from gpuimages.task.hashing import SAMPLE_BITS
 from gpuimages.uris import SCHEME_PATTERN, uri_quote
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
 
 #: Names a partition column shares with ``binaryFile``'s columns or its metadata column (case-insensitive).
 SHADOWING = {"path", "modificationtime", "length", "content", "_metadata"}
@@ -24,6 +28,26 @@ CONTENT_COL = INTERNAL_PREFIX + "content"
 REASON_COL = INTERNAL_PREFIX + "reason"
 
 
+def partition_alias(index: int) -> str:
+    """The internal name partition column ``index`` travels under between the listing and the result."""
+    return f"{INTERNAL_PREFIX}part{index}"
+
+
+def to_partition_names(frame: DataFrame, parts: Sequence[str]) -> DataFrame:
+    """``frame`` with its :func:`partition_alias` columns renamed to the partition columns ``parts``.
+
+    Names a user chose (partition folders) never go into SQL text: Spark substitutes ``${...}`` in it
+    (``spark.sql.variable.substitute``) even between backticks. ``withColumnsRenamed`` takes them literally.
+    """
+    return frame.withColumnsRenamed({partition_alias(i): p for i, p in enumerate(parts)}) if parts else frame
+
+
+def to_partition_aliases(frame: DataFrame, parts: Sequence[str]) -> DataFrame:
+    """``frame`` with its partition columns ``parts`` renamed to their :func:`partition_alias` (see
+    :func:`to_partition_names`)."""
+    return frame.withColumnsRenamed({p: partition_alias(i) for i, p in enumerate(parts)}) if parts else frame
+
+
 def quoted(name: str) -> str:
     """A column name for ``F.col``/``select`` and SQL text taken literally (dots, backticks)."""
     return "`" + name.replace("`", "``") + "`"
@@ -31,8 +55,11 @@ def quoted(name: str) -> str:
 
 #: Characters a regex treats specially that a one-character class ``[c]`` matches literally.
 _CLASS_SAFE = set(".$|?*+(){}")
-#: Characters neither SQL text nor a backslash-free regex can hold literally.
-_UNSAFE = set("'\\[]^")
+#: Characters a SQL literal cannot hold as they are, spelled as a regex without them: the quote as the range
+#: ``&``..``(`` without ``&`` and ``(``.
+_SPELLED = {"'": "[&-(&&[^&(]]"}
+#: Characters a backslash-free regex cannot match on their own.
+_UNSAFE = set("\\[]^")
 
 
 def sql_string(text: str) -> str:
@@ -45,13 +72,27 @@ def sql_string(text: str) -> str:
 
 
 def sql_regex(text: str) -> str:
-    """A Java regex matching ``text`` literally, written without a backslash (special characters as one-character
-    classes). Used for names that reach a pattern %-escaped (Spark's ``escapePathName``, then the URI's), where
-    ``[``, ``]``, ``^``, backslashes and quotes do not occur; any of them raises ``ValueError``."""
+    """A Java regex matching ``text`` literally, written without a backslash or a quote (special characters as
+    one-character classes), for a SQL literal. Used for names that reach a pattern URI-quoted, where ``[``, ``]``,
+    ``^`` and backslashes do not occur; any of them raises ``ValueError``."""
     bad = sorted(set(text) & _UNSAFE)
     if bad:
         raise ValueError(f"expected text without {bad} for a pattern, got {text!r}")
-    return "".join(f"[{ch}]" if ch in _CLASS_SAFE else ch for ch in text)
+    return "".join(_SPELLED.get(ch) or (f"[{ch}]" if ch in _CLASS_SAFE else ch) for ch in text)
+
+
+def folder_name_regex(name: str) -> str:
+    """A regex (see :func:`sql_regex`) matching partition column ``name`` as an origin spells its folder: each
+    character as it is or %-escaped as Spark's ``escapePathName`` writes it, then URI-quoted. Spark's partition
+    discovery unescapes either, and a folder made by hand need not be escaped (``a{b}=1`` is column ``a{b}``)."""
+    pieces = []
+    for ch in name:
+        forms = {uri_quote(spark_escape_path_name(ch))}
+        if ch not in "=/":  # a bare "=" ends the name in a folder name, a bare "/" the folder
+            forms.add(uri_quote(ch))
+        alternatives = sorted(sql_regex(f) for f in forms)
+        pieces.append(alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")")
+    return "".join(pieces)
 
 
 def origin_sql(file_path: str = "_metadata.file_path") -> str:
@@ -115,12 +156,13 @@ def partition_value_sql(origin: str, name: str, data_type: Any, lenient: bool = 
     """SQL of the value of partition column ``name`` parsed from a file's origin (SQL ``origin``), cast to
     ``data_type`` (a Spark ``DataType`` or its SQL name).
 
-    Spark writes ``name=value`` directory names with both parts escaped (``escapePathName``); the
-    origin is a URI, %-escaped once more. The last ``/name=`` segment wins, as in Spark's partition
-    discovery of the directories below the base path; null without one. ``lenient`` (Spark 4+, which has
-    ``try_url_decode``): a value with a stray ``%`` is kept as written, as Spark keeps it.
+    Spark writes ``name=value`` directory names with both parts escaped (``escapePathName``), other tools
+    may not (:func:`folder_name_regex`); the origin is a URI, %-escaped once more. The last ``/name=``
+    segment wins, as in Spark's partition discovery of the directories below the base path; null without
+    one. ``lenient`` (Spark 4+, which has ``try_url_decode``): a value with a stray ``%`` is kept as written,
+    as Spark keeps it.
     """
-    pattern = sql_string(".*/" + sql_regex(uri_quote(spark_escape_path_name(name))) + "=([^/]*)/")
+    pattern = sql_string(".*/" + folder_name_regex(name) + "=([^/]*)/")
     value = url_decode_sql(url_decode_sql(f"regexp_extract({origin}, {pattern}, 1)"), lenient=lenient)
     value = f"CASE WHEN {value} = '{HIVE_DEFAULT_PARTITION}' THEN NULL ELSE {value} END"
     sql_type = data_type if isinstance(data_type, str) else data_type.simpleString()

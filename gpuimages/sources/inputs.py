@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING
 
 from gpuimages import planning
 from gpuimages.sources.archives import ARCHIVE_PARTITION_BYTES, ArchivePlan, folder_origin_sql
-from gpuimages.sources.columns import CONTENT_COL, INTERNAL_PREFIX, ORIGIN_COL, REASON_COL, folder_sql, quoted
+from gpuimages.sources.columns import (
+    CONTENT_COL,
+    INTERNAL_PREFIX,
+    ORIGIN_COL,
+    REASON_COL,
+    folder_sql,
+    partition_alias,
+    quoted,
+    to_partition_aliases,
+    to_partition_names,
+)
 from gpuimages.sources.scan import list_files
 from gpuimages.sources.unread import stage_input
 from gpuimages.task.steps.read_local import BINARY_MAX_LENGTH, ReadLocal, max_length_of
@@ -86,14 +96,10 @@ class FileInputs:
         error = f"coalesce({quoted(REASON_COL)}, {quoted(error_col)}) AS {quoted(error_col)}"
         selected = [error if c == error_col else quoted(c) for c in columns]
         selected += [quoted(c) for c in self._archive_columns]
-        selected += [f"{partition_alias(i)} AS {quoted(p)}" for i, p in enumerate(self.partition_columns)]
+        selected += [partition_alias(i) for i in range(len(self.partition_columns))]
         if self.label_from_folder:
             selected.append(f"{folder_sql(folder_origin_sql(origin))} AS label")
-        return out.selectExpr(*selected)
-
-
-def partition_alias(index: int) -> str:
-    return f"{INTERNAL_PREFIX}part{index}"
+        return to_partition_names(out.selectExpr(*selected), self.partition_columns)
 
 
 def file_inputs(
@@ -138,9 +144,8 @@ def file_inputs(
     if archive_plan is not None:  # archives are not read by Spark where the tasks open them by path
         frame = archive_plan.split(frame, slots, planning.byte_size(conf.get("spark.sql.files.maxPartitionBytes"),
                                                                    ARCHIVE_PARTITION_BYTES))
-    frame = frame.selectExpr(
-        quoted(ORIGIN_COL), quoted(CONTENT_COL),
-        *[f"{quoted(p)} AS {partition_alias(i)}" for i, p in enumerate(parts)], quoted(REASON_COL),
+    frame = to_partition_aliases(frame, parts).selectExpr(
+        quoted(ORIGIN_COL), quoted(CONTENT_COL), *map(partition_alias, range(len(parts))), quoted(REASON_COL),
     )
     if archive_plan is not None:  # null sibling columns, filled for members in the task
         frame = archive_plan.with_columns(frame)

@@ -24,9 +24,11 @@ from gpuimages.sources.columns import (
     SHADOWING,
     file_sample_sql,
     origin_sql,
+    partition_alias,
     partition_value_sql,
     quoted,
     sample_sql,
+    to_partition_names,
 )
 from gpuimages.sources.file_index import counts, is_connect_session, listed_origins
 from gpuimages.sources.links import check_directory_links, files_beside_partitions
@@ -180,12 +182,13 @@ def list_files(
         else:
             log.warning("gpuimages: without the listing, a partition folder named %s cannot be told from other "
                         "folders; files below folders that are not partitions are read too", shadowed)
-        scanned = scanned.selectExpr(
+        scanned = to_partition_names(scanned.selectExpr(
             quoted(ORIGIN_COL), quoted(CONTENT_COL),
-            *[f"{partition_value_sql(quoted(ORIGIN_COL), p, types[p], lenient)} AS {quoted(p)}" for p in parts],
-        )
-    else:
-        scanned = source.selectExpr(origin, content, *map(quoted, parts))
+            *[f"{partition_value_sql(quoted(ORIGIN_COL), p, types[p], lenient)} AS {partition_alias(i)}"
+              for i, p in enumerate(parts)],
+        ), parts)
+    else:  # partition columns by name (F.col), never in SQL text: see to_partition_names
+        scanned = source.select(F.expr(origin), F.expr(content), *[F.col(quoted(p)) for p in parts])
     # The driver's walk counts the archives where the tasks see the same disk (not through a Connect server).
     connect = is_connect_session(spark)
     local_archives = (trees.archives, trees.archive_bytes) if all_local and not connect else None

@@ -24,9 +24,12 @@ from gpuimages.sources.columns import (
     ORIGIN_COL,
     REASON_COL,
     origin_sql,
+    partition_alias,
     partition_value_sql,
     quoted,
     sql_string,
+    to_partition_aliases,
+    to_partition_names,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,32 +52,33 @@ def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
     from pyspark.sql import functions as F
 
     parts = found.partition_columns
-    columns = (quoted(ORIGIN_COL), quoted(CONTENT_COL), *map(quoted, parts))
+    columns = (quoted(ORIGIN_COL), quoted(CONTENT_COL), *map(partition_alias, range(len(parts))))
     null_reason = f"CAST(NULL AS STRING) AS {quoted(REASON_COL)}"
     if found.listed is None:
-        return found.frame.selectExpr(*columns, null_reason)
+        return to_partition_names(to_partition_aliases(found.frame, parts).selectExpr(*columns, null_reason), parts)
     local = _listed_rows(found, found.listed.filter(f"origin LIKE '{LOCAL_PREFIX}%'"))
     if found.known_unread:  # listed local files Spark's scan skips by its own rules: the reason, never read
         known = local.sparkSession.createDataFrame(list(found.known_unread), f"{ORIGIN_COL} string, known string")
         local = local.join(F.broadcast(known), ORIGIN_COL, "left").selectExpr(
             *columns, f"known AS {quoted(REASON_COL)}")
     if found.all_local:
-        return local
-    scanned = found.frame.filter(f"{quoted(ORIGIN_COL)} NOT LIKE '{LOCAL_PREFIX}%'")
+        return to_partition_names(local, parts)
+    scanned = to_partition_aliases(found.frame, parts).filter(f"{quoted(ORIGIN_COL)} NOT LIKE '{LOCAL_PREFIX}%'")
     remote = scanned.selectExpr(*columns, null_reason)
     if keep_unread:
         remote = remote.unionByName(_remote_unread(found, slots))
-    return local.unionByName(remote)
+    return to_partition_names(local.unionByName(remote), parts)
 
 
 def _listed_rows(found: Listing, listed: DataFrame, reason: str | None = None) -> DataFrame:
     """Listing rows as stage input: null bytes, partition values parsed from the origin as Spark's
-    partition discovery gives them, ``reason``."""
+    partition discovery gives them (under their :func:`partition_alias`), ``reason``."""
     types, lenient = found.partition_types, found.lenient
     reason_sql = "NULL" if reason is None else sql_string(reason)
     return listed.selectExpr(
         f"origin AS {quoted(ORIGIN_COL)}", f"CAST(NULL AS BINARY) AS {quoted(CONTENT_COL)}",
-        *[f"{partition_value_sql('origin', p, types[p], lenient)} AS {quoted(p)}" for p in found.partition_columns],
+        *[f"{partition_value_sql('origin', p, types[p], lenient)} AS {partition_alias(i)}"
+          for i, p in enumerate(found.partition_columns)],
         f"CAST({reason_sql} AS STRING) AS {quoted(REASON_COL)}",
     )
 
