@@ -272,6 +272,7 @@ def write_images(
         report = report.localCheckpoint(eager=True)
     finally:
         remove_claims(root, plan.job_id, settings)
-    counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
-    log.info("gpuimages: write_images under %s: %s", root, counts)
+    if log.isEnabledFor(logging.INFO):  # a Spark job over the report: only for a log that shows it
+        counts = {r["status"]: r["count"] for r in report.groupBy("status").count().collect()}
+        log.info("gpuimages: write_images under %s: %s", root, counts)
     return report

@@ -55,6 +55,30 @@ def test_one_readable_file_per_valid_image_and_reasons(spark, src, tmp_path):
             im.load()
 
 
+def test_status_counts_run_a_job_only_for_a_log_that_shows_them(spark, src, tmp_path, caplog):
+    """write_images computes the report once; the status counts (one more Spark job) only where INFO is logged."""
+    import logging
+
+    import gpuimages
+
+    df = gpuimages.read_images(spark, str(src), recursive=True, device="cpu")
+    tracker = spark.sparkContext.statusTracker()
+
+    def jobs(level: int, out: str) -> int:
+        group = f"status-counts-{level}"
+        spark.sparkContext.setJobGroup(group, group)
+        try:
+            with caplog.at_level(level, logger="gpuimages"):
+                gpuimages.write_images(df, str(tmp_path / out), format="png", device="cpu")
+        finally:
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        return len(tracker.getJobIdsForGroup(group))
+
+    quiet, logged = jobs(logging.WARNING, "quiet"), jobs(logging.INFO, "logged")
+    assert quiet == 1 and logged > quiet  # the write stage itself; the counts' aggregation (AQE: stage jobs)
+    assert "'written': 7" in caplog.text and "'failed': 1" in caplog.text
+
+
 def test_image_folder_layout_by_label(spark, src, tmp_path):
     import gpuimages
 
