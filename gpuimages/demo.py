@@ -197,7 +197,9 @@ def run_demo(
         image_count = features.count()
         say(described.format(n=image_count))
 
-        train, test = features.randomSplit([train_ratio, 1.0 - train_ratio], seed=seed)
+        # one partition: the split and the forest then depend on the seed alone, not on how the listing of a
+        # temporary folder (named at random) spread the files over tasks
+        train, test = features.repartition(1).randomSplit([train_ratio, 1.0 - train_ratio], seed=seed)
         trainer = TrainClassifier(
             model=RandomForestClassifier(numTrees=num_trees, maxDepth=8, seed=seed), labelCol="label",
             inputCols=["features"],
