@@ -22,7 +22,6 @@ from gpuimages.sources.columns import (
     folder_sql,
     partition_alias,
     quoted,
-    to_partition_aliases,
     to_partition_names,
 )
 from gpuimages.sources.scan import list_files
@@ -144,7 +143,7 @@ def file_inputs(
     if archive_plan is not None:  # archives are not read by Spark where the tasks open them by path
         frame = archive_plan.split(frame, slots, planning.byte_size(conf.get("spark.sql.files.maxPartitionBytes"),
                                                                    ARCHIVE_PARTITION_BYTES))
-    frame = to_partition_aliases(frame, parts).selectExpr(
+    frame = frame.selectExpr(
         quoted(ORIGIN_COL), quoted(CONTENT_COL), *map(partition_alias, range(len(parts))), quoted(REASON_COL),
     )
     if archive_plan is not None:  # null sibling columns, filled for members in the task

@@ -28,7 +28,7 @@ from gpuimages.sources.columns import (
     partition_value_sql,
     quoted,
     sample_sql,
-    to_partition_names,
+    to_partition_aliases,
 )
 from gpuimages.sources.file_index import counts, is_connect_session, listed_origins
 from gpuimages.sources.links import check_directory_links, files_beside_partitions
@@ -74,12 +74,12 @@ def binary_reader(spark: SparkSession, recursive: bool, path_glob_filter: str | 
 class Listing:
     """Files found for a read: the (sampled) scan and what is known of the listing.
 
-    ``frame`` has one row per file the scan returns bytes for: :data:`ORIGIN_COL` (the image-source
-    URI), :data:`CONTENT_COL` (the bytes) and the ``partition_columns`` (Spark's partition discovery,
-    typed as ``partition_types``). ``source`` is the sampled ``binaryFile`` DataFrame behind it (its
-    ``_metadata`` column still there). ``listed`` is a one-column DataFrame (``origin``) of every listed
-    file after sampling, zero-byte files included, or None where the listing could not reach the
-    driver (see :func:`listed_origins`). ``num_files`` and ``total_bytes`` are Spark's figures
+    ``frame`` has one row per file the scan returns bytes for: :data:`ORIGIN_COL` (the image-source URI),
+    :data:`CONTENT_COL` (the bytes) and the ``partition_columns`` (Spark's partition discovery, typed as
+    ``partition_types``), each under its :func:`~gpuimages.sources.columns.partition_alias`. ``source`` is the
+    sampled ``binaryFile`` DataFrame behind it (its ``_metadata`` column still there). ``listed`` is a one-column
+    DataFrame (``origin``) of every listed file after sampling, zero-byte files included, or None where the listing
+    could not reach the driver (see :func:`listed_origins`). ``num_files`` and ``total_bytes`` are Spark's figures
     before sampling (None when unknown).
     """
 
@@ -182,13 +182,14 @@ def list_files(
         else:
             log.warning("gpuimages: without the listing, a partition folder named %s cannot be told from other "
                         "folders; files below folders that are not partitions are read too", shadowed)
-        scanned = to_partition_names(scanned.selectExpr(
+        scanned = scanned.selectExpr(
             quoted(ORIGIN_COL), quoted(CONTENT_COL),
             *[f"{partition_value_sql(quoted(ORIGIN_COL), p, types[p], lenient)} AS {partition_alias(i)}"
               for i, p in enumerate(parts)],
-        ), parts)
+        )
     else:  # partition columns by name (F.col), never in SQL text: see to_partition_names
-        scanned = source.select(F.expr(origin), F.expr(content), *[F.col(quoted(p)) for p in parts])
+        scanned = to_partition_aliases(source.select(F.expr(origin), F.expr(content),
+                                                     *[F.col(quoted(p)) for p in parts]), parts)
     # The driver's walk counts the archives where the tasks see the same disk (not through a Connect server).
     connect = is_connect_session(spark)
     local_archives = (trees.archives, trees.archive_bytes) if all_local and not connect else None

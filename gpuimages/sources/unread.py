@@ -28,8 +28,6 @@ from gpuimages.sources.columns import (
     partition_value_sql,
     quoted,
     sql_string,
-    to_partition_aliases,
-    to_partition_names,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,30 +42,30 @@ LOCAL_PREFIX = "file:"
 
 
 def stage_input(found: Listing, keep_unread: bool, slots: int) -> DataFrame:
-    """A stage's input: :data:`ORIGIN_COL`, :data:`CONTENT_COL` (null where the task reads the file),
-    the partition columns and :data:`REASON_COL` (null, or why the file gives no bytes), one row per
-    listed (and sampled) file. ``keep_unread``: files on other filesystems that Spark's scan returns no
-    bytes for get a row with the reason (local files always do: the task finds out; ``drop_invalid``
-    drops them there). Nothing here runs before the result does."""
+    """A stage's input: :data:`ORIGIN_COL`, :data:`CONTENT_COL` (null where the task reads the file), the partition
+    columns (under their :func:`~gpuimages.sources.columns.partition_alias`) and :data:`REASON_COL` (null, or why
+    the file gives no bytes), one row per listed (and sampled) file. ``keep_unread``: files on other filesystems
+    that Spark's scan returns no bytes for get a row with the reason (local files always do: the task finds out;
+    ``drop_invalid`` drops them there). Nothing here runs before the result does."""
     from pyspark.sql import functions as F
 
     parts = found.partition_columns
     columns = (quoted(ORIGIN_COL), quoted(CONTENT_COL), *map(partition_alias, range(len(parts))))
     null_reason = f"CAST(NULL AS STRING) AS {quoted(REASON_COL)}"
     if found.listed is None:
-        return to_partition_names(to_partition_aliases(found.frame, parts).selectExpr(*columns, null_reason), parts)
+        return found.frame.selectExpr(*columns, null_reason)
     local = _listed_rows(found, found.listed.filter(f"origin LIKE '{LOCAL_PREFIX}%'"))
     if found.known_unread:  # listed local files Spark's scan skips by its own rules: the reason, never read
         known = local.sparkSession.createDataFrame(list(found.known_unread), f"{ORIGIN_COL} string, known string")
         local = local.join(F.broadcast(known), ORIGIN_COL, "left").selectExpr(
             *columns, f"known AS {quoted(REASON_COL)}")
     if found.all_local:
-        return to_partition_names(local, parts)
-    scanned = to_partition_aliases(found.frame, parts).filter(f"{quoted(ORIGIN_COL)} NOT LIKE '{LOCAL_PREFIX}%'")
+        return local
+    scanned = found.frame.filter(f"{quoted(ORIGIN_COL)} NOT LIKE '{LOCAL_PREFIX}%'")
     remote = scanned.selectExpr(*columns, null_reason)
     if keep_unread:
         remote = remote.unionByName(_remote_unread(found, slots))
-    return to_partition_names(local.unionByName(remote), parts)
+    return local.unionByName(remote)
 
 
 def _listed_rows(found: Listing, listed: DataFrame, reason: str | None = None) -> DataFrame:
